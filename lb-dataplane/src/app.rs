@@ -1,0 +1,386 @@
+//! The dataplane process: from a configuration to running workers and back to
+//! a report.
+//!
+//! Start-up does everything that can fail before any worker runs (EAL, device
+//! probes, the mempool, every port and queue), so a bad configuration stops
+//! the process with one clear error and nothing half-started. The main lcore
+//! then only watches: the stop flag (SIGINT/SIGTERM), the optional run limits,
+//! and the workers' health.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_core::config::{Config, ConfigError};
+use serde::Serialize;
+
+use crate::dpdk::{
+    self, Eal, EalError, LaunchError, Link, Mempool, MempoolError, Port, PortConfig, PortError,
+    PortStats, TxQueue, MAX_BURST,
+};
+use crate::forward::ForwardWorker;
+use crate::stats::{Counter, WorkerStats};
+
+/// Why the dataplane did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot read config file `{path}`: {source}")]
+    ReadConfig {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Config { path: String, source: ConfigError },
+    #[error(transparent)]
+    Eal(#[from] EalError),
+    #[error("port `{port}`: {source}")]
+    Probe { port: String, source: EalError },
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    #[error("worker lcore {lcore}: {source}")]
+    Launch { lcore: u32, source: LaunchError },
+    #[error("worker on lcore {0} panicked")]
+    WorkerPanicked(u32),
+}
+
+/// Reads and validates a configuration file.
+pub fn load_config(path: &Path) -> Result<Config, AppError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::ReadConfig {
+        path: shown.clone(),
+        source,
+    })?;
+    Config::from_toml(&text).map_err(|source| AppError::Config {
+        path: shown,
+        source,
+    })
+}
+
+/// Limits on a run, besides the stop flag.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// EAL arguments appended to the configuration's.
+    pub extra_eal_args: Vec<String>,
+    /// Stop once no packet has arrived for this long.
+    pub idle_exit: Option<Duration>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// What a run did, for printing and for tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub elapsed_secs: f64,
+    pub ports: Vec<PortReport>,
+    pub workers: Vec<WorkerReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub name: String,
+    pub driver: String,
+    pub mac: String,
+    pub link: Link,
+    pub stats: PortStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
+    pub lcore: u32,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// The EAL arguments for `config`: its own, then `extra`, then the lcore list
+/// and a per-process file prefix unless those were given.
+pub fn eal_args(config: &Config, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = config.eal.args.iter().chain(extra).cloned().collect();
+    let short = |args: &[String], flag: &str| {
+        args.iter()
+            .any(|a| a.starts_with(flag) && !a.starts_with("--"))
+    };
+    let long = |args: &[String], flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !short(&args, "-l") && !short(&args, "-c") && !long(&args, "--lcores") {
+        let main = config.workers.main_lcore;
+        let list: Vec<String> = std::iter::once(main)
+            .chain(config.workers.lcores.get_ref().iter().copied())
+            .map(|l| l.to_string())
+            .collect();
+        args.push("-l".into());
+        args.push(list.join(","));
+        args.push(format!("--main-lcore={main}"));
+    }
+    if !long(&args, "--file-prefix") {
+        args.push(format!("--file-prefix=lb-{}", std::process::id()));
+    }
+    args
+}
+
+fn mempool_size(config: &Config, queues: u16) -> u32 {
+    if config.mempool.mbufs > 0 {
+        return config.mempool.mbufs;
+    }
+    let rings: u32 = config
+        .ports
+        .iter()
+        .map(|p| (u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors)) * u32::from(queues))
+        .sum();
+    let workers = config.workers.lcores.get_ref().len() as u32 + 1;
+    let in_flight = workers * (MAX_BURST as u32 * 2 + config.mempool.cache);
+    // A power of two minus one is the mempool's most efficient size.
+    (rings + in_flight + 1024).next_power_of_two() - 1
+}
+
+/// Runs the forwarder described by `config` until `stop` is set or a limit in
+/// `opts` is reached, then stops the workers, closes the ports and reports.
+pub fn run(
+    config: &Config,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, AppError> {
+    let eal = Eal::init(eal_args(config, &opts.extra_eal_args))?;
+    for p in &config.ports {
+        if let Some(device) = &p.device {
+            eal.probe(device.get_ref())
+                .map_err(|source| AppError::Probe {
+                    port: p.name.get_ref().clone(),
+                    source,
+                })?;
+        }
+    }
+    let lcores = config.workers.lcores.get_ref();
+    let queues = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
+    let pool = Mempool::create(
+        &eal,
+        "lb_mbufs",
+        mempool_size(config, queues),
+        config.mempool.cache,
+        dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+    )?;
+
+    let mut ports = Vec::new();
+    // queues_of[port][worker] = (rx, tx) of that worker on that port.
+    let mut queues_of = Vec::new();
+    for p in &config.ports {
+        let cfg = PortConfig {
+            rx_queues: queues,
+            tx_queues: queues,
+            rx_descriptors: p.rx_descriptors,
+            tx_descriptors: p.tx_descriptors,
+            mtu: p.mtu,
+            promiscuous: p.promiscuous,
+        };
+        let (port, rx, tx) = Port::open(&eal, p.name.get_ref(), pool, &cfg)?;
+        tracing::info!(
+            port = port.name(),
+            driver = port.driver(),
+            queues,
+            "port started"
+        );
+        ports.push(port);
+        queues_of.push(rx.into_iter().zip(tx).collect::<Vec<_>>());
+    }
+
+    // Hand every worker its queue of each port, then its routes.
+    let mut per_worker: Vec<Vec<_>> = (0..lcores.len()).map(|_| Vec::new()).collect();
+    for port_queues in queues_of {
+        for (w, q) in port_queues.into_iter().enumerate() {
+            per_worker[w].push(q);
+        }
+    }
+    let mut handles = Vec::new();
+    let mut readers = Vec::new();
+    for (&lcore, port_queues) in lcores.iter().zip(per_worker) {
+        let (rx_of, tx_of): (Vec<_>, Vec<TxQueue>) = port_queues.into_iter().unzip();
+        let mut rx_of: Vec<_> = rx_of.into_iter().map(Some).collect();
+        let routes = config
+            .forwards
+            .iter()
+            .map(|f| {
+                let from = config.port_index(f.from.get_ref()).expect("validated");
+                let to = config.port_index(f.to.get_ref()).expect("validated");
+                (rx_of[from].take().expect("one forward per port"), to)
+            })
+            .collect();
+        let (counters, reader) = WorkerStats::new(lcore);
+        let worker = ForwardWorker {
+            routes,
+            tx: tx_of,
+            burst: usize::from(*config.workers.burst.get_ref()),
+            counters,
+            stop: Arc::clone(&stop),
+        };
+        match dpdk::launch(&eal, lcore, move || worker.run()) {
+            Ok(h) => handles.push(h),
+            Err(source) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(AppError::Launch { lcore, source });
+            }
+        }
+        readers.push(reader);
+    }
+    tracing::info!(workers = lcores.len(), "forwarding");
+
+    let start = Instant::now();
+    let mut last_rx = 0;
+    let mut last_change = start;
+    while !stop.load(Ordering::Relaxed) && !handles.iter().any(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = Instant::now();
+        let rx: u64 = readers.iter().map(|r| r.get(Counter::RxPackets)).sum();
+        if rx != last_rx {
+            last_rx = rx;
+            last_change = now;
+        }
+        let idle = opts.idle_exit.is_some_and(|d| now - last_change >= d);
+        let over = opts.duration.is_some_and(|d| now - start >= d);
+        if idle || over {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let mut panicked = None;
+    for h in handles {
+        let lcore = h.lcore();
+        if h.join().is_err() {
+            panicked.get_or_insert(lcore);
+        }
+    }
+    if let Some(lcore) = panicked {
+        return Err(AppError::WorkerPanicked(lcore));
+    }
+    let report = RunReport {
+        elapsed_secs: elapsed.as_secs_f64(),
+        ports: ports
+            .iter()
+            .map(|p| PortReport {
+                name: p.name().to_owned(),
+                driver: p.driver().to_owned(),
+                mac: format_mac(p.mac()),
+                link: p.link(),
+                stats: p.stats(),
+            })
+            .collect(),
+        workers: readers
+            .iter()
+            .map(|r| WorkerReport {
+                lcore: r.lcore(),
+                counters: r.snapshot(),
+            })
+            .collect(),
+    };
+    // Dropping the last port handles stops and closes the devices, which
+    // flushes file-backed ones such as net_pcap.
+    drop(ports);
+    Ok(report)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl RunReport {
+    /// The report as the tables printed at exit.
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<12} {:<14} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}",
+            "port",
+            "driver",
+            "rx-packets",
+            "rx-bytes",
+            "tx-packets",
+            "tx-bytes",
+            "rx-missed",
+            "rx-errors",
+            "tx-errors",
+            "rx-nombuf"
+        );
+        for p in &self.ports {
+            let t = &p.stats;
+            let _ = writeln!(
+                s,
+                "{:<12} {:<14} {:>12} {:>14} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}",
+                p.name,
+                p.driver,
+                t.rx_packets,
+                t.rx_bytes,
+                t.tx_packets,
+                t.tx_bytes,
+                t.rx_missed,
+                t.rx_errors,
+                t.tx_errors,
+                t.rx_nombuf
+            );
+        }
+        let _ = write!(s, "\n{:<8}", "worker");
+        for c in Counter::ALL {
+            let _ = write!(s, " {:>14}", c.name());
+        }
+        s.push('\n');
+        for w in &self.workers {
+            let _ = write!(s, "{:<8}", format!("lcore {}", w.lcore));
+            for c in Counter::ALL {
+                let _ = write!(s, " {:>14}", w.counters[c.name()]);
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "\nran {:.3} s", self.elapsed_secs);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(eal: &str) -> Config {
+        Config::from_toml(&format!(
+            "[eal]\nargs = [{eal}]\n[workers]\nlcores = [1, 3]\n[[port]]\nname = \"net_null0\"\n[[forward]]\nfrom = \"net_null0\"\nto = \"net_null0\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn eal_args_add_lcores_and_prefix() {
+        let a = eal_args(&config("\"--no-huge\""), &["--no-pci".into()]);
+        assert_eq!(a[..4], ["--no-huge", "--no-pci", "-l", "0,1,3"]);
+        assert_eq!(a[4], "--main-lcore=0");
+        assert!(a[5].starts_with("--file-prefix=lb-"));
+    }
+
+    #[test]
+    fn eal_args_keep_given_lcores_and_prefix() {
+        let a = eal_args(
+            &config("\"--lcores=0@0,1@1,3@1\", \"--file-prefix\", \"x\""),
+            &[],
+        );
+        assert_eq!(a, ["--lcores=0@0,1@1,3@1", "--file-prefix", "x"]);
+        let a = eal_args(&config("\"-l0-3\", \"--log-level=8\""), &[]);
+        assert_eq!(a[..2], ["-l0-3", "--log-level=8"]);
+        assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn mempool_is_sized_from_rings() {
+        let c = config("");
+        // 2 queues x (1024 + 1024) + 3 x (128 + 256) + 1024 = 6272 -> 8191.
+        assert_eq!(mempool_size(&c, 2), 8191);
+    }
+}
