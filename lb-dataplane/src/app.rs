@@ -131,10 +131,11 @@ fn mempool_size(config: &Config, queues: u16) -> u32 {
         .iter()
         .map(|p| (u32::from(p.rx_descriptors) + u32::from(p.tx_descriptors)) * u32::from(queues))
         .sum();
-    let workers = config.workers.lcores.get_ref().len() as u32 + 1;
-    let in_flight = workers * (MAX_BURST as u32 * 2 + config.mempool.cache);
+    let workers = u32::try_from(config.workers.lcores.get_ref().len()).unwrap_or(u32::MAX);
+    let per_worker = 2 * u32::from(dpdk::burst_len(MAX_BURST)) + config.mempool.cache;
+    let in_flight = workers.saturating_add(1).saturating_mul(per_worker);
     // A power of two minus one is the mempool's most efficient size.
-    (rings + in_flight + 1024).next_power_of_two() - 1
+    (rings.saturating_add(in_flight).saturating_add(1024)).next_power_of_two() - 1
 }
 
 /// Runs the forwarder described by `config` until `stop` is set or a limit in
@@ -161,7 +162,7 @@ pub fn run(
         "lb_mbufs",
         mempool_size(config, queues),
         config.mempool.cache,
-        dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+        dpdk::DEFAULT_DATA_ROOM,
     )?;
 
     let mut ports = Vec::new();

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use crate::app::format_mac;
-use crate::dpdk::{Eal, EalError, Link, Mempool, MempoolError, Port, PortConfig};
+use crate::dpdk::{
+    Eal, EalError, Link, Mempool, MempoolError, Port, PortConfig, DEFAULT_DATA_ROOM,
+};
 
 /// What became of one device.
 #[derive(Debug, Clone, Serialize)]
@@ -54,13 +56,7 @@ pub enum ProbeError {
 /// Probes and starts each device in `devargs`; one result each, in order.
 pub fn probe(eal_args: &[String], devargs: &[String]) -> Result<Vec<ProbeResult>, ProbeError> {
     let eal = Eal::init(eal_args)?;
-    let pool = Mempool::create(
-        &eal,
-        "probe_mbufs",
-        4095,
-        64,
-        dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
-    )?;
+    let pool = Mempool::create(&eal, "probe_mbufs", 4095, 64, DEFAULT_DATA_ROOM)?;
     let cfg = PortConfig {
         rx_descriptors: 256,
         tx_descriptors: 256,

@@ -1,1 +1,20 @@
-//! placeholder while building
+//! The end-to-end test kit: what the tests in `tests/tests/` (and later
+//! crates' integration tests) share.
+//!
+//! - [`pcap`] reads and writes classic pcap files (as net_pcap writes them);
+//! - [`dissect`] decodes frames into named header fields with a parser of its
+//!   own, so the golden tests do not check the dataplane against itself;
+//! - [`diff`] compares two captures and says which packet and which field;
+//! - [`golden`] runs a case directory through the real binary;
+//! - [`netns`] makes network namespaces and veth pairs that clean up after
+//!   themselves;
+//! - [`bin`] finds (building if needed) the workspace's binaries.
+
+#![forbid(unsafe_code)]
+
+pub mod bin;
+pub mod diff;
+pub mod dissect;
+pub mod golden;
+pub mod netns;
+pub mod pcap;

@@ -11,6 +11,15 @@ use arrayvec::ArrayVec;
 
 /// The largest burst the dataplane moves at once.
 pub const MAX_BURST: usize = 64;
+const _: () = assert!(MAX_BURST <= u16::MAX as usize);
+
+/// A burst length as DPDK's burst calls take it.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // n <= MAX_BURST, asserted above
+pub fn burst_len(n: usize) -> u16 {
+    debug_assert!(n <= MAX_BURST);
+    n as u16
+}
 
 /// One packet buffer, owned.
 #[repr(transparent)]
@@ -224,7 +233,7 @@ impl MbufBurst {
         unsafe {
             dpdk_sys::rte_pktmbuf_free_bulk(
                 self.bufs.as_mut_ptr().cast::<*mut dpdk_sys::rte_mbuf>(),
-                len as u32,
+                u32::from(burst_len(len)),
             );
             self.bufs.set_len(0);
         }

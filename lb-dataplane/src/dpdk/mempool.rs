@@ -7,6 +7,12 @@ use std::ptr::NonNull;
 
 use super::{rte_errno, Eal, Errno, Mbuf, SOCKET_ID_ANY};
 
+/// Bytes of buffer per mbuf for a standard Ethernet frame plus headroom
+/// (DPDK's `RTE_MBUF_DEFAULT_BUF_SIZE`).
+#[allow(clippy::cast_possible_truncation)] // bounded by the assertion below
+pub const DEFAULT_DATA_ROOM: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+const _: () = assert!(dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE <= u16::MAX as u32);
+
 /// Why a pool could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum MempoolError {

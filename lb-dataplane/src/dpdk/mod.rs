@@ -18,8 +18,8 @@ mod port;
 
 pub use eal::{Eal, EalError};
 pub use lcore::{launch, LaunchError, LcoreHandle};
-pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
-pub use mempool::{Mempool, MempoolError};
+pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
+pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
 
 use std::ffi::CStr;
@@ -64,4 +64,13 @@ pub fn tsc_hz() -> u64 {
 pub fn rdtsc() -> u64 {
     // SAFETY: reads the CPU's time-stamp counter; no memory is touched.
     unsafe { dpdk_sys::rte_rdtsc() }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The EAL lcore id of the calling thread (`u32::MAX` off EAL threads).
+pub fn current_lcore() -> u32 {
+    // SAFETY: reads a thread-local through a C accessor; no preconditions.
+    unsafe { dpdk_sys::lb_rte_lcore_id() }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::mbuf::burst_len;
 use super::{Eal, Errno, MbufBurst, Mempool, SOCKET_ID_ANY};
 
 const RTE_ETH_NAME_MAX_LEN: usize = 64;
@@ -427,7 +428,8 @@ impl RxQueue {
         let (ptr, room) = burst.spare();
         // SAFETY: this queue is set up and owned only by us (&mut self, not
         // Sync); ptr has room for `room` mbuf pointers.
-        let n = unsafe { dpdk_sys::rte_eth_rx_burst(self.port.id, self.queue, ptr, room as u16) };
+        let n =
+            unsafe { dpdk_sys::rte_eth_rx_burst(self.port.id, self.queue, ptr, burst_len(room)) };
         let n = usize::from(n);
         // SAFETY: the driver wrote n owned mbufs into the free slots.
         unsafe { burst.filled(n) };
@@ -456,7 +458,8 @@ impl TxQueue {
         }
         // SAFETY: this queue is set up and owned only by us; ptr holds len
         // owned mbufs.
-        let n = unsafe { dpdk_sys::rte_eth_tx_burst(self.port.id, self.queue, ptr, len as u16) };
+        let n =
+            unsafe { dpdk_sys::rte_eth_tx_burst(self.port.id, self.queue, ptr, burst_len(len)) };
         let n = usize::from(n);
         // SAFETY: after tx_burst returns n, the first n belong to the driver.
         unsafe { burst.taken(n) };
