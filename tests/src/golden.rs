@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, diff, pcap};
+use crate::{binary, diff, pcap};
 
 /// How long the binary may run before the case fails as hung.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,7 +112,7 @@ pub fn run(case: &Case) -> Result<(), String> {
     let tmp = TempDir::new(&format!("golden-{}", case.name));
     let empty = tmp.0.join("empty.pcap");
     pcap::write(&empty, &[]).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin::path("lb-dataplane"));
+    let mut cmd = Command::new(binary::path("lb-dataplane"));
     cmd.arg("--config")
         .arg(case.dir.join("config.toml"))
         .args(["--idle-exit-ms", "1000", "--report"])

@@ -8,11 +8,11 @@
 //! - [`golden`] runs a case directory through the real binary;
 //! - [`netns`] makes network namespaces and veth pairs that clean up after
 //!   themselves;
-//! - [`bin`] finds (building if needed) the workspace's binaries.
+//! - [`binary`] finds (building if needed) the workspace's binaries.
 
 #![forbid(unsafe_code)]
 
-pub mod bin;
+pub mod binary;
 pub mod diff;
 pub mod dissect;
 pub mod golden;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use lb_tests::bin;
+use lb_tests::binary;
 use lb_tests::golden::{output_with_timeout, TempDir};
 
 const GOOD: &str = r#"
@@ -32,7 +32,7 @@ fn fails(config: Option<&str>, args: &[&str]) -> String {
     if let Some(text) = config {
         std::fs::write(&path, text).unwrap();
     }
-    let mut cmd = Command::new(bin::path("lb-dataplane"));
+    let mut cmd = Command::new(binary::path("lb-dataplane"));
     cmd.arg("--config")
         .arg(&path)
         .args(["--duration", "5"])
@@ -149,7 +149,7 @@ fn worker_lcore_missing_from_eal() {
 #[test]
 fn no_config_at_all_is_a_usage_error() {
     let out = output_with_timeout(
-        &mut Command::new(bin::path("lb-dataplane")),
+        &mut Command::new(binary::path("lb-dataplane")),
         Duration::from_secs(30),
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lb_tests::golden::{output_with_timeout, TempDir};
 use lb_tests::netns::{self, Netns};
-use lb_tests::{bin, pcap};
+use lb_tests::{binary, pcap};
 
 #[derive(Debug)]
 struct Probed {
@@ -66,7 +66,7 @@ fn every_listed_pmd_registers_and_configures() {
         ("net_af_packet0,iface=lbva".to_owned(), "net_af_packet"),
         ("net_af_xdp0,iface=lbvb".to_owned(), "net_af_xdp"),
     ];
-    let mut cmd = ns.command(bin::path("lb-dataplane"));
+    let mut cmd = ns.command(binary::path("lb-dataplane"));
     cmd.args(["probe", "--json"])
         .args(devices.iter().map(|(d, _)| d));
     let out = output_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
@@ -94,7 +94,7 @@ fn every_listed_pmd_registers_and_configures() {
 
 #[test]
 fn an_unknown_driver_is_reported_not_registered() {
-    let mut cmd = std::process::Command::new(bin::path("lb-dataplane"));
+    let mut cmd = std::process::Command::new(binary::path("lb-dataplane"));
     cmd.args(["probe", "--json", "net_null0", "net_nosuchpmd0"]);
     let out = output_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lb_tests::bin;
+use lb_tests::binary;
 use lb_tests::golden::TempDir;
 
 const CONFIG: &str = r#"
@@ -34,7 +34,7 @@ fn stops_on(signal: &str) {
     let config = tmp.0.join("lb.toml");
     let report = tmp.0.join("report.json");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut child = Command::new(bin::path("lb-dataplane"))
+    let mut child = Command::new(binary::path("lb-dataplane"))
         .arg("--config")
         .arg(&config)
         .arg("--report")
