@@ -2,9 +2,11 @@
 //! packet, with no DPDK in it, so it is tested and benchmarked on plain bytes.
 //!
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
+//! - [`sched`]: the LVS schedulers;
 //! - [`config`]: the configuration schema the dataplane reads.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod sched;
 pub mod wire;
