@@ -2,6 +2,7 @@
 //! packet, with no DPDK in it, so it is tested and benchmarked on plain bytes.
 //!
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
+//! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
 //! - [`config`]: the configuration schema the dataplane reads.
 
@@ -9,4 +10,5 @@
 
 pub mod config;
 pub mod sched;
+pub mod service;
 pub mod wire;

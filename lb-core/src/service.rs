@@ -1,0 +1,587 @@
+//! Services, real servers, and the immutable snapshot of them that the
+//! control thread builds and the workers read.
+//!
+//! A [`Snapshot`] is validated in full when it is built, so a worker never
+//! meets a half-valid configuration: a change either becomes a whole new
+//! snapshot or is refused with an error that says what is wrong and what
+//! would be right. Schedulers' read-only tables are built here too.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::sched::{RsId, SchedError, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE};
+
+/// The transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => crate::wire::ip_proto::TCP,
+            Protocol::Udp => crate::wire::ip_proto::UDP,
+        }
+    }
+
+    /// The protocol of an IP protocol number, if a service can use it.
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            crate::wire::ip_proto::TCP => Some(Protocol::Tcp),
+            crate::wire::ip_proto::UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// How packets reach a real server (ipvsadm's -g, -m, -i, and Full-NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardMode {
+    /// Direct routing: only the destination MAC changes.
+    Dr,
+    /// NAT: destination rewritten; replies come back through the LB.
+    Nat,
+    /// IPIP tunnel to the real server.
+    Tun,
+    /// Full-NAT: source and destination rewritten.
+    Fnat,
+}
+
+impl ForwardMode {
+    /// ipvsadm's name in listings (`Route`, `Masq`, `Tunnel`, `FullNat`).
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            ForwardMode::Dr => "Route",
+            ForwardMode::Nat => "Masq",
+            ForwardMode::Tun => "Tunnel",
+            ForwardMode::Fnat => "FullNat",
+        }
+    }
+
+    /// Whether the mode can send to a port other than the VIP's.
+    pub fn maps_ports(self) -> bool {
+        matches!(self, ForwardMode::Nat | ForwardMode::Fnat)
+    }
+}
+
+impl fmt::Display for ForwardMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ForwardMode::Dr => "dr",
+            ForwardMode::Nat => "nat",
+            ForwardMode::Tun => "tun",
+            ForwardMode::Fnat => "fnat",
+        })
+    }
+}
+
+impl FromStr for ForwardMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ForwardMode, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "dr" | "route" | "gatewaying" => Ok(ForwardMode::Dr),
+            "nat" | "masq" | "masquerading" => Ok(ForwardMode::Nat),
+            "tun" | "tunnel" | "ipip" => Ok(ForwardMode::Tun),
+            "fnat" | "fullnat" | "full-nat" => Ok(ForwardMode::Fnat),
+            _ => Err(format!(
+                "unknown forwarding mode {s:?}; valid: dr, nat, tun, fnat"
+            )),
+        }
+    }
+}
+
+/// What identifies a service: protocol, virtual address and port. Port 0
+/// is a catch-all for every port of the VIP (the role IPVS's firewall-mark
+/// services play for port ranges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub proto: Protocol,
+    pub vip: IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vip {
+            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto, a, self.port),
+            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto, a, self.port),
+        }
+    }
+}
+
+/// Persistence (ipvsadm -p/-M): connections from one client (network) go
+/// to the same real server while a template lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    /// Seconds a template outlives its last connection (ipvsadm default 360).
+    pub timeout: u32,
+    /// Client prefix length grouped together (ipvsadm -M; 32 or 128 = one
+    /// client).
+    pub prefix_len: u8,
+}
+
+/// A real server of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealServer {
+    pub addr: IpAddr,
+    /// 0 takes the service's port (ipvsadm's `-r addr` without a port).
+    pub port: u16,
+    pub mode: ForwardMode,
+    /// 0 = quiescent: no new connections, existing ones continue.
+    pub weight: u32,
+    /// Upper connection threshold (0 = none).
+    pub upper: u32,
+    /// Lower connection threshold (0 = none).
+    pub lower: u32,
+}
+
+/// A service as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    pub sched: SchedKind,
+    pub flags: SchedFlags,
+    pub persistence: Option<Persistence>,
+    pub reals: Vec<RealServer>,
+    /// Local addresses for Full-NAT real servers.
+    pub laddrs: Vec<IpAddr>,
+    /// The Maglev table size (mh only): a prime.
+    pub mh_table_size: u32,
+}
+
+impl ServiceSpec {
+    /// A service with ipvsadm's defaults (wlc, no persistence) and no
+    /// real servers yet.
+    pub fn new(key: ServiceKey) -> ServiceSpec {
+        ServiceSpec {
+            key,
+            sched: SchedKind::Wlc,
+            flags: SchedFlags::default(),
+            persistence: None,
+            reals: Vec::new(),
+            laddrs: Vec::new(),
+            mh_table_size: DEFAULT_MH_TABLE_SIZE,
+        }
+    }
+}
+
+/// The largest weight ipvsadm accepts.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// Why a set of services was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("service {0} is defined twice")]
+    DuplicateService(ServiceKey),
+    #[error("service {service}: real server {rs} is listed twice")]
+    DuplicateReal { service: ServiceKey, rs: String },
+    #[error(
+        "service {service}: real server {rs} uses {mode}, which cannot change the destination port: \
+         the packet reaches the real server with port {vport} unchanged; use port {vport} \
+         (or no port), or NAT/Full-NAT to map ports"
+    )]
+    PortMapping {
+        service: ServiceKey,
+        rs: String,
+        mode: &'static str,
+        vport: u16,
+    },
+    #[error("service {service} (a catch-all for every port) cannot map to port {port} of {rs}: give the real server no port")]
+    CatchAllPort {
+        service: ServiceKey,
+        rs: String,
+        port: u16,
+    },
+    #[error("service {0} has Full-NAT real servers but no local addresses: add a local-address pool (laddrs)")]
+    FnatWithoutLaddr(ServiceKey),
+    #[error("service {service}: local address {laddr} is not of the real servers' address family")]
+    LaddrFamily { service: ServiceKey, laddr: IpAddr },
+    #[error("service {service}: real server {rs} is not of the VIP's address family")]
+    Family { service: ServiceKey, rs: String },
+    #[error("service {service}: real server {rs} has weight {weight}; use 0 to {max}")]
+    Weight {
+        service: ServiceKey,
+        rs: String,
+        weight: u32,
+        max: u32,
+    },
+    #[error("service {service}: real server {rs} has a lower threshold {lower} above its upper threshold {upper}")]
+    Thresholds {
+        service: ServiceKey,
+        rs: String,
+        lower: u32,
+        upper: u32,
+    },
+    #[error(
+        "service {service}: persistence netmask /{prefix_len} is too long for the address family"
+    )]
+    Netmask { service: ServiceKey, prefix_len: u8 },
+    #[error("service {service}: {source}")]
+    Scheduler {
+        service: ServiceKey,
+        source: SchedError,
+    },
+}
+
+fn rs_name(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// A validated service with its scheduler, as workers see it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub spec: ServiceSpec,
+    pub sched: Scheduler,
+    /// The real servers' weights, in order, for the scheduler.
+    pub weights: Box<[u32]>,
+}
+
+/// Validates one service and builds its scheduler. Real servers without a
+/// port get the service's port.
+pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
+    let key = spec.key;
+    let v4 = key.vip.is_ipv4();
+    let mut seen = std::collections::HashSet::new();
+    for rs in &mut spec.reals {
+        if rs.port == 0 {
+            rs.port = key.port;
+        }
+        let name = rs_name(rs.addr, rs.port);
+        if rs.addr.is_ipv4() != v4 {
+            return Err(ServiceError::Family {
+                service: key,
+                rs: name,
+            });
+        }
+        if !seen.insert((rs.addr, rs.port)) {
+            return Err(ServiceError::DuplicateReal {
+                service: key,
+                rs: name,
+            });
+        }
+        if key.port == 0 && rs.port != 0 {
+            return Err(ServiceError::CatchAllPort {
+                service: key,
+                rs: rs_name(rs.addr, rs.port),
+                port: rs.port,
+            });
+        }
+        if !rs.mode.maps_ports() && rs.port != key.port {
+            return Err(ServiceError::PortMapping {
+                service: key,
+                rs: name,
+                mode: if rs.mode == ForwardMode::Dr {
+                    "DR (-g)"
+                } else {
+                    "TUN (-i)"
+                },
+                vport: key.port,
+            });
+        }
+        if rs.weight > MAX_WEIGHT {
+            return Err(ServiceError::Weight {
+                service: key,
+                rs: name,
+                weight: rs.weight,
+                max: MAX_WEIGHT,
+            });
+        }
+        if rs.upper != 0 && rs.lower > rs.upper {
+            return Err(ServiceError::Thresholds {
+                service: key,
+                rs: name,
+                lower: rs.lower,
+                upper: rs.upper,
+            });
+        }
+    }
+    let fnat = spec.reals.iter().any(|r| r.mode == ForwardMode::Fnat);
+    if fnat && spec.laddrs.is_empty() {
+        return Err(ServiceError::FnatWithoutLaddr(key));
+    }
+    if let Some(&laddr) = spec.laddrs.iter().find(|l| l.is_ipv4() != v4) {
+        return Err(ServiceError::LaddrFamily {
+            service: key,
+            laddr,
+        });
+    }
+    if let Some(p) = spec.persistence {
+        if p.prefix_len > if v4 { 32 } else { 128 } {
+            return Err(ServiceError::Netmask {
+                service: key,
+                prefix_len: p.prefix_len,
+            });
+        }
+    }
+    let ids: Vec<RsId> = spec
+        .reals
+        .iter()
+        .map(|r| RsId {
+            addr: r.addr,
+            port: r.port,
+        })
+        .collect();
+    let weights: Box<[u32]> = spec.reals.iter().map(|r| r.weight).collect();
+    let sched = Scheduler::new(spec.sched, spec.flags, &ids, &weights, spec.mh_table_size)
+        .map_err(|source| ServiceError::Scheduler {
+            service: key,
+            source,
+        })?;
+    Ok(Service {
+        spec,
+        sched,
+        weights,
+    })
+}
+
+/// Connection timeouts in seconds, per TCP state and for UDP and ICMP.
+/// Defaults are IPVS's (`tcp_timeouts` in ip_vs_proto_tcp.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_established: u32,
+    pub tcp_syn_sent: u32,
+    pub tcp_syn_recv: u32,
+    pub tcp_fin_wait: u32,
+    pub tcp_time_wait: u32,
+    pub tcp_close: u32,
+    pub tcp_close_wait: u32,
+    pub tcp_last_ack: u32,
+    pub udp: u32,
+    pub icmp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            tcp_established: 900,
+            tcp_syn_sent: 120,
+            tcp_syn_recv: 60,
+            tcp_fin_wait: 120,
+            tcp_time_wait: 120,
+            tcp_close: 10,
+            tcp_close_wait: 60,
+            tcp_last_ack: 30,
+            udp: 300,
+            icmp: 60,
+        }
+    }
+}
+
+/// Everything the workers need to decide, immutable once built.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases with every published change.
+    pub version: u64,
+    pub services: Vec<Service>,
+    pub timeouts: Timeouts,
+    index: HashMap<ServiceKey, u32, ahash::RandomState>,
+}
+
+impl Snapshot {
+    /// Validates every service and builds the lookup index.
+    pub fn build(
+        version: u64,
+        specs: Vec<ServiceSpec>,
+        timeouts: Timeouts,
+    ) -> Result<Snapshot, ServiceError> {
+        let mut index = HashMap::with_capacity_and_hasher(specs.len(), ahash::RandomState::new());
+        let mut services = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let key = spec.key;
+            let i = u32::try_from(services.len()).unwrap_or(u32::MAX);
+            if index.insert(key, i).is_some() {
+                return Err(ServiceError::DuplicateService(key));
+            }
+            services.push(build_service(spec)?);
+        }
+        Ok(Snapshot {
+            version,
+            services,
+            timeouts,
+            index,
+        })
+    }
+
+    /// An empty snapshot.
+    pub fn empty() -> Snapshot {
+        Snapshot::build(0, Vec::new(), Timeouts::default()).expect("an empty set is valid")
+    }
+
+    /// The service for a packet to `vip:port`: an exact match first, then
+    /// the VIP's catch-all service.
+    #[inline]
+    pub fn lookup(&self, proto: Protocol, vip: IpAddr, port: u16) -> Option<u32> {
+        self.index
+            .get(&ServiceKey { proto, vip, port })
+            .or_else(|| {
+                self.index.get(&ServiceKey {
+                    proto,
+                    vip,
+                    port: 0,
+                })
+            })
+            .copied()
+    }
+
+    /// Whether `addr` is a VIP of any service.
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        self.services.iter().any(|s| s.spec.key.vip == addr)
+    }
+
+    /// The specs, as the control thread would rebuild from them.
+    pub fn specs(&self) -> Vec<ServiceSpec> {
+        self.services.iter().map(|s| s.spec.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: "198.18.0.10".parse().unwrap(),
+            port,
+        }
+    }
+
+    fn rs(addr: &str, port: u16, mode: ForwardMode) -> RealServer {
+        RealServer {
+            addr: addr.parse().unwrap(),
+            port,
+            mode,
+            weight: 1,
+            upper: 0,
+            lower: 0,
+        }
+    }
+
+    fn svc(port: u16, reals: Vec<RealServer>) -> ServiceSpec {
+        let mut s = ServiceSpec::new(key(port));
+        s.reals = reals;
+        s
+    }
+
+    #[test]
+    fn builds_and_looks_up() {
+        let mut fnat = svc(443, vec![rs("10.1.0.1", 8443, ForwardMode::Fnat)]);
+        fnat.laddrs = vec!["10.2.0.1".parse().unwrap()];
+        let snap = Snapshot::build(
+            7,
+            vec![
+                svc(80, vec![rs("10.1.0.1", 0, ForwardMode::Dr)]),
+                fnat,
+                svc(0, vec![rs("10.1.0.2", 0, ForwardMode::Dr)]),
+            ],
+            Timeouts::default(),
+        )
+        .unwrap();
+        let vip = "198.18.0.10".parse().unwrap();
+        assert_eq!(snap.lookup(Protocol::Tcp, vip, 80), Some(0));
+        assert_eq!(snap.lookup(Protocol::Tcp, vip, 443), Some(1));
+        assert_eq!(
+            snap.lookup(Protocol::Tcp, vip, 22),
+            Some(2),
+            "the catch-all"
+        );
+        assert_eq!(snap.lookup(Protocol::Udp, vip, 80), None);
+        assert_eq!(
+            snap.lookup(Protocol::Tcp, "198.18.0.11".parse().unwrap(), 80),
+            None
+        );
+        assert_eq!(
+            snap.services[0].spec.reals[0].port, 80,
+            "no port takes the VIP's"
+        );
+        assert_eq!(
+            snap.services[0].spec.sched,
+            SchedKind::Wlc,
+            "ipvsadm's default"
+        );
+        assert!(snap.is_vip(vip));
+        assert_eq!(snap.version, 7);
+    }
+
+    fn refused(specs: Vec<ServiceSpec>) -> String {
+        Snapshot::build(1, specs, Timeouts::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn refusals_say_what_would_be_right() {
+        let e = refused(vec![svc(80, vec![rs("10.1.0.1", 8080, ForwardMode::Dr)])]);
+        assert!(
+            e.contains("DR (-g), which cannot change the destination port"),
+            "{e}"
+        );
+        assert!(e.contains("use port 80"), "{e}");
+        let e = refused(vec![svc(80, vec![rs("10.1.0.1", 8080, ForwardMode::Tun)])]);
+        assert!(e.contains("TUN (-i)"), "{e}");
+        let e = refused(vec![svc(80, vec![rs("10.1.0.1", 80, ForwardMode::Fnat)])]);
+        assert!(e.contains("no local addresses"), "{e}");
+        let e = refused(vec![svc(80, vec![]), svc(80, vec![])]);
+        assert_eq!(e, "service TCP 198.18.0.10:80 is defined twice");
+        let e = refused(vec![svc(
+            80,
+            vec![
+                rs("10.1.0.1", 80, ForwardMode::Nat),
+                rs("10.1.0.1", 0, ForwardMode::Dr),
+            ],
+        )]);
+        assert!(e.contains("10.1.0.1:80 is listed twice"), "{e}");
+        let e = refused(vec![svc(80, vec![rs("fd00::1", 80, ForwardMode::Nat)])]);
+        assert!(e.contains("address family"), "{e}");
+        let mut heavy = rs("10.1.0.1", 80, ForwardMode::Nat);
+        heavy.weight = 70000;
+        assert!(refused(vec![svc(80, vec![heavy])]).contains("use 0 to 65535"));
+        let mut th = rs("10.1.0.1", 80, ForwardMode::Nat);
+        th.upper = 10;
+        th.lower = 20;
+        assert!(refused(vec![svc(80, vec![th])]).contains("lower threshold 20 above"));
+        let mut mh = svc(80, vec![rs("10.1.0.1", 80, ForwardMode::Nat)]);
+        mh.sched = SchedKind::Mh;
+        mh.mh_table_size = 1000;
+        assert!(refused(vec![mh]).contains("not a prime"));
+        let mut p = svc(80, vec![]);
+        p.persistence = Some(Persistence {
+            timeout: 300,
+            prefix_len: 33,
+        });
+        assert!(refused(vec![p]).contains("/33"));
+        let e = refused(vec![svc(0, vec![rs("10.1.0.1", 8080, ForwardMode::Nat)])]);
+        assert!(e.contains("catch-all"), "{e}");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(ForwardMode::Fnat.ipvsadm_name(), "FullNat");
+        assert_eq!("masq".parse::<ForwardMode>().unwrap(), ForwardMode::Nat);
+        assert!("xyz"
+            .parse::<ForwardMode>()
+            .unwrap_err()
+            .contains("dr, nat, tun, fnat"));
+        assert_eq!(key(80).to_string(), "TCP 198.18.0.10:80");
+        assert_eq!(Protocol::from_number(17), Some(Protocol::Udp));
+        assert_eq!(Protocol::from_number(1), None);
+    }
+}
