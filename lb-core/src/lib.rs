@@ -4,6 +4,7 @@
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
 //! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
+//! - [`session`]: per-worker session tables, TCP states, expiry;
 //! - [`config`]: the configuration schema the dataplane reads.
 
 #![forbid(unsafe_code)]
@@ -11,4 +12,5 @@
 pub mod config;
 pub mod sched;
 pub mod service;
+pub mod session;
 pub mod wire;

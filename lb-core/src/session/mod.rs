@@ -1,0 +1,208 @@
+//! Per-worker session tables: every balanced connection, reachable from the
+//! tuple of its inbound packets (client to VIP) and, where replies pass
+//! through the load balancer (NAT, FNAT), from the tuple of its replies.
+//!
+//! One table per worker, preallocated: sessions live in one array, a free
+//! list links the unused ones, and bucket heads plus intrusive chain links
+//! index them, so inserting and removing never allocate. Expiry uses a
+//! timer wheel with lazy re-arming: a packet only stores the new deadline
+//! in its session; when the session's slot comes round, a session whose
+//! deadline moved is re-linked further on instead of expiring.
+
+mod table;
+pub mod tcp;
+
+pub use table::{ExpireOutcome, SessionId, SessionTable, TableFull, SESSION_BYTES};
+pub use tcp::{next_state, Direction, State};
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::service::ForwardMode;
+
+/// An address as sessions store it: IPv4 mapped into IPv6 (::ffff:a.b.c.d),
+/// so both families share one layout.
+pub type Addr = [u8; 16];
+
+/// Converts an address to the stored form.
+#[inline]
+pub fn addr(a: IpAddr) -> Addr {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Converts a stored address back.
+#[inline]
+pub fn ip(a: &Addr) -> IpAddr {
+    let v6 = Ipv6Addr::from(*a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// The stored form of an IPv4 address.
+#[inline]
+pub fn addr_v4(a: Ipv4Addr) -> Addr {
+    a.to_ipv6_mapped().octets()
+}
+
+/// A packet's 5-tuple, as looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// Session flag bits.
+pub mod flags {
+    /// The slot holds a live session.
+    pub const USED: u8 = 0x01;
+    /// The session has a reply tuple (NAT, FNAT).
+    pub const HAS_OUT: u8 = 0x02;
+    /// A persistence template, not a connection.
+    pub const TEMPLATE: u8 = 0x04;
+    /// Counted as inactive on its real server (IPVS's CONN_F_INACTIVE).
+    pub const INACTIVE: u8 = 0x08;
+}
+
+/// No session / no link.
+pub const NIL: u32 = u32::MAX;
+
+/// One balanced connection (or persistence template): 116 bytes; with its
+/// share of the bucket heads a session costs 124 bytes of table.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Session {
+    /// The client's address and port (the inbound source).
+    pub client: Addr,
+    /// The VIP and port the client addressed (the inbound destination).
+    pub vip: Addr,
+    /// The real server's address and port.
+    pub rs: Addr,
+    /// Full-NAT: the local address and port the real server sees as source.
+    pub laddr: Addr,
+    pub cport: u16,
+    pub vport: u16,
+    pub rport: u16,
+    pub lport: u16,
+    pub proto: u8,
+    pub mode: ForwardMode,
+    pub state: State,
+    pub flags: u8,
+    /// The worker's handle of the real server (its counters).
+    pub dest: u32,
+    /// The index of the service in the snapshot that created the session.
+    pub service: u32,
+    /// The persistence template this connection follows, or [`NIL`].
+    pub template: u32,
+    /// For templates: how many connections follow it.
+    pub refs: u32,
+    /// When the session expires, in the table's clock (seconds).
+    pub expires: u32,
+    next_in: u32,
+    next_out: u32,
+    timer_next: u32,
+    timer_prev: u32,
+    timer_slot: u16,
+}
+
+impl Session {
+    const EMPTY: Session = Session {
+        client: [0; 16],
+        vip: [0; 16],
+        rs: [0; 16],
+        laddr: [0; 16],
+        cport: 0,
+        vport: 0,
+        rport: 0,
+        lport: 0,
+        proto: 0,
+        mode: ForwardMode::Dr,
+        state: State::None,
+        flags: 0,
+        dest: NIL,
+        service: NIL,
+        template: NIL,
+        refs: 0,
+        expires: 0,
+        next_in: NIL,
+        next_out: NIL,
+        timer_next: NIL,
+        timer_prev: NIL,
+        timer_slot: 0,
+    };
+
+    /// A new session's fields; links are the table's business.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        proto: u8,
+        client: (Addr, u16),
+        vip: (Addr, u16),
+        rs: (Addr, u16),
+        laddr: (Addr, u16),
+        mode: ForwardMode,
+        state: State,
+    ) -> Session {
+        let has_out = matches!(mode, ForwardMode::Nat | ForwardMode::Fnat);
+        Session {
+            client: client.0,
+            cport: client.1,
+            vip: vip.0,
+            vport: vip.1,
+            rs: rs.0,
+            rport: rs.1,
+            laddr: laddr.0,
+            lport: laddr.1,
+            proto,
+            mode,
+            state,
+            flags: flags::INACTIVE | if has_out { flags::HAS_OUT } else { 0 },
+            ..Session::EMPTY
+        }
+    }
+
+    /// The tuple of the client's packets.
+    pub fn inbound_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.client,
+            dst: self.vip,
+            sport: self.cport,
+            dport: self.vport,
+            proto: self.proto,
+        }
+    }
+
+    /// The tuple of the real server's replies: to the local address in
+    /// Full-NAT, to the client in NAT.
+    pub fn outbound_key(&self) -> FlowKey {
+        let (dst, dport) = if self.mode == ForwardMode::Fnat {
+            (self.laddr, self.lport)
+        } else {
+            (self.client, self.cport)
+        };
+        FlowKey {
+            src: self.rs,
+            dst,
+            sport: self.rport,
+            dport,
+            proto: self.proto,
+        }
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.flags & flags::TEMPLATE != 0
+    }
+
+    pub fn has_outbound(&self) -> bool {
+        self.flags & flags::HAS_OUT != 0
+    }
+
+    pub fn is_inactive(&self) -> bool {
+        self.flags & flags::INACTIVE != 0
+    }
+}
