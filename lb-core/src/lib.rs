@@ -4,12 +4,14 @@
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
 //! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
+//! - [`laddr`]: Full-NAT local-address pools, split between workers;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
 //! - [`config`]: the configuration schema the dataplane reads.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod laddr;
 pub mod sched;
 pub mod service;
 pub mod session;
