@@ -4,15 +4,21 @@
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
 //! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
+//! - [`packet`]: one parse per frame, and the buffer trait;
+//! - [`mode`]: DR, NAT, TUN and Full-NAT rewrites;
 //! - [`laddr`]: Full-NAT local-address pools, split between workers;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
+//! - [`testpkt`]: test frames built field by field;
 //! - [`config`]: the configuration schema the dataplane reads.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod laddr;
+pub mod mode;
+pub mod packet;
 pub mod sched;
 pub mod service;
 pub mod session;
+pub mod testpkt;
 pub mod wire;

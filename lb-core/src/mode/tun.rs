@@ -1,0 +1,163 @@
+//! TUN (LVS-TUN, IPIP): the client's packet is sent unchanged inside an
+//! outer IPv4 header from the load balancer's tunnel address to the real
+//! server, which decapsulates it and answers the client directly.
+//!
+//! The outer header copies the inner TOS and TTL and the DF bit (so path
+//! MTU discovery still works end to end), as IPVS's tunnel transmitter
+//! does; it needs [`ipv4::HEADER_LEN`] bytes of headroom from the caller.
+
+use std::net::Ipv4Addr;
+
+use crate::packet::{PacketBuf, Parsed};
+use crate::wire::{ip_proto, ipv4};
+
+/// Why a packet could not be encapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunError {
+    /// The buffer has no room in front for the outer header.
+    NoHeadroom,
+    /// Only IPv4 in IPv4 is supported.
+    NotIpv4,
+    /// The encapsulated packet would exceed the MTU and has DF set: the
+    /// client must be told (ICMP fragmentation needed) with this MTU.
+    TooBig { mtu: u16 },
+}
+
+/// Wraps the IPv4 packet of `p` in an outer header `src` -> `dst`. The
+/// Ethernet header (and VLAN tag) stays in front. `mtu` is the outgoing
+/// link's.
+pub fn encap(
+    buf: &mut impl PacketBuf,
+    p: &Parsed,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    mtu: u16,
+) -> Result<(), TunError> {
+    if !p.is_v4() {
+        return Err(TunError::NotIpv4);
+    }
+    let inner_len = p.l3_end - p.l3_offset;
+    let total = inner_len + ipv4::HEADER_LEN;
+    let (tos, ttl, df) = {
+        let inner = ipv4::Packet::new_unchecked(&buf.data()[p.l3_offset..p.l3_end]);
+        (inner.tos(), inner.ttl(), inner.dont_frag())
+    };
+    if total > usize::from(mtu) {
+        if df {
+            return Err(TunError::TooBig {
+                mtu: mtu.saturating_sub(u16::try_from(ipv4::HEADER_LEN).unwrap_or(20)),
+            });
+        }
+        // Without DF the packet may be fragmented on the way; this
+        // dataplane does not fragment, so it is still too big.
+        return Err(TunError::TooBig { mtu });
+    }
+    if !buf.prepend(ipv4::HEADER_LEN) {
+        return Err(TunError::NoHeadroom);
+    }
+    let data = buf.data_mut();
+    // Move the link-layer header to the new front.
+    data.copy_within(ipv4::HEADER_LEN..ipv4::HEADER_LEN + p.l3_offset, 0);
+    let mut outer = ipv4::Packet::new_unchecked(&mut data[p.l3_offset..p.l3_offset + total]);
+    outer.set_version_and_header_len(ipv4::HEADER_LEN);
+    outer.set_tos(tos);
+    outer.set_total_len(u16::try_from(total).unwrap_or(u16::MAX));
+    outer.set_ident(ident);
+    outer.set_unfragmented(df);
+    outer.set_ttl(ttl);
+    outer.set_protocol(ip_proto::IPIP);
+    outer.set_src_addr(src);
+    outer.set_dst_addr(dst);
+    outer.fill_checksum();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::SYN;
+    use super::*;
+    use crate::packet::{parse, VecBuf};
+    use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
+    use crate::wire::ethernet::ethertype;
+
+    #[test]
+    fn wraps_the_packet_unchanged() {
+        let client = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+            .mss(1460)
+            .vlan(7);
+        let input = client.build();
+        let p = parse(&input).unwrap();
+        let mut b = VecBuf::new(&input, 64);
+        encap(
+            &mut b,
+            &p,
+            "10.0.0.1".parse().unwrap(),
+            "10.1.0.5".parse().unwrap(),
+            77,
+            1500,
+        )
+        .unwrap();
+        let inner = client.build_ip();
+        let outer = ip_packet(
+            "10.0.0.1".parse().unwrap(),
+            "10.1.0.5".parse().unwrap(),
+            4,
+            64,
+            77,
+            true,
+            &inner,
+        );
+        assert_eq!(
+            b.data(),
+            frame(PEER_MAC, LB_MAC, Some(7), ethertype::IPV4, &outer)
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_send() {
+        let big = Builder::udp_v4("10.0.0.2:1", "198.18.0.10:53", &[0u8; 1472]).build();
+        let p = parse(&big).unwrap();
+        let mut b = VecBuf::new(&big, 64);
+        assert_eq!(
+            encap(
+                &mut b,
+                &p,
+                [10, 0, 0, 1].into(),
+                [10, 1, 0, 5].into(),
+                1,
+                1500
+            ),
+            Err(TunError::TooBig { mtu: 1480 })
+        );
+        assert_eq!(b.data(), &big[..], "unchanged");
+        let small = Builder::udp_v4("10.0.0.2:1", "198.18.0.10:53", b"x").build();
+        let p = parse(&small).unwrap();
+        let mut b = VecBuf::new(&small, 10);
+        assert_eq!(
+            encap(
+                &mut b,
+                &p,
+                [10, 0, 0, 1].into(),
+                [10, 1, 0, 5].into(),
+                1,
+                1500
+            ),
+            Err(TunError::NoHeadroom)
+        );
+        let v6 = Builder::udp_v6("[fd00::2]:1", "[fd00::10]:53", b"x").build();
+        let p = parse(&v6).unwrap();
+        let mut b = VecBuf::new(&v6, 64);
+        assert_eq!(
+            encap(
+                &mut b,
+                &p,
+                [10, 0, 0, 1].into(),
+                [10, 1, 0, 5].into(),
+                1,
+                1500
+            ),
+            Err(TunError::NotIpv4)
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! One parse of a frame into what every later step needs (offsets, tuple,
+//! TCP flags), and the buffer abstraction the engine works on.
+//!
+//! The engine reads each header once here; rewrites then work at the known
+//! offsets. [`PacketBuf`] is what lets a mode grow a packet at the front
+//! (the IPIP header of TUN) without lb-core knowing about mbufs: the
+//! dataplane implements it for its mbuf, tests for [`VecBuf`].
+
+use crate::session::{Addr, FlowKey};
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::{ip_proto, ipv4, ipv6, tcp, udp, WireError};
+
+/// A packet buffer with headroom, as the engine needs it.
+pub trait PacketBuf {
+    /// The frame's bytes.
+    fn data(&self) -> &[u8];
+    /// The frame's bytes, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Grows the frame at the front by `n` bytes; `false`, unchanged, if
+    /// the headroom is too small.
+    fn prepend(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the front; `false`, unchanged, if shorter.
+    fn adj(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the end; `false`, unchanged, if shorter.
+    fn trim(&mut self, n: usize) -> bool;
+}
+
+/// A heap buffer with headroom, for tests, fuzzing and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VecBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl VecBuf {
+    /// `frame` with `headroom` free bytes in front of it.
+    pub fn new(frame: &[u8], headroom: usize) -> VecBuf {
+        let mut buf = vec![0; headroom];
+        buf.extend_from_slice(frame);
+        VecBuf {
+            buf,
+            start: headroom,
+        }
+    }
+}
+
+impl PacketBuf for VecBuf {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        if n > self.start {
+            return false;
+        }
+        self.start -= n;
+        true
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        if n > self.buf.len() - self.start {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        if n > self.buf.len() - self.start {
+            return false;
+        }
+        self.buf.truncate(self.buf.len() - n);
+        true
+    }
+}
+
+/// The network layer of a parsed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L3 {
+    Ipv4,
+    Ipv6,
+    Arp,
+    Other(u16),
+}
+
+/// What the engine knows of a frame after one parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    pub l3: L3,
+    pub vlan: Option<u16>,
+    pub l3_offset: usize,
+    /// Where the transport header starts (IP only).
+    pub l4_offset: usize,
+    /// Where the IP packet ends (its total length; any padding follows).
+    pub l3_end: usize,
+    /// The transport protocol (IP only).
+    pub proto: u8,
+    pub src: Addr,
+    pub dst: Addr,
+    /// TCP/UDP ports; ICMP echo identifier in `sport`; else 0.
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: tcp::Flags,
+    /// A fragment other than the first: no transport header.
+    pub later_fragment: bool,
+    /// Any fragment (first or later).
+    pub fragment: bool,
+}
+
+impl Parsed {
+    /// The 5-tuple as sessions are keyed.
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+        }
+    }
+
+    pub fn is_v4(&self) -> bool {
+        self.l3 == L3::Ipv4
+    }
+}
+
+/// Where a parse failed, for the drop counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    L2(WireError),
+    L3(WireError),
+    L4(WireError),
+}
+
+fn v4_mapped(b: [u8; 4]) -> Addr {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    a[12..].copy_from_slice(&b);
+    a
+}
+
+/// Parses Ethernet (with VLAN tags), IPv4/IPv6 and TCP/UDP/ICMP headers.
+pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let eth = ethernet::Frame::new_checked(frame).map_err(ParseError::L2)?;
+    let l2 = eth.l2().map_err(ParseError::L2)?;
+    let mut p = Parsed {
+        l3: L3::Other(l2.ethertype),
+        vlan: l2.vlan,
+        l3_offset: l2.l3_offset,
+        l4_offset: l2.l3_offset,
+        l3_end: frame.len(),
+        proto: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+        tcp_flags: tcp::Flags(0),
+        later_fragment: false,
+        fragment: false,
+    };
+    let rest = &frame[l2.l3_offset..];
+    match l2.ethertype {
+        ethertype::ARP => {
+            p.l3 = L3::Arp;
+            return Ok(p);
+        }
+        ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(rest).map_err(ParseError::L3)?;
+            p.l3 = L3::Ipv4;
+            p.proto = ip.protocol();
+            p.src = v4_mapped(ip.src_addr().octets());
+            p.dst = v4_mapped(ip.dst_addr().octets());
+            p.l4_offset = l2.l3_offset + ip.header_len();
+            p.l3_end = l2.l3_offset + usize::from(ip.total_len());
+            p.fragment = ip.is_fragment();
+            p.later_fragment = ip.is_later_fragment();
+        }
+        ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(rest).map_err(ParseError::L3)?;
+            let upper = ip.upper_layer().map_err(ParseError::L3)?;
+            p.l3 = L3::Ipv6;
+            p.proto = upper.protocol;
+            p.src = ip.src_addr().octets();
+            p.dst = ip.dst_addr().octets();
+            p.l4_offset = l2.l3_offset + upper.offset;
+            p.l3_end = l2.l3_offset + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            p.fragment = upper.fragment;
+            p.later_fragment = upper.later_fragment;
+        }
+        _ => return Ok(p),
+    }
+    if p.later_fragment {
+        return Ok(p);
+    }
+    let l4 = &frame[p.l4_offset..p.l3_end];
+    match p.proto {
+        ip_proto::TCP => {
+            let t = tcp::Packet::new_checked(l4).map_err(ParseError::L4)?;
+            p.sport = t.src_port();
+            p.dport = t.dst_port();
+            p.tcp_flags = t.flags();
+        }
+        ip_proto::UDP => {
+            let u = udp::Packet::new_checked(l4).map_err(ParseError::L4)?;
+            p.sport = u.src_port();
+            p.dport = u.dst_port();
+        }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            if l4.len() < crate::wire::icmp::HEADER_LEN {
+                return Err(ParseError::L4(WireError::Truncated));
+            }
+            p.sport = u16::from_be_bytes([l4[4], l4[5]]);
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testpkt::Builder;
+
+    #[test]
+    fn parses_tcp_over_vlan() {
+        let f = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", tcp::Flags::SYN)
+            .vlan(100)
+            .build();
+        let p = parse(&f).unwrap();
+        assert_eq!(p.l3, L3::Ipv4);
+        assert_eq!(p.vlan, Some(100));
+        assert_eq!((p.l3_offset, p.l4_offset), (18, 38));
+        assert_eq!((p.sport, p.dport, p.proto), (40000, 80, 6));
+        assert!(p.tcp_flags.syn());
+        assert_eq!(
+            crate::session::ip(&p.dst),
+            "198.18.0.10".parse::<std::net::IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn parses_udp_v6_and_errors() {
+        let f = Builder::udp_v6("[fd00::2]:1000", "[fd00::10]:53", b"q").build();
+        let p = parse(&f).unwrap();
+        assert_eq!((p.l3, p.sport, p.dport, p.proto), (L3::Ipv6, 1000, 53, 17));
+        assert_eq!(parse(&f[..10]), Err(ParseError::L2(WireError::Truncated)));
+        assert_eq!(parse(&f[..30]), Err(ParseError::L3(WireError::Truncated)));
+        let mut bad = Builder::tcp_v4("10.0.0.2:1", "10.0.0.1:2", 0).build();
+        bad[14 + 20 + 12] = 0x20; // TCP data offset 8 bytes
+        assert_eq!(parse(&bad), Err(ParseError::L4(WireError::BadHeaderLen)));
+    }
+
+    #[test]
+    fn vecbuf_headroom() {
+        let mut b = VecBuf::new(&[1, 2, 3], 2);
+        assert!(b.prepend(2));
+        assert!(!b.prepend(1));
+        b.data_mut()[0] = 9;
+        assert_eq!(b.data(), [9, 0, 1, 2, 3]);
+        assert!(b.adj(4));
+        assert!(b.trim(1));
+        assert!(b.data().is_empty());
+        assert!(!b.adj(1));
+    }
+}
