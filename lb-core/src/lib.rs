@@ -4,6 +4,8 @@
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
 //! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
+//! - [`engine`]: the per-packet entry point of a worker;
+//! - [`net`]: interfaces, addresses and routes;
 //! - [`packet`]: one parse per frame, and the buffer trait;
 //! - [`mode`]: DR, NAT, TUN and Full-NAT rewrites;
 //! - [`laddr`]: Full-NAT local-address pools, split between workers;
@@ -14,8 +16,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod laddr;
 pub mod mode;
+pub mod net;
 pub mod packet;
 pub mod sched;
 pub mod service;

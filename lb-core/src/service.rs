@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::net::Network;
 use crate::sched::{RsId, SchedError, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE};
 
 /// The transport protocol of a service.
@@ -392,6 +393,8 @@ pub struct Snapshot {
     pub version: u64,
     pub services: Vec<Service>,
     pub timeouts: Timeouts,
+    /// Interfaces, addresses and routes.
+    pub network: Network,
     index: HashMap<ServiceKey, u32, ahash::RandomState>,
 }
 
@@ -416,8 +419,15 @@ impl Snapshot {
             version,
             services,
             timeouts,
+            network: Network::default(),
             index,
         })
+    }
+
+    /// The same services with these interfaces and routes.
+    pub fn with_network(mut self, network: Network) -> Snapshot {
+        self.network = network;
+        self
     }
 
     /// An empty snapshot.

@@ -1,0 +1,161 @@
+//! A worker's counters, indexed by [`Counter`]: what it did, and every
+//! reason it dropped a packet.
+
+/// Everything a worker counts. Names are stable: they become metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Counter {
+    /// Packets handed to the engine.
+    RxPackets,
+    /// Packets sent on towards a real server or a client.
+    Forwarded,
+    /// ARP and ICMP echo answered in place.
+    Answered,
+    /// Packets passed to another worker.
+    HandedOver,
+    /// Packets sent to the kernel's exception path.
+    Exception,
+    /// ICMP errors translated for a balanced connection.
+    IcmpTranslated,
+    /// Sessions created.
+    SessionsCreated,
+    /// Sessions expired or closed.
+    SessionsExpired,
+    /// Persistence templates created.
+    TemplatesCreated,
+    DropL2Malformed,
+    DropL3Malformed,
+    DropL4Malformed,
+    /// The destination MAC is neither the port's nor broadcast/multicast.
+    DropNotOurMac,
+    /// A fragment of a balanced service (not reassembled).
+    DropFragment,
+    DropTtlExceeded,
+    /// A TCP segment other than SYN without a session.
+    DropTcpNotSyn,
+    /// The scheduler found no available real server.
+    DropNoDest,
+    /// The session table is full.
+    DropTableFull,
+    /// No local address/port free for a Full-NAT connection.
+    DropLaddrExhausted,
+    /// The new session's reply tuple is already in use.
+    DropTupleCollision,
+    DropNoRoute,
+    /// A reply to a local address with no session.
+    DropNoSession,
+    /// Too big for the outgoing link, with DF set (ICMP sent back).
+    DropTooBig,
+    DropNoHeadroom,
+    /// A kind of packet the engine does not handle.
+    DropUnsupported,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 25] = [
+        Counter::RxPackets,
+        Counter::Forwarded,
+        Counter::Answered,
+        Counter::HandedOver,
+        Counter::Exception,
+        Counter::IcmpTranslated,
+        Counter::SessionsCreated,
+        Counter::SessionsExpired,
+        Counter::TemplatesCreated,
+        Counter::DropL2Malformed,
+        Counter::DropL3Malformed,
+        Counter::DropL4Malformed,
+        Counter::DropNotOurMac,
+        Counter::DropFragment,
+        Counter::DropTtlExceeded,
+        Counter::DropTcpNotSyn,
+        Counter::DropNoDest,
+        Counter::DropTableFull,
+        Counter::DropLaddrExhausted,
+        Counter::DropTupleCollision,
+        Counter::DropNoRoute,
+        Counter::DropNoSession,
+        Counter::DropTooBig,
+        Counter::DropNoHeadroom,
+        Counter::DropUnsupported,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RxPackets => "rx_packets",
+            Counter::Forwarded => "forwarded",
+            Counter::Answered => "answered",
+            Counter::HandedOver => "handed_over",
+            Counter::Exception => "exception",
+            Counter::IcmpTranslated => "icmp_translated",
+            Counter::SessionsCreated => "sessions_created",
+            Counter::SessionsExpired => "sessions_expired",
+            Counter::TemplatesCreated => "templates_created",
+            Counter::DropL2Malformed => "drop_l2_malformed",
+            Counter::DropL3Malformed => "drop_l3_malformed",
+            Counter::DropL4Malformed => "drop_l4_malformed",
+            Counter::DropNotOurMac => "drop_not_our_mac",
+            Counter::DropFragment => "drop_fragment",
+            Counter::DropTtlExceeded => "drop_ttl_exceeded",
+            Counter::DropTcpNotSyn => "drop_tcp_not_syn",
+            Counter::DropNoDest => "drop_no_dest",
+            Counter::DropTableFull => "drop_table_full",
+            Counter::DropLaddrExhausted => "drop_laddr_exhausted",
+            Counter::DropTupleCollision => "drop_tuple_collision",
+            Counter::DropNoRoute => "drop_no_route",
+            Counter::DropNoSession => "drop_no_session",
+            Counter::DropTooBig => "drop_too_big",
+            Counter::DropNoHeadroom => "drop_no_headroom",
+            Counter::DropUnsupported => "drop_unsupported",
+        }
+    }
+
+    /// Whether the counter counts dropped packets.
+    pub fn is_drop(self) -> bool {
+        self.name().starts_with("drop_")
+    }
+}
+
+/// The counters of one worker.
+#[derive(Debug, Clone)]
+pub struct Counters([u64; Counter::ALL.len()]);
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters([0; Counter::ALL.len()])
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] += n;
+    }
+
+    #[inline]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// Every counter with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.iter().map(|&c| (c, self.get(c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique_and_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} out of place in ALL");
+        }
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+        assert!(Counter::DropNoDest.is_drop() && !Counter::Forwarded.is_drop());
+    }
+}

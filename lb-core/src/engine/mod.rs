@@ -1,0 +1,832 @@
+//! The per-packet entry point: a [`Worker`] owns one shard of the sessions
+//! and, for each frame, decides an [`Action`] and rewrites the frame to
+//! match.
+//!
+//! The path of a frame, in order:
+//! 1. one parse ([`crate::packet::parse`]); malformed frames are counted
+//!    drops, never panics;
+//! 2. ARP for an owned address is answered in place, and every ARP sender
+//!    is reported for the neighbour table;
+//! 3. a frame of a known session (looked up by its inbound tuple, then by
+//!    its reply tuple) is rewritten by its session's mode;
+//! 4. a frame to a service's VIP:port without a session gets one: the
+//!    scheduler (or a persistence template) picks a real server, Full-NAT
+//!    takes a local address and port from this worker's share;
+//! 5. a reply to a local Full-NAT port owned by another worker is handed
+//!    over to it;
+//! 6. ICMP echo to an owned address is answered; ICMP errors quoting a
+//!    balanced connection are translated and sent to the other side;
+//! 7. anything else for an owned address goes to the exception path
+//!    (the kernel); anything not for us is dropped.
+//!
+//! Nothing here allocates per packet, takes a lock or logs: drops are
+//! [`Counter`]s.
+
+mod counters;
+mod dests;
+mod icmp_error;
+
+pub use counters::{Counter, Counters};
+pub use dests::{DestEntry, Dests, Stats, SvcEntry};
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::laddr::{owner_of, LaddrPool, DEFAULT_PORT_RANGE};
+use crate::mode::{self, tun};
+use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
+use crate::sched::FlowInfo;
+use crate::service::{ForwardMode, Protocol, Snapshot};
+use crate::session::{
+    self, flags, next_state, Addr, Direction, FlowKey, Session, SessionId, SessionTable, State, NIL,
+};
+use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr};
+
+/// What to do with a frame after [`Worker::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send out of `port` to `next_hop`'s MAC (the dataplane's neighbour
+    /// table sets the Ethernet addresses).
+    Transmit { port: u16, next_hop: Addr },
+    /// Answered in place (Ethernet addresses set): send back out of `port`.
+    Reply { port: u16 },
+    /// ARP seen: learn `ip` -> `mac`; if `reply`, the frame is now the
+    /// answer, to send back out of the port it came in on.
+    Arp {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        reply: bool,
+    },
+    /// Belongs to another worker's session: pass it on its ring.
+    HandOver { worker: u16 },
+    /// For the kernel (TAP).
+    Exception,
+    /// Dropped, and why.
+    Drop(Counter),
+}
+
+/// A worker's fixed parameters.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's index and how many there are.
+    pub id: u16,
+    pub workers: u16,
+    /// Sessions this worker can hold.
+    pub capacity: u32,
+    /// Full-NAT local ports, inclusive.
+    pub local_ports: (u16, u16),
+    /// Sessions examined per expiry call.
+    pub expire_budget: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            id: 0,
+            workers: 1,
+            capacity: 1 << 16,
+            local_ports: DEFAULT_PORT_RANGE,
+            expire_budget: 1024,
+        }
+    }
+}
+
+/// One worker's engine: its sessions, its view of the services, its
+/// counters, and the snapshot it currently follows.
+#[derive(Debug)]
+pub struct Worker {
+    cfg: WorkerConfig,
+    snap: Arc<Snapshot>,
+    pub sessions: SessionTable,
+    pub dests: Dests,
+    /// Snapshot service index -> service entry handle.
+    svc_of_snap: Vec<u32>,
+    /// Addresses answered for: interface addresses, VIPs, local addresses.
+    owned: HashSet<Addr, ahash::RandomState>,
+    /// Full-NAT local addresses of every service.
+    laddrs: HashSet<Addr, ahash::RandomState>,
+    pub counters: Counters,
+    ip_ident: u16,
+    now: u32,
+}
+
+fn drop_of(e: ParseError) -> Counter {
+    match e {
+        ParseError::L2(_) => Counter::DropL2Malformed,
+        ParseError::L3(_) => Counter::DropL3Malformed,
+        ParseError::L4(_) => Counter::DropL4Malformed,
+    }
+}
+
+fn mask(a: &Addr, len: u8, v4: bool) -> Addr {
+    let bits = if v4 {
+        96 + u32::from(len.min(32))
+    } else {
+        u32::from(len.min(128))
+    };
+    let mut out = *a;
+    for (i, b) in out.iter_mut().enumerate() {
+        let start = u32::try_from(i).unwrap_or(0) * 8;
+        if start >= bits {
+            *b = 0;
+        } else if start + 8 > bits {
+            *b &= 0xffu8 << (start + 8 - bits);
+        }
+    }
+    out
+}
+
+impl Worker {
+    /// A worker following `snap`.
+    pub fn new(cfg: WorkerConfig, snap: Arc<Snapshot>) -> Worker {
+        let mut w = Worker {
+            sessions: SessionTable::with_capacity(cfg.capacity),
+            cfg,
+            snap: Arc::new(Snapshot::empty()),
+            dests: Dests::default(),
+            svc_of_snap: Vec::new(),
+            owned: HashSet::default(),
+            laddrs: HashSet::default(),
+            counters: Counters::default(),
+            ip_ident: 0,
+            now: 0,
+        };
+        w.adopt(snap);
+        w
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    /// The snapshot this worker follows.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    /// Follows a new snapshot: service and real-server entries are
+    /// re-pointed (sessions keep theirs), schedulers start afresh, the
+    /// owned-address sets are rebuilt. Runs between bursts; it allocates.
+    pub fn adopt(&mut self, snap: Arc<Snapshot>) {
+        for s in &mut self.dests.svcs {
+            s.live = false;
+            s.snap_idx = NIL;
+        }
+        for d in &mut self.dests.dests {
+            d.idx = NIL;
+        }
+        self.svc_of_snap.clear();
+        self.laddrs.clear();
+        self.owned.clear();
+        for i in &snap.network.interfaces {
+            for (a, _) in &i.addrs {
+                self.owned.insert(session::addr(*a));
+            }
+        }
+        for (si, svc) in snap.services.iter().enumerate() {
+            let key = svc.spec.key;
+            let laddrs: Vec<Addr> = svc.spec.laddrs.iter().map(|a| session::addr(*a)).collect();
+            self.owned.insert(session::addr(key.vip));
+            for l in &laddrs {
+                self.owned.insert(*l);
+                self.laddrs.insert(*l);
+            }
+            let (id, workers, ports) = (self.cfg.id, self.cfg.workers, self.cfg.local_ports);
+            let new_pool = || LaddrPool::new(&laddrs, id, workers, ports).ok();
+            let h = self.dests.svc_handle(key, || SvcEntry {
+                key,
+                snap_idx: NIL,
+                sched: svc.sched.new_state(),
+                pool: None,
+                loads: Vec::new(),
+                dests: Vec::new(),
+                stats: Stats::default(),
+                refs: 0,
+                live: true,
+            });
+            let mut handles = Vec::with_capacity(svc.spec.reals.len());
+            for (ri, rs) in svc.spec.reals.iter().enumerate() {
+                let d = self
+                    .dests
+                    .dest_handle((key, session::addr(rs.addr), rs.port), h);
+                let e = &mut self.dests.dests[d as usize];
+                e.svc = h;
+                e.idx = u32::try_from(ri).unwrap_or(NIL);
+                e.upper = rs.upper.div_ceil(u32::from(workers.max(1)));
+                e.lower = rs.lower.div_ceil(u32::from(workers.max(1)));
+                e.load.update_overload(e.upper, e.lower);
+                handles.push(d);
+            }
+            let loads = handles
+                .iter()
+                .map(|&d| self.dests.dests[d as usize].load)
+                .collect();
+            let e = &mut self.dests.svcs[h as usize];
+            e.live = true;
+            e.snap_idx = u32::try_from(si).unwrap_or(NIL);
+            e.sched = svc.sched.new_state();
+            let same_laddrs = e
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.laddrs() == laddrs.as_slice());
+            if !same_laddrs {
+                e.pool = new_pool();
+            }
+            e.loads = loads;
+            e.dests = handles;
+            self.svc_of_snap.push(h);
+        }
+        self.dests.collect();
+        self.snap = snap;
+    }
+
+    fn count(&mut self, c: Counter) {
+        self.counters.add(c, 1);
+    }
+
+    fn drop(&mut self, c: Counter) -> Action {
+        self.count(c);
+        Action::Drop(c)
+    }
+
+    /// Decides what happens to one frame that arrived on `in_port` at time
+    /// `now` (seconds), rewriting it to match.
+    pub fn process(&mut self, buf: &mut impl PacketBuf, in_port: u16, now: u32) -> Action {
+        self.now = now;
+        self.count(Counter::RxPackets);
+        let p = match parse(buf.data()) {
+            Ok(p) => p,
+            Err(e) => return self.drop(drop_of(e)),
+        };
+        let dst_mac = ethernet::Frame::new_unchecked(buf.data()).dst();
+        let port_mac = self.snap.network.interface(in_port).map(|i| i.mac);
+        if let Some(mac) = port_mac {
+            if dst_mac != mac && !dst_mac.is_multicast() {
+                return self.drop(Counter::DropNotOurMac);
+            }
+        }
+        match p.l3 {
+            L3::Arp => return self.arp(buf, &p, in_port),
+            L3::Other(_) => return self.drop(Counter::DropUnsupported),
+            L3::Ipv4 | L3::Ipv6 => {}
+        }
+        let key = p.key();
+        if !p.later_fragment {
+            if let Some(id) = self.sessions.lookup_in(&key) {
+                return self.inbound(buf, &p, id);
+            }
+            if let Some(id) = self.sessions.lookup_out(&key) {
+                return self.outbound(buf, &p, id);
+            }
+        }
+        if let Some(proto) = Protocol::from_number(p.proto) {
+            if let Some(si) = self.snap.lookup(proto, session::ip(&p.dst), p.dport) {
+                return self.new_session(buf, &p, si);
+            }
+        }
+        if self.laddrs.contains(&p.dst) && matches!(p.proto, ip_proto::TCP | ip_proto::UDP) {
+            let owner = owner_of(p.dport, self.cfg.workers);
+            if owner != self.cfg.id {
+                self.count(Counter::HandedOver);
+                return Action::HandOver { worker: owner };
+            }
+            return self.drop(Counter::DropNoSession);
+        }
+        if matches!(p.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
+            if let Some(a) = self.icmp(buf, &p, in_port) {
+                return a;
+            }
+        }
+        if self.owned.contains(&p.dst) || dst_mac.is_multicast() {
+            self.count(Counter::Exception);
+            return Action::Exception;
+        }
+        self.drop(Counter::DropUnsupported)
+    }
+
+    fn arp(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Action {
+        let Some(mac) = self.snap.network.interface(in_port).map(|i| i.mac) else {
+            return self.drop(Counter::DropUnsupported);
+        };
+        let l3 = p.l3_offset;
+        let (op, sha, spa, tpa) = match arp::Packet::new_checked(&buf.data()[l3..]) {
+            Ok(a) => (a.operation(), a.sender_mac(), a.sender_ip(), a.target_ip()),
+            Err(_) => return self.drop(Counter::DropL3Malformed),
+        };
+        let reply = op == arp::op::REQUEST && self.owned.contains(&session::addr_v4(tpa));
+        if reply {
+            let data = buf.data_mut();
+            let mut eth = ethernet::Frame::new_unchecked(&mut data[..]);
+            eth.set_dst(sha);
+            eth.set_src(mac);
+            arp::Packet::new_unchecked(&mut data[l3..]).fill(arp::op::REPLY, mac, tpa, sha, spa);
+            self.count(Counter::Answered);
+        }
+        Action::Arp {
+            ip: spa,
+            mac: sha,
+            reply,
+        }
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        self.ip_ident
+    }
+
+    fn route(&mut self, dst: &Addr) -> Option<(u16, Addr)> {
+        self.snap.network.route(dst)
+    }
+
+    /// Updates a TCP session's state and deadline for a segment, with the
+    /// active/inactive accounting of its real server.
+    fn track(&mut self, id: SessionId, p: &Parsed, dir: Direction) {
+        let now = self.now;
+        let timeouts = self.snap.timeouts;
+        let s = self.sessions.get_mut(id);
+        let (old, new) = if s.proto == ip_proto::TCP {
+            let new = next_state(s.state, dir, p.tcp_flags);
+            (s.state, new)
+        } else {
+            (s.state, s.state)
+        };
+        s.state = new;
+        s.expires = now.wrapping_add(new.timeout(&timeouts));
+        if old == new {
+            return;
+        }
+        let dest = s.dest;
+        let inactive = s.is_inactive();
+        if inactive && new.is_active() {
+            s.flags &= !flags::INACTIVE;
+            self.dests.update_load(dest, |l| {
+                l.inactive = l.inactive.saturating_sub(1);
+                l.active += 1;
+            });
+        } else if !inactive && !new.is_active() {
+            s.flags |= flags::INACTIVE;
+            self.dests.update_load(dest, |l| {
+                l.active = l.active.saturating_sub(1);
+                l.inactive += 1;
+            });
+        }
+    }
+
+    fn account(&mut self, id: SessionId, bytes: usize, inbound: bool) {
+        let s = self.sessions.get(id);
+        let (dest, svc) = (s.dest, s.service);
+        let bytes = u64::try_from(bytes).unwrap_or(0);
+        let d = &mut self.dests.dests[dest as usize].stats;
+        let v = &mut self.dests.svcs[svc as usize].stats;
+        for st in [d, v] {
+            if inbound {
+                st.in_pkts += 1;
+                st.in_bytes += bytes;
+            } else {
+                st.out_pkts += 1;
+                st.out_bytes += bytes;
+            }
+        }
+    }
+
+    /// Client to real server on an existing session.
+    fn inbound(&mut self, buf: &mut impl PacketBuf, p: &Parsed, id: SessionId) -> Action {
+        let s = *self.sessions.get(id);
+        // A new SYN on a closing connection's tuple starts a new connection.
+        if p.proto == ip_proto::TCP
+            && p.tcp_flags.syn()
+            && !p.tcp_flags.ack()
+            && matches!(s.state, State::TimeWait | State::Close)
+        {
+            self.close(id);
+            if let Some(si) = self
+                .snap
+                .lookup(Protocol::Tcp, session::ip(&p.dst), p.dport)
+            {
+                return self.new_session(buf, p, si);
+            }
+        }
+        let dir = if s.has_outbound() {
+            Direction::Input
+        } else {
+            Direction::InputOnly
+        };
+        self.track(id, p, dir);
+        self.account(id, p.l3_end - p.l3_offset, true);
+        self.send_to_rs(buf, p, &s)
+    }
+
+    fn send_to_rs(&mut self, buf: &mut impl PacketBuf, p: &Parsed, s: &Session) -> Action {
+        let Some((port, hop)) = self.route(&s.rs) else {
+            return self.drop(Counter::DropNoRoute);
+        };
+        match s.mode {
+            ForwardMode::Dr => {
+                self.count(Counter::Forwarded);
+                Action::Transmit {
+                    port,
+                    next_hop: mode::dr::next_hop(&s.rs),
+                }
+            }
+            ForwardMode::Nat | ForwardMode::Fnat => {
+                if !mode::decrement_ttl(buf.data_mut(), p) {
+                    return self.drop(Counter::DropTtlExceeded);
+                }
+                if s.mode == ForwardMode::Nat {
+                    mode::nat::inbound(buf.data_mut(), p, s);
+                } else {
+                    mode::fnat::inbound(buf.data_mut(), p, s);
+                }
+                self.count(Counter::Forwarded);
+                Action::Transmit {
+                    port,
+                    next_hop: hop,
+                }
+            }
+            ForwardMode::Tun => {
+                let src = self.snap.network.ipv4_of(port);
+                let mtu = self.snap.network.interface(port).map_or(1500, |i| i.mtu);
+                let (Some(src), Some(std::net::IpAddr::V4(dst))) = (src, Some(session::ip(&s.rs)))
+                else {
+                    return self.drop(Counter::DropUnsupported);
+                };
+                let ident = self.next_ident();
+                match tun::encap(buf, p, src, dst, ident, mtu) {
+                    Ok(()) => {
+                        self.count(Counter::Forwarded);
+                        Action::Transmit {
+                            port,
+                            next_hop: hop,
+                        }
+                    }
+                    Err(tun::TunError::NoHeadroom) => self.drop(Counter::DropNoHeadroom),
+                    Err(tun::TunError::NotIpv4) => self.drop(Counter::DropUnsupported),
+                    Err(tun::TunError::TooBig { mtu }) => self.too_big(buf, p, mtu),
+                }
+            }
+        }
+    }
+
+    /// Real server to client on an existing NAT or Full-NAT session.
+    fn outbound(&mut self, buf: &mut impl PacketBuf, p: &Parsed, id: SessionId) -> Action {
+        self.track(id, p, Direction::Output);
+        self.account(id, p.l3_end - p.l3_offset, false);
+        let s = *self.sessions.get(id);
+        let Some((port, hop)) = self.route(&s.client) else {
+            return self.drop(Counter::DropNoRoute);
+        };
+        if !mode::decrement_ttl(buf.data_mut(), p) {
+            return self.drop(Counter::DropTtlExceeded);
+        }
+        if s.mode == ForwardMode::Nat {
+            mode::nat::outbound(buf.data_mut(), p, &s);
+        } else {
+            mode::fnat::outbound(buf.data_mut(), p, &s);
+        }
+        self.count(Counter::Forwarded);
+        Action::Transmit {
+            port,
+            next_hop: hop,
+        }
+    }
+
+    fn new_session(&mut self, buf: &mut impl PacketBuf, p: &Parsed, si: u32) -> Action {
+        if p.fragment {
+            return self.drop(Counter::DropFragment);
+        }
+        if p.proto == ip_proto::TCP && (!p.tcp_flags.syn() || p.tcp_flags.ack()) {
+            return self.drop(Counter::DropTcpNotSyn);
+        }
+        if self.sessions.is_full() {
+            return self.drop(Counter::DropTableFull);
+        }
+        let snap = Arc::clone(&self.snap);
+        let svc = &snap.services[si as usize];
+        let h = self.svc_of_snap[si as usize];
+        let v4 = p.is_v4();
+
+        // Persistence: an existing template decides the real server.
+        let mut template = None;
+        let mut pick = None;
+        if let Some(pers) = svc.spec.persistence {
+            let tkey = FlowKey {
+                src: mask(&p.src, pers.prefix_len, v4),
+                dst: p.dst,
+                sport: 0,
+                dport: svc.spec.key.port,
+                proto: p.proto,
+            };
+            if let Some(tid) = self.sessions.lookup_in(&tkey) {
+                let t = *self.sessions.get(tid);
+                let d = &self.dests.dests[t.dest as usize];
+                if d.idx != NIL && d.svc == h && svc.weights[d.idx as usize] > 0 {
+                    pick = Some(d.idx as usize);
+                    template = Some(tid);
+                } else {
+                    self.close(tid);
+                }
+            }
+            if template.is_none() && self.sessions.len() + 2 > self.sessions.capacity() {
+                return self.drop(Counter::DropTableFull);
+            }
+            if pick.is_none() {
+                pick = self.schedule(si, h, p);
+            }
+            if let (Some(i), None) = (pick, template) {
+                let rs = &svc.spec.reals[i];
+                let t = Session::new(
+                    p.proto,
+                    (tkey.src, 0),
+                    (p.dst, svc.spec.key.port),
+                    (session::addr(rs.addr), rs.port),
+                    ([0; 16], 0),
+                    ForwardMode::Dr,
+                    State::Template,
+                );
+                let dest = self.dests.svcs[h as usize].dests[i];
+                match self.sessions.insert(t, self.now.wrapping_add(pers.timeout)) {
+                    Ok(tid) => {
+                        let ts = self.sessions.get_mut(tid);
+                        ts.flags = (ts.flags | flags::TEMPLATE) & !flags::HAS_OUT;
+                        ts.dest = dest;
+                        ts.service = h;
+                        ts.refs = 0;
+                        self.dests.dests[dest as usize].refs += 1;
+                        self.dests.svcs[h as usize].refs += 1;
+                        template = Some(tid);
+                        self.count(Counter::TemplatesCreated);
+                    }
+                    Err(_) => return self.drop(Counter::DropTableFull),
+                }
+            }
+        } else {
+            pick = self.schedule(si, h, p);
+        }
+        let Some(i) = pick else {
+            return self.drop(Counter::DropNoDest);
+        };
+        let rs = &svc.spec.reals[i];
+        let rs_addr = session::addr(rs.addr);
+        let mut laddr = ([0u8; 16], 0u16);
+        if rs.mode == ForwardMode::Fnat {
+            let sessions = &self.sessions;
+            let taken = |l: &Addr, port: u16| {
+                sessions.out_tuple_in_use(&FlowKey {
+                    src: rs_addr,
+                    dst: *l,
+                    sport: rs.port,
+                    dport: port,
+                    proto: p.proto,
+                })
+            };
+            match self.dests.svcs[h as usize]
+                .pool
+                .as_mut()
+                .and_then(|pool| pool.allocate(taken))
+            {
+                Some(l) => laddr = l,
+                None => return self.drop(Counter::DropLaddrExhausted),
+            }
+        }
+        let dir = if rs.mode.maps_ports() {
+            Direction::Input
+        } else {
+            Direction::InputOnly
+        };
+        let state = match p.proto {
+            ip_proto::TCP => next_state(State::None, dir, p.tcp_flags),
+            ip_proto::UDP => State::Udp,
+            _ => State::Icmp,
+        };
+        let s = Session::new(
+            p.proto,
+            (p.src, p.sport),
+            (p.dst, p.dport),
+            (rs_addr, rs.port),
+            laddr,
+            rs.mode,
+            state,
+        );
+        if s.has_outbound() && self.sessions.out_tuple_in_use(&s.outbound_key()) {
+            if let Some(pool) = self.dests.svcs[h as usize].pool.as_mut() {
+                pool.release(&laddr.0);
+            }
+            return self.drop(Counter::DropTupleCollision);
+        }
+        let expires = self.now.wrapping_add(state.timeout(&snap.timeouts));
+        let id = match self.sessions.insert(s, expires) {
+            Ok(id) => id,
+            Err(_) => return self.drop(Counter::DropTableFull),
+        };
+        let dest = self.dests.svcs[h as usize].dests[i];
+        {
+            let s = self.sessions.get_mut(id);
+            s.dest = dest;
+            s.service = h;
+            s.template = template.unwrap_or(NIL);
+        }
+        if let Some(tid) = template {
+            let t = self.sessions.get_mut(tid);
+            t.refs += 1;
+        }
+        self.dests.dests[dest as usize].refs += 1;
+        self.dests.dests[dest as usize].stats.conns += 1;
+        self.dests.svcs[h as usize].refs += 1;
+        self.dests.svcs[h as usize].stats.conns += 1;
+        self.dests.update_load(dest, |l| l.inactive += 1);
+        self.count(Counter::SessionsCreated);
+        self.account(id, p.l3_end - p.l3_offset, true);
+        let s = *self.sessions.get(id);
+        self.send_to_rs(buf, p, &s)
+    }
+
+    fn schedule(&mut self, si: u32, h: u32, p: &Parsed) -> Option<usize> {
+        let svc = &self.snap.services[si as usize];
+        let e = &mut self.dests.svcs[h as usize];
+        let flow = FlowInfo {
+            src: session::ip(&p.src),
+            src_port: p.sport,
+            dst: session::ip(&p.dst),
+        };
+        svc.sched.pick(
+            &mut e.sched,
+            &svc.weights,
+            &e.loads,
+            &flow,
+            u64::from(self.now),
+        )
+    }
+
+    /// Removes a session now, with all its bookkeeping.
+    fn close(&mut self, id: SessionId) {
+        release(&mut self.dests, &mut self.counters, &mut self.sessions, id);
+        self.sessions.remove(id);
+    }
+
+    /// Expires sessions whose time has come (call between bursts).
+    /// Templates outlive their connections: one with connections left is
+    /// re-armed for its persistence timeout.
+    pub fn expire(&mut self, now: u32) -> session::ExpireOutcome {
+        self.now = now;
+        let budget = self.cfg.expire_budget;
+        let Worker {
+            sessions,
+            dests,
+            counters,
+            snap,
+            ..
+        } = self;
+        let out = sessions.expire(now, budget, |table, id| {
+            let s = *table.get(id);
+            if s.is_template() && s.refs > 0 {
+                let key = dests.svcs[s.service as usize].key;
+                let timeout = snap
+                    .lookup(key.proto, key.vip, key.port)
+                    .and_then(|i| snap.services[i as usize].spec.persistence)
+                    .map_or(60, |p| p.timeout);
+                table.get_mut(id).expires = now.wrapping_add(timeout);
+                return false;
+            }
+            release(dests, counters, table, id);
+            true
+        });
+        self.dests.collect();
+        out
+    }
+
+    /// Sessions of real servers that left the snapshot or were set to
+    /// weight 0 are left to finish; this removes them at once instead (an
+    /// operator's choice). Returns how many went.
+    pub fn flush_dest(&mut self, dest: u32) -> u32 {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.dest == dest)
+            .map(|(id, _)| id)
+            .collect();
+        let n = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        for id in ids {
+            self.close(id);
+        }
+        n
+    }
+
+    fn icmp(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Option<Action> {
+        let l4 = p.l4_offset;
+        let ty = buf.data()[l4];
+        let echo = if p.is_v4() {
+            icmp::v4::ECHO_REQUEST
+        } else {
+            icmp::v6::ECHO_REQUEST
+        };
+        if ty == echo && self.owned.contains(&p.dst) {
+            return Some(self.echo_reply(buf, p, in_port));
+        }
+        let is_error = if p.is_v4() {
+            icmp::is_error_v4(ty)
+        } else {
+            icmp::is_error_v6(ty)
+        };
+        if is_error && p.is_v4() {
+            return icmp_error::translate(self, buf, p);
+        }
+        None
+    }
+
+    fn echo_reply(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Action {
+        let Some(mac) = self.snap.network.interface(in_port).map(|i| i.mac) else {
+            return self.drop(Counter::DropUnsupported);
+        };
+        let data = buf.data_mut();
+        {
+            let mut eth = ethernet::Frame::new_unchecked(&mut data[..]);
+            let peer = eth.src();
+            eth.set_dst(peer);
+            eth.set_src(mac);
+        }
+        let (l3, l4, end) = (p.l3_offset, p.l4_offset, p.l3_end);
+        if p.is_v4() {
+            let mut ip = ipv4::Packet::new_unchecked(&mut data[l3..end]);
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            // Swapping the addresses leaves the header checksum's sum alone.
+            ip.set_src_addr(dst);
+            ip.set_dst_addr(src);
+            ip.set_ttl(64);
+            ip.fill_checksum();
+            icmp::Packet::new_unchecked(&mut data[l4..end])
+                .echo_request_to_reply(icmp::v4::ECHO_REPLY);
+        } else {
+            let mut ip = ipv6::Packet::new_unchecked(&mut data[l3..end]);
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            ip.set_src_addr(dst);
+            ip.set_dst_addr(src);
+            ip.set_hop_limit(64);
+            icmp::Packet::new_unchecked(&mut data[l4..end])
+                .echo_request_to_reply(icmp::v6::ECHO_REPLY);
+        }
+        self.count(Counter::Answered);
+        Action::Reply { port: in_port }
+    }
+
+    /// Turns a packet too big for the tunnel into an ICMP "fragmentation
+    /// needed" to its sender, with the MTU it must use.
+    fn too_big(&mut self, buf: &mut impl PacketBuf, p: &Parsed, mtu: u16) -> Action {
+        self.count(Counter::DropTooBig);
+        let src = self.snap.network.interfaces.iter().find_map(|i| {
+            i.addrs.iter().find_map(|(a, _)| match a {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            })
+        });
+        let Some(src) = src else {
+            return Action::Drop(Counter::DropTooBig);
+        };
+        match icmp_error::frag_needed(self, buf, p, src, mtu) {
+            Some(a) => a,
+            None => Action::Drop(Counter::DropTooBig),
+        }
+    }
+
+    /// The counters of this worker.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// The bookkeeping of a session that goes: its real server's counts, its
+/// local port, its template's reference.
+fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable, id: SessionId) {
+    let s = *table.get(id);
+    if s.dest != NIL {
+        let d = &mut dests.dests[s.dest as usize];
+        d.refs = d.refs.saturating_sub(1);
+        if !s.is_template() {
+            let inactive = s.is_inactive();
+            dests.update_load(s.dest, |l| {
+                if inactive {
+                    l.inactive = l.inactive.saturating_sub(1);
+                } else {
+                    l.active = l.active.saturating_sub(1);
+                }
+            });
+        }
+    }
+    if s.service != NIL {
+        let v = &mut dests.svcs[s.service as usize];
+        v.refs = v.refs.saturating_sub(1);
+        if s.mode == ForwardMode::Fnat && !s.is_template() {
+            if let Some(pool) = v.pool.as_mut() {
+                pool.release(&s.laddr);
+            }
+        }
+    }
+    if s.template != NIL {
+        let t = table.get_mut(s.template);
+        t.refs = t.refs.saturating_sub(1);
+    }
+    counters.add(Counter::SessionsExpired, 1);
+}
+
+#[cfg(test)]
+mod tests;

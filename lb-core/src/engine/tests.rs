@@ -1,0 +1,752 @@
+//! The engine's golden table and behaviours: frames in, actions and frames
+//! out, on a fixed configuration (two ports, one service per mode).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::*;
+use crate::net::{Interface, Network, Route};
+use crate::packet::VecBuf;
+use crate::sched::SchedKind;
+use crate::service::{Persistence, RealServer, ServiceKey, ServiceSpec, Timeouts};
+use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
+use crate::wire::ethernet::ethertype;
+use crate::wire::tcp::Flags;
+
+const RS_SIDE_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+const RS_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x02, 0x05]);
+const SYN: u8 = Flags::SYN;
+const ACK: u8 = Flags::ACK;
+const FIN: u8 = Flags::FIN;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn a(s: &str) -> Addr {
+    session::addr(ip(s))
+}
+
+fn rs(addr: &str, port: u16, mode: ForwardMode) -> RealServer {
+    RealServer {
+        addr: ip(addr),
+        port,
+        mode,
+        weight: 1,
+        upper: 0,
+        lower: 0,
+    }
+}
+
+fn svc(proto: Protocol, port: u16, sched: SchedKind, reals: Vec<RealServer>) -> ServiceSpec {
+    let mut s = ServiceSpec::new(ServiceKey {
+        proto,
+        vip: ip("198.18.0.10"),
+        port,
+    });
+    s.sched = sched;
+    s.reals = reals;
+    if s.reals.iter().any(|r| r.mode == ForwardMode::Fnat) {
+        s.laddrs = vec![ip("10.2.0.1")];
+    }
+    s
+}
+
+fn network() -> Network {
+    Network::new(
+        vec![
+            Interface {
+                port: 0,
+                mac: LB_MAC,
+                addrs: vec![(ip("10.0.0.1"), 24)],
+                mtu: 1500,
+            },
+            Interface {
+                port: 1,
+                mac: RS_SIDE_MAC,
+                addrs: vec![(ip("10.1.0.1"), 16)],
+                mtu: 1500,
+            },
+        ],
+        &[Route {
+            prefix: ip("0.0.0.0"),
+            len: 0,
+            port: 0,
+            gateway: Some(ip("10.0.0.254")),
+        }],
+    )
+    .unwrap()
+}
+
+fn specs() -> Vec<ServiceSpec> {
+    let mut persistent = svc(
+        Protocol::Tcp,
+        84,
+        SchedKind::Rr,
+        vec![
+            rs("10.1.0.5", 84, ForwardMode::Nat),
+            rs("10.1.0.6", 84, ForwardMode::Nat),
+            rs("10.1.0.7", 84, ForwardMode::Nat),
+        ],
+    );
+    persistent.persistence = Some(Persistence {
+        timeout: 300,
+        prefix_len: 24,
+    });
+    vec![
+        svc(
+            Protocol::Tcp,
+            80,
+            SchedKind::Rr,
+            vec![
+                rs("10.1.0.5", 8080, ForwardMode::Fnat),
+                rs("10.1.0.6", 8080, ForwardMode::Fnat),
+            ],
+        ),
+        svc(
+            Protocol::Tcp,
+            81,
+            SchedKind::Wlc,
+            vec![rs("10.1.0.5", 8081, ForwardMode::Nat)],
+        ),
+        svc(
+            Protocol::Tcp,
+            82,
+            SchedKind::Wlc,
+            vec![rs("10.1.0.5", 0, ForwardMode::Dr)],
+        ),
+        svc(
+            Protocol::Tcp,
+            83,
+            SchedKind::Wlc,
+            vec![rs("10.1.0.5", 0, ForwardMode::Tun)],
+        ),
+        svc(
+            Protocol::Udp,
+            53,
+            SchedKind::Rr,
+            vec![rs("10.1.0.5", 5353, ForwardMode::Fnat)],
+        ),
+        persistent,
+    ]
+}
+
+fn snapshot(specs: Vec<ServiceSpec>) -> Arc<Snapshot> {
+    Arc::new(
+        Snapshot::build(1, specs, Timeouts::default())
+            .unwrap()
+            .with_network(network()),
+    )
+}
+
+fn worker() -> Worker {
+    Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    )
+}
+
+fn run(w: &mut Worker, f: &[u8], port: u16, now: u32) -> (Action, Vec<u8>) {
+    let mut b = VecBuf::new(f, 64);
+    let act = w.process(&mut b, port, now);
+    (act, b.data().to_vec())
+}
+
+fn tx(port: u16, hop: &str) -> Action {
+    Action::Transmit {
+        port,
+        next_hop: a(hop),
+    }
+}
+
+/// From the real servers' side, addressed to the LB's port 1.
+fn from_rs(b: Builder) -> Vec<u8> {
+    b.macs(RS_MAC, RS_SIDE_MAC).build()
+}
+
+#[test]
+fn golden_table() {
+    let mut w = worker();
+    let client = |to: &str, flags: u8| Builder::tcp_v4("10.0.0.2:40000", to, flags);
+    // (what, input frame, input port, expected action, expected frame)
+    type Case = (&'static str, Vec<u8>, u16, Action, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (
+            "FNAT SYN: source becomes LIP:1025, destination the first RS, TTL 63",
+            client("198.18.0.10:80", SYN).mss(1460).build(),
+            0,
+            tx(1, "10.1.0.5"),
+            Builder::tcp_v4("10.2.0.1:1025", "10.1.0.5:8080", SYN)
+                .mss(1460)
+                .ttl(63)
+                .build(),
+        ),
+        (
+            "FNAT SYN-ACK from the RS to LIP:1025 goes back to the client from the VIP",
+            from_rs(
+                Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1025", SYN | ACK).seq_ack(5000, 1001),
+            ),
+            1,
+            tx(0, "10.0.0.2"),
+            Builder::tcp_v4("198.18.0.10:80", "10.0.0.2:40000", SYN | ACK)
+                .seq_ack(5000, 1001)
+                .ttl(63)
+                .macs(RS_MAC, RS_SIDE_MAC)
+                .build(),
+        ),
+        (
+            "FNAT data on the session",
+            client("198.18.0.10:80", ACK)
+                .seq_ack(1001, 5001)
+                .payload(b"GET / HTTP/1.0\r\n\r\n")
+                .build(),
+            0,
+            tx(1, "10.1.0.5"),
+            Builder::tcp_v4("10.2.0.1:1025", "10.1.0.5:8080", ACK)
+                .seq_ack(1001, 5001)
+                .payload(b"GET / HTTP/1.0\r\n\r\n")
+                .ttl(63)
+                .build(),
+        ),
+        (
+            "NAT SYN: only the destination changes",
+            client("198.18.0.10:81", SYN).build(),
+            0,
+            tx(1, "10.1.0.5"),
+            Builder::tcp_v4("10.0.0.2:40000", "10.1.0.5:8081", SYN)
+                .ttl(63)
+                .build(),
+        ),
+        (
+            "NAT reply: the VIP becomes the source again",
+            from_rs(Builder::tcp_v4(
+                "10.1.0.5:8081",
+                "10.0.0.2:40000",
+                SYN | ACK,
+            )),
+            1,
+            tx(0, "10.0.0.2"),
+            Builder::tcp_v4("198.18.0.10:81", "10.0.0.2:40000", SYN | ACK)
+                .ttl(63)
+                .macs(RS_MAC, RS_SIDE_MAC)
+                .build(),
+        ),
+        (
+            "DR: the frame is untouched, the next hop is the RS",
+            client("198.18.0.10:82", SYN).build(),
+            0,
+            tx(1, "10.1.0.5"),
+            client("198.18.0.10:82", SYN).build(),
+        ),
+        (
+            "TUN: IPIP from the egress port's address to the RS",
+            client("198.18.0.10:83", SYN).build(),
+            0,
+            tx(1, "10.1.0.5"),
+            frame(
+                PEER_MAC,
+                LB_MAC,
+                None,
+                ethertype::IPV4,
+                &ip_packet(
+                    ip("10.1.0.1"),
+                    ip("10.1.0.5"),
+                    4,
+                    64,
+                    1,
+                    true,
+                    &client("198.18.0.10:83", SYN).build_ip(),
+                ),
+            ),
+        ),
+        (
+            "UDP FNAT",
+            Builder::udp_v4("10.0.0.2:40001", "198.18.0.10:53", b"query").build(),
+            0,
+            tx(1, "10.1.0.5"),
+            // Each service has its own share of the local ports.
+            Builder::udp_v4("10.2.0.1:1025", "10.1.0.5:5353", b"query")
+                .ttl(63)
+                .build(),
+        ),
+    ];
+    for (what, input, port, want_action, want_frame) in cases {
+        let (act, out) = run(&mut w, &input, port, 1);
+        assert_eq!(act, want_action, "{what}");
+        assert_eq!(out, want_frame, "{what}");
+    }
+    assert_eq!(w.counters.get(Counter::SessionsCreated), 5);
+    assert_eq!(w.counters.get(Counter::Forwarded), 8);
+}
+
+#[test]
+fn arp_and_echo_for_owned_addresses() {
+    let mut w = worker();
+    let req = |target: &str| {
+        let mut f = frame(
+            PEER_MAC,
+            MacAddr::BROADCAST,
+            None,
+            ethertype::ARP,
+            &[0u8; 28],
+        );
+        arp::Packet::new_unchecked(&mut f[14..]).fill(
+            arp::op::REQUEST,
+            PEER_MAC,
+            "10.0.0.2".parse().unwrap(),
+            MacAddr::ZERO,
+            target.parse().unwrap(),
+        );
+        f
+    };
+    for owned in ["198.18.0.10", "10.0.0.1", "10.2.0.1"] {
+        let (act, out) = run(&mut w, &req(owned), 0, 1);
+        assert_eq!(
+            act,
+            Action::Arp {
+                ip: "10.0.0.2".parse().unwrap(),
+                mac: PEER_MAC,
+                reply: true
+            },
+            "{owned}"
+        );
+        let mut want = frame(LB_MAC, PEER_MAC, None, ethertype::ARP, &[0u8; 28]);
+        arp::Packet::new_unchecked(&mut want[14..]).fill(
+            arp::op::REPLY,
+            LB_MAC,
+            owned.parse().unwrap(),
+            PEER_MAC,
+            "10.0.0.2".parse().unwrap(),
+        );
+        assert_eq!(out, want, "{owned}");
+    }
+    let (act, _) = run(&mut w, &req("10.0.0.99"), 0, 1);
+    assert_eq!(
+        act,
+        Action::Arp {
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: PEER_MAC,
+            reply: false
+        }
+    );
+
+    let ping = Builder::icmp_echo("10.0.0.2", "10.0.0.1", 0x1234, b"ping").build();
+    let (act, out) = run(&mut w, &ping, 0, 1);
+    assert_eq!(act, Action::Reply { port: 0 });
+    let mut pong =
+        Builder::icmp_echo("10.0.0.1", "10.0.0.2", 0x1234, b"ping").macs(LB_MAC, PEER_MAC);
+    pong.icmp_type = 0;
+    assert_eq!(out, pong.build());
+}
+
+#[test]
+fn what_is_not_balanced() {
+    let mut w = worker();
+    // To an owned address, no service: the kernel's.
+    let ssh = Builder::tcp_v4("10.0.0.2:40000", "10.0.0.1:22", SYN).build();
+    assert_eq!(run(&mut w, &ssh, 0, 1).0, Action::Exception);
+    // Not our MAC.
+    let other = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+        .macs(PEER_MAC, RS_MAC)
+        .build();
+    assert_eq!(
+        run(&mut w, &other, 0, 1).0,
+        Action::Drop(Counter::DropNotOurMac)
+    );
+    // A segment other than SYN without a session.
+    let stray = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", ACK).build();
+    assert_eq!(
+        run(&mut w, &stray, 0, 1).0,
+        Action::Drop(Counter::DropTcpNotSyn)
+    );
+    // Malformed at each layer.
+    let f = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
+    assert_eq!(
+        run(&mut w, &f[..12], 0, 1).0,
+        Action::Drop(Counter::DropL2Malformed)
+    );
+    assert_eq!(
+        run(&mut w, &f[..30], 0, 1).0,
+        Action::Drop(Counter::DropL3Malformed)
+    );
+    let mut bad = f.clone();
+    bad[14 + 20 + 12] = 0x10;
+    assert_eq!(
+        run(&mut w, &bad, 0, 1).0,
+        Action::Drop(Counter::DropL4Malformed)
+    );
+    // A reply to a local port with no session.
+    let late = from_rs(Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:2000", ACK));
+    assert_eq!(
+        run(&mut w, &late, 1, 1).0,
+        Action::Drop(Counter::DropNoSession)
+    );
+    // TTL 1 cannot be forwarded by NAT.
+    let ttl1 = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:81", SYN)
+        .ttl(1)
+        .build();
+    assert_eq!(
+        run(&mut w, &ttl1, 0, 1).0,
+        Action::Drop(Counter::DropTtlExceeded)
+    );
+    assert_eq!(w.counters.get(Counter::Exception), 1);
+}
+
+#[test]
+fn round_robin_spreads_new_connections() {
+    let mut w = worker();
+    let mut seen = Vec::new();
+    for i in 0..4u16 {
+        let syn =
+            Builder::tcp_v4(&format!("10.0.0.2:{}", 41000 + i), "198.18.0.10:80", SYN).build();
+        let (act, _) = run(&mut w, &syn, 0, 1);
+        seen.push(act);
+    }
+    assert_eq!(
+        seen,
+        [
+            tx(1, "10.1.0.5"),
+            tx(1, "10.1.0.6"),
+            tx(1, "10.1.0.5"),
+            tx(1, "10.1.0.6")
+        ]
+    );
+}
+
+#[test]
+fn tcp_states_drive_loads_and_expiry() {
+    let mut w = worker();
+    let c = |flags: u8| Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:81", flags).build();
+    let r = |flags: u8| from_rs(Builder::tcp_v4("10.1.0.5:8081", "10.0.0.2:40000", flags));
+    let load = |w: &Worker| {
+        let h = w.dests.svc_index[&ServiceKey {
+            proto: Protocol::Tcp,
+            vip: ip("198.18.0.10"),
+            port: 81,
+        }];
+        w.dests.svcs[h as usize].loads[0]
+    };
+    run(&mut w, &c(SYN), 0, 0);
+    assert_eq!((load(&w).active, load(&w).inactive), (0, 1));
+    run(&mut w, &r(SYN | ACK), 1, 0);
+    run(&mut w, &c(ACK), 0, 0);
+    assert_eq!(
+        (load(&w).active, load(&w).inactive),
+        (1, 0),
+        "ESTABLISHED is active"
+    );
+    let id = w
+        .sessions
+        .lookup_in(&parse(&c(ACK)).unwrap().key())
+        .unwrap();
+    assert_eq!(w.sessions.get(id).state, State::Established);
+    // Established sessions live 900 s.
+    w.expire(899);
+    assert_eq!(w.sessions.len(), 1);
+    run(&mut w, &c(FIN | ACK), 0, 899);
+    run(&mut w, &r(ACK), 1, 899);
+    run(&mut w, &r(FIN | ACK), 1, 899);
+    run(&mut w, &c(ACK), 0, 899);
+    assert_eq!(w.sessions.get(id).state, State::TimeWait);
+    assert_eq!((load(&w).active, load(&w).inactive), (0, 1));
+    w.expire(899 + 119);
+    assert_eq!(w.sessions.len(), 1, "TIME_WAIT lasts 120 s");
+    w.expire(899 + 120);
+    assert!(w.sessions.is_empty());
+    assert_eq!(load(&w), crate::sched::RsLoad::default());
+    assert_eq!(w.counters.get(Counter::SessionsExpired), 1);
+}
+
+#[test]
+fn fnat_ports_return_when_sessions_go_and_syn_reuses_time_wait() {
+    let mut w = worker();
+    let pool_use = |w: &Worker| {
+        let h = w.dests.svc_index[&ServiceKey {
+            proto: Protocol::Tcp,
+            vip: ip("198.18.0.10"),
+            port: 80,
+        }];
+        w.dests.svcs[h as usize].pool.as_ref().unwrap().in_use()[0]
+    };
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
+    run(&mut w, &syn, 0, 0);
+    assert_eq!(pool_use(&w), 1);
+    let ack = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", ACK).build();
+    run(&mut w, &ack, 0, 0);
+    let rst = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", Flags::RST | ACK).build();
+    run(&mut w, &rst, 0, 0);
+    let id = w.sessions.lookup_in(&parse(&syn).unwrap().key()).unwrap();
+    assert_eq!(w.sessions.get(id).state, State::Close);
+    // A new SYN on the closed tuple is a new connection (to the next RS).
+    let (act, _) = run(&mut w, &syn, 0, 1);
+    assert_eq!(act, tx(1, "10.1.0.6"));
+    assert_eq!(w.sessions.len(), 1);
+    assert_eq!(pool_use(&w), 1);
+    w.expire(1000);
+    assert_eq!(pool_use(&w), 0);
+}
+
+#[test]
+fn persistence_keeps_a_client_network_on_one_server() {
+    let mut w = worker();
+    let mut targets = std::collections::HashSet::new();
+    for (client, port) in [
+        ("10.0.0.2", 40000),
+        ("10.0.0.2", 40001),
+        ("10.0.0.77", 40002),
+    ] {
+        let syn = Builder::tcp_v4(&format!("{client}:{port}"), "198.18.0.10:84", SYN).build();
+        let (act, _) = run(&mut w, &syn, 0, 1);
+        targets.insert(act);
+    }
+    assert_eq!(
+        targets.len(),
+        1,
+        "one /24: one server, though rr would rotate"
+    );
+    assert_eq!(w.counters.get(Counter::TemplatesCreated), 1);
+    // Another network gets rr's next pick.
+    let syn = Builder::tcp_v4("10.0.1.2:40000", "198.18.0.10:84", SYN).build();
+    assert!(!targets.contains(&run(&mut w, &syn, 0, 1).0));
+    // The template outlives its connections by the persistence timeout.
+    w.expire(1 + 60);
+    let left: Vec<_> = w.sessions.iter().filter(|(_, s)| s.is_template()).collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "connections in SYN_RECV expired, templates stay"
+    );
+    w.expire(1 + 60 + 300);
+    assert!(w.sessions.is_empty());
+}
+
+#[test]
+fn full_table_drops_new_flows_only() {
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 4,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    );
+    for i in 0..4u16 {
+        let syn = Builder::tcp_v4(&format!("10.0.0.2:{}", 1000 + i), "198.18.0.10:81", SYN).build();
+        assert_eq!(run(&mut w, &syn, 0, 1).0, tx(1, "10.1.0.5"));
+    }
+    let syn = Builder::tcp_v4("10.0.0.2:2000", "198.18.0.10:81", SYN).build();
+    assert_eq!(
+        run(&mut w, &syn, 0, 1).0,
+        Action::Drop(Counter::DropTableFull)
+    );
+    let ack = Builder::tcp_v4("10.0.0.2:1000", "198.18.0.10:81", ACK).build();
+    assert_eq!(
+        run(&mut w, &ack, 0, 1).0,
+        tx(1, "10.1.0.5"),
+        "established flows go on"
+    );
+}
+
+#[test]
+fn replies_of_another_worker_are_handed_over() {
+    let cfg = |id| WorkerConfig {
+        id,
+        workers: 2,
+        capacity: 64,
+        ..WorkerConfig::default()
+    };
+    let mut w0 = Worker::new(cfg(0), snapshot(specs()));
+    let mut w1 = Worker::new(cfg(1), snapshot(specs()));
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
+    let (_, out) = run(&mut w1, &syn, 0, 1);
+    let lport = parse(&out).unwrap().sport;
+    assert_eq!(lport % 2, 1, "worker 1 of 2 uses odd ports");
+    let reply = from_rs(Builder::tcp_v4(
+        "10.1.0.5:8080",
+        &format!("10.2.0.1:{lport}"),
+        SYN | ACK,
+    ));
+    assert_eq!(run(&mut w0, &reply, 1, 1).0, Action::HandOver { worker: 1 });
+    assert_eq!(run(&mut w1, &reply, 1, 1).0, tx(0, "10.0.0.2"));
+    assert_eq!(w0.counters.get(Counter::HandedOver), 1);
+}
+
+#[test]
+fn quiescing_and_removing_a_server_keeps_its_connections() {
+    let mut w = worker();
+    let c = |port: u16, flags: u8| {
+        Builder::tcp_v4(&format!("10.0.0.2:{port}"), "198.18.0.10:80", flags).build()
+    };
+    assert_eq!(run(&mut w, &c(40000, SYN), 0, 1).0, tx(1, "10.1.0.5"));
+    // 10.1.0.5 goes to weight 0, then leaves the service.
+    let mut quiesced = specs();
+    quiesced[0].reals[0].weight = 0;
+    w.adopt(snapshot(quiesced));
+    assert_eq!(
+        run(&mut w, &c(40000, ACK), 0, 2).0,
+        tx(1, "10.1.0.5"),
+        "existing connection continues"
+    );
+    assert_eq!(
+        run(&mut w, &c(40001, SYN), 0, 2).0,
+        tx(1, "10.1.0.6"),
+        "new ones avoid it"
+    );
+    assert_eq!(run(&mut w, &c(40002, SYN), 0, 2).0, tx(1, "10.1.0.6"));
+    let mut removed = specs();
+    removed[0].reals.remove(0);
+    w.adopt(snapshot(removed));
+    assert_eq!(
+        run(&mut w, &c(40000, ACK), 0, 3).0,
+        tx(1, "10.1.0.5"),
+        "still served after removal"
+    );
+    let d = w
+        .sessions
+        .get(
+            w.sessions
+                .lookup_in(&parse(&c(40000, ACK)).unwrap().key())
+                .unwrap(),
+        )
+        .dest;
+    assert_eq!(
+        w.dests.dests[d as usize].idx, NIL,
+        "its entry left the snapshot"
+    );
+    w.expire(10_000);
+    assert!(w.sessions.is_empty());
+    assert!(
+        !w.dests
+            .dest_index
+            .contains_key(&(specs()[0].key, a("10.1.0.5"), 8080)),
+        "and was freed"
+    );
+}
+
+#[test]
+fn icmp_errors_are_translated_to_the_other_side() {
+    let mut w = worker();
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
+    let (_, sent) = run(&mut w, &syn, 0, 1);
+    // A router on the RS side says "fragmentation needed" about what we sent.
+    let quoted = &sent[14..14 + 28];
+    let mut body = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    body.extend_from_slice(quoted);
+    let mut err = frame(
+        RS_MAC,
+        RS_SIDE_MAC,
+        None,
+        ethertype::IPV4,
+        &ip_packet(ip("10.1.0.254"), ip("10.2.0.1"), 1, 64, 9, false, &body),
+    );
+    crate::wire::icmp::Packet::new_unchecked(&mut err[34..]).fill_checksum(0);
+    let (act, out) = run(&mut w, &err, 1, 1);
+    assert_eq!(act, tx(0, "10.0.0.2"));
+    // What the client sees: from the VIP, quoting its own SYN to the VIP
+    // (addresses and ports translated; the TTL is what the router saw).
+    let client_view = &Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+        .ttl(63)
+        .build()[14..14 + 28];
+    let mut want_body = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    want_body.extend_from_slice(client_view);
+    let mut want = frame(
+        RS_MAC,
+        RS_SIDE_MAC,
+        None,
+        ethertype::IPV4,
+        &ip_packet(
+            ip("198.18.0.10"),
+            ip("10.0.0.2"),
+            1,
+            63,
+            9,
+            false,
+            &want_body,
+        ),
+    );
+    crate::wire::icmp::Packet::new_unchecked(&mut want[34..]).fill_checksum(0);
+    assert_eq!(out, want);
+    assert_eq!(w.counters.get(Counter::IcmpTranslated), 1);
+}
+
+#[test]
+fn tunnel_too_big_tells_the_client() {
+    let mut w = worker();
+    let big = Builder::udp_v4("10.0.0.2:40000", "198.18.0.10:83", &[7u8; 1400]);
+    let mut spec = specs();
+    spec.push(svc(
+        Protocol::Udp,
+        83,
+        SchedKind::Rr,
+        vec![rs("10.1.0.5", 0, ForwardMode::Tun)],
+    ));
+    w.adopt(snapshot(spec));
+    let input = big.clone().payload(&[7u8; 1472]).build();
+    let (act, out) = run(&mut w, &input, 0, 1);
+    assert_eq!(act, tx(0, "10.0.0.2"));
+    let p = parse(&out).unwrap();
+    assert_eq!(
+        (p.proto, session::ip(&p.src), session::ip(&p.dst)),
+        (1, ip("10.0.0.1"), ip("10.0.0.2"))
+    );
+    let icmp = crate::wire::icmp::Packet::new_checked(&out[p.l4_offset..p.l3_end]).unwrap();
+    assert_eq!((icmp.msg_type(), icmp.code(), icmp.mtu()), (3, 4, 1480));
+    assert!(icmp.verify_checksum(0));
+    assert_eq!(
+        icmp.data(),
+        &input[14..14 + 28],
+        "quotes the header and 8 bytes"
+    );
+    assert_eq!(w.counters.get(Counter::DropTooBig), 1);
+}
+
+#[test]
+fn ipv6_nat() {
+    let mut spec = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: ip("fd00::10"),
+        port: 80,
+    });
+    spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Nat)];
+    let net = Network::new(
+        vec![
+            Interface {
+                port: 0,
+                mac: LB_MAC,
+                addrs: vec![(ip("fd00::1"), 64)],
+                mtu: 1500,
+            },
+            Interface {
+                port: 1,
+                mac: RS_SIDE_MAC,
+                addrs: vec![(ip("fd01::1"), 64)],
+                mtu: 1500,
+            },
+        ],
+        &[],
+    )
+    .unwrap();
+    let snap = Arc::new(
+        Snapshot::build(1, vec![spec], Timeouts::default())
+            .unwrap()
+            .with_network(net),
+    );
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 8,
+            ..WorkerConfig::default()
+        },
+        snap,
+    );
+    let syn = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN).build();
+    let (act, out) = run(&mut w, &syn, 0, 1);
+    assert_eq!(act, tx(1, "fd01::5"));
+    assert_eq!(
+        out,
+        Builder::tcp_v6("[fd00::2]:40000", "[fd01::5]:8080", SYN)
+            .ttl(63)
+            .build()
+    );
+}
