@@ -10,6 +10,7 @@
 //! - [`mode`]: DR, NAT, TUN and Full-NAT rewrites;
 //! - [`laddr`]: Full-NAT local-address pools, split between workers;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
+//! - [`stats`]: ipvsadm-style statistics and rates, summed over workers;
 //! - [`testpkt`]: test frames built field by field;
 //! - [`config`]: the configuration schema the dataplane reads.
 
@@ -24,5 +25,6 @@ pub mod packet;
 pub mod sched;
 pub mod service;
 pub mod session;
+pub mod stats;
 pub mod testpkt;
 pub mod wire;

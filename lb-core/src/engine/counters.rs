@@ -137,6 +137,13 @@ impl Counters {
         self.0[c as usize]
     }
 
+    /// Adds another worker's counters (readers sum over workers).
+    pub fn merge(&mut self, other: &Counters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
     /// Every counter with its name.
     pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
         Counter::ALL.iter().map(|&c| (c, self.get(c)))

@@ -792,6 +792,52 @@ impl Worker {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+
+    /// This worker's statistics of every service of its snapshot, with the
+    /// real servers' connection counts (control path: it allocates).
+    pub fn report(&self) -> Vec<crate::stats::ServiceReport> {
+        self.snap
+            .services
+            .iter()
+            .zip(&self.svc_of_snap)
+            .map(|(svc, &h)| {
+                let e = &self.dests.svcs[h as usize];
+                crate::stats::ServiceReport {
+                    key: svc.spec.key,
+                    sched: svc.spec.sched,
+                    stats: e.stats,
+                    reals: svc
+                        .spec
+                        .reals
+                        .iter()
+                        .zip(&e.dests)
+                        .map(|(rs, &d)| {
+                            let d = &self.dests.dests[d as usize];
+                            crate::stats::RealReport {
+                                addr: rs.addr,
+                                port: rs.port,
+                                mode: rs.mode,
+                                weight: rs.weight,
+                                active: u64::from(d.load.active),
+                                inactive: u64::from(d.load.inactive),
+                                stats: d.stats,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Zeroes the statistics (ipvsadm -Z); connection counts stay.
+    pub fn zero_stats(&mut self) {
+        for d in &mut self.dests.dests {
+            d.stats = Stats::default();
+        }
+        for s in &mut self.dests.svcs {
+            s.stats = Stats::default();
+        }
+    }
 }
 
 /// The bookkeeping of a session that goes: its real server's counts, its

@@ -750,3 +750,36 @@ fn ipv6_nat() {
             .build()
     );
 }
+
+#[test]
+fn reports_count_connections_packets_and_bytes() {
+    let mut w = worker();
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:81", SYN).build();
+    let reply = from_rs(Builder::tcp_v4(
+        "10.1.0.5:8081",
+        "10.0.0.2:40000",
+        SYN | ACK,
+    ));
+    run(&mut w, &syn, 0, 1);
+    run(&mut w, &reply, 1, 1);
+    let r = w.report();
+    let nat = r.iter().find(|s| s.key.port == 81).unwrap();
+    assert_eq!(
+        (nat.stats.conns, nat.stats.in_pkts, nat.stats.out_pkts),
+        (1, 1, 1)
+    );
+    assert_eq!(nat.stats.in_bytes, 40);
+    assert_eq!((nat.reals[0].inactive, nat.reals[0].stats.conns), (1, 1));
+    w.zero_stats();
+    let r = w.report();
+    let nat = r.iter().find(|s| s.key.port == 81).unwrap();
+    assert_eq!(nat.stats, Stats::default());
+    assert_eq!(
+        nat.reals[0].inactive, 1,
+        "connection counts are not statistics"
+    );
+    let mut total = Counters::default();
+    total.merge(&w.counters);
+    total.merge(&w.counters);
+    assert_eq!(total.get(Counter::Forwarded), 4);
+}
