@@ -141,9 +141,18 @@ fn v4_mapped(b: [u8; 4]) -> Addr {
 }
 
 /// Parses Ethernet (with VLAN tags), IPv4/IPv6 and TCP/UDP/ICMP headers.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     let eth = ethernet::Frame::new_checked(frame).map_err(ParseError::L2)?;
-    let l2 = eth.l2().map_err(ParseError::L2)?;
+    // Untagged frames, the common case, skip the tag walk.
+    let l2 = match eth.ethertype() {
+        ethertype::VLAN | ethertype::QINQ => eth.l2().map_err(ParseError::L2)?,
+        t => ethernet::L2 {
+            ethertype: t,
+            vlan: None,
+            l3_offset: ethernet::HEADER_LEN,
+        },
+    };
     let mut p = Parsed {
         l3: L3::Other(l2.ethertype),
         vlan: l2.vlan,

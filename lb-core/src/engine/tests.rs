@@ -783,3 +783,65 @@ fn reports_count_connections_packets_and_bytes() {
     total.merge(&w.counters);
     assert_eq!(total.get(Counter::Forwarded), 4);
 }
+
+#[test]
+fn bursts_match_frame_by_frame_processing() {
+    // A conversation whose later frames depend on sessions made by earlier
+    // frames of the same burst, plus strays and malformed frames.
+    let mut frames = Vec::new();
+    for i in 0..20u16 {
+        let c = format!("10.0.0.2:{}", 30000 + i);
+        let vip = format!("198.18.0.10:{}", [80, 81, 82, 83][usize::from(i % 4)]);
+        frames.push((0, Builder::tcp_v4(&c, &vip, SYN).build()));
+        frames.push((0, Builder::tcp_v4(&c, &vip, ACK).payload(b"data").build()));
+    }
+    frames.push((
+        1,
+        from_rs(Builder::tcp_v4(
+            "10.1.0.5:8081",
+            "10.0.0.2:30001",
+            SYN | ACK,
+        )),
+    ));
+    frames.push((0, vec![0u8; 10]));
+    frames.push((
+        0,
+        Builder::udp_v4("10.0.0.9:1", "198.18.0.10:53", b"q").build(),
+    ));
+    let mut one = worker();
+    let want: Vec<(u16, Action, Vec<u8>)> = frames
+        .iter()
+        .map(|(port, f)| {
+            let (a, out) = run(&mut one, f, *port, 5);
+            (*port, a, out)
+        })
+        .collect();
+    let mut burst = worker();
+    // Same port frames in bursts of up to 7, in order.
+    let mut got = Vec::new();
+    let mut i = 0;
+    while i < frames.len() {
+        let port = frames[i].0;
+        let mut j = i;
+        while j < frames.len() && frames[j].0 == port && j - i < 7 {
+            j += 1;
+        }
+        let mut bufs: Vec<VecBuf> = frames[i..j]
+            .iter()
+            .map(|(_, f)| VecBuf::new(f, 64))
+            .collect();
+        let mut actions = vec![Action::Exception; bufs.len()];
+        burst.process_burst(&mut bufs, port, 5, &mut actions);
+        got.extend(
+            bufs.iter()
+                .zip(actions)
+                .map(|(b, a)| (port, a, b.data().to_vec())),
+        );
+        i = j;
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        burst.counters.iter().collect::<Vec<_>>(),
+        one.counters.iter().collect::<Vec<_>>()
+    );
+}

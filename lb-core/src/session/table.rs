@@ -158,10 +158,42 @@ impl SessionTable {
         }
     }
 
+    /// The buckets a tuple falls in as an inbound and as a reply tuple,
+    /// for a burst to compute once and warm up ahead of the lookups.
+    #[inline]
+    pub fn buckets(&self, k: &FlowKey) -> (usize, usize) {
+        (self.bucket(k, DIR_IN), self.bucket(k, DIR_OUT))
+    }
+
+    /// Reads a bucket's first entry: a burst does this for all its packets
+    /// in one go, so the cache misses overlap instead of queueing.
+    #[inline]
+    pub fn warm_bucket(&self, bucket: usize) -> u32 {
+        self.heads[bucket]
+    }
+
+    /// Reads both ends of an entry's session (it spans two or three cache
+    /// lines), for the same purpose.
+    #[inline]
+    pub fn warm_session(&self, r: u32) -> u32 {
+        if r == NIL {
+            0
+        } else {
+            let s = &self.sessions[(r >> 1) as usize];
+            u32::from(s.client[0]) ^ s.timer_prev ^ u32::from(s.timer_slot)
+        }
+    }
+
     /// The session whose client packets have this tuple.
     #[inline]
     pub fn lookup_in(&self, k: &FlowKey) -> Option<SessionId> {
-        let mut r = self.heads[self.bucket(k, DIR_IN)];
+        self.lookup_in_at(self.bucket(k, DIR_IN), k)
+    }
+
+    /// [`lookup_in`](Self::lookup_in) with the bucket already known.
+    #[inline]
+    pub fn lookup_in_at(&self, bucket: usize, k: &FlowKey) -> Option<SessionId> {
+        let mut r = self.heads[bucket];
         while r != NIL {
             let s = &self.sessions[(r >> 1) as usize];
             if r & 1 == DIR_IN
@@ -181,7 +213,13 @@ impl SessionTable {
     /// The session whose real server's replies have this tuple.
     #[inline]
     pub fn lookup_out(&self, k: &FlowKey) -> Option<SessionId> {
-        let mut r = self.heads[self.bucket(k, DIR_OUT)];
+        self.lookup_out_at(self.bucket(k, DIR_OUT), k)
+    }
+
+    /// [`lookup_out`](Self::lookup_out) with the bucket already known.
+    #[inline]
+    pub fn lookup_out_at(&self, bucket: usize, k: &FlowKey) -> Option<SessionId> {
+        let mut r = self.heads[bucket];
         while r != NIL {
             let s = &self.sessions[(r >> 1) as usize];
             if r & 1 == DIR_OUT && s.outbound_key() == *k {

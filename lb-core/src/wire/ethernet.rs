@@ -83,6 +83,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// Follows VLAN tags to the network layer.
+    #[inline]
     pub fn l2(&self) -> Result<L2, WireError> {
         let b = self.buffer.as_ref();
         let mut ethertype = self.ethertype();

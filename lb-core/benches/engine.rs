@@ -1,0 +1,266 @@
+//! Engine micro-benchmarks (ns per packet or per operation, one core).
+//!
+//! - established Full-NAT: lookup + rewrite of a data segment of a random
+//!   existing flow, with 1k, 100k and 1M sessions in the table (random
+//!   flows, so the large tables really miss the caches);
+//! - a new Full-NAT connection: schedule, local port, insert, rewrite;
+//! - each scheduler's pick among 1000 real servers;
+//! - the Maglev table build for 100 and 1000 real servers.
+//!
+//! Run: `cargo bench -p lb-core --bench engine`.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lb_core::engine::{Action, Worker, WorkerConfig};
+use lb_core::net::{Interface, Network};
+use lb_core::packet::{PacketBuf, VecBuf};
+use lb_core::sched::{
+    FlowInfo, RsId, RsLoad, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE,
+};
+use lb_core::service::{
+    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
+};
+use lb_core::session::SESSION_BYTES;
+use lb_core::testpkt::{Builder, LB_MAC};
+use lb_core::wire::tcp::Flags;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A Full-NAT service with `servers` real servers and 16 local addresses.
+fn snapshot(servers: u32, sched: SchedKind) -> Arc<Snapshot> {
+    let mut s = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: ip("198.18.0.10"),
+        port: 80,
+    });
+    s.sched = sched;
+    s.reals = (0..servers)
+        .map(|i| RealServer {
+            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+            port: 8080,
+            mode: ForwardMode::Fnat,
+            weight: 1,
+            upper: 0,
+            lower: 0,
+        })
+        .collect();
+    s.laddrs = (1..=16).map(|i| IpAddr::from([10, 2, 0, i])).collect();
+    let net = Network::new(
+        vec![Interface {
+            port: 0,
+            mac: LB_MAC,
+            addrs: vec![(ip("10.0.0.1"), 8)],
+            mtu: 1500,
+        }],
+        &[],
+    )
+    .unwrap();
+    Arc::new(
+        Snapshot::build(1, vec![s], Timeouts::default())
+            .unwrap()
+            .with_network(net),
+    )
+}
+
+/// A frame template and where its client address and port sit.
+struct Template {
+    frame: Vec<u8>,
+}
+
+const SRC_IP: usize = 14 + 12;
+const SRC_PORT: usize = 14 + 20;
+
+impl Template {
+    fn new(flags: u8) -> Template {
+        Template {
+            frame: Builder::tcp_v4("10.0.0.2:1024", "198.18.0.10:80", flags)
+                .payload(&[0u8; 6])
+                .build(),
+        }
+    }
+
+    /// Flow `i`: client 10.x.y.z (from i / 50000), port 1024 + i % 50000.
+    fn fill(&self, buf: &mut VecBuf, i: u32) {
+        let d = buf.data_mut();
+        d.copy_from_slice(&self.frame);
+        let host = 0x0a00_0000 | (i / 50_000 + 2);
+        d[SRC_IP..SRC_IP + 4].copy_from_slice(&host.to_be_bytes());
+        d[SRC_PORT..SRC_PORT + 2]
+            .copy_from_slice(&u16::try_from(1024 + i % 50_000).unwrap().to_be_bytes());
+    }
+}
+
+fn worker_with(sessions: u32) -> Worker {
+    let cfg = WorkerConfig {
+        capacity: sessions + sessions / 4 + 1024,
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(cfg, snapshot(64, SchedKind::Rr));
+    let syn = Template::new(Flags::SYN);
+    let mut buf = VecBuf::new(&syn.frame, 64);
+    for i in 0..sessions {
+        syn.fill(&mut buf, i);
+        let a = w.process(&mut buf, 0, 1);
+        assert!(matches!(a, Action::Transmit { .. }), "{a:?} at {i}");
+    }
+    w
+}
+
+fn established(c: &mut Criterion) {
+    println!("memory per session: {SESSION_BYTES} bytes (session + bucket heads)");
+    let mut g = c.benchmark_group("fnat_established");
+    g.throughput(Throughput::Elements(1));
+    for n in [1_000u32, 100_000, 1_000_000] {
+        let mut w = worker_with(n);
+        let data = Template::new(Flags::ACK);
+        let mut buf = VecBuf::new(&data.frame, 64);
+        let mut x = 0x2545_f491_u32;
+        let mut next = move || {
+            // xorshift over the existing flows
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % n
+        };
+        g.bench_function(BenchmarkId::new("one_by_one", n), |b| {
+            b.iter(|| {
+                data.fill(&mut buf, next());
+                black_box(w.process(&mut buf, 0, 2))
+            })
+        });
+        let mut bufs: Vec<VecBuf> = (0..32).map(|_| VecBuf::new(&data.frame, 64)).collect();
+        let mut actions = vec![Action::Exception; 32];
+        g.throughput(Throughput::Elements(32));
+        g.bench_function(BenchmarkId::new("burst_of_32", n), |b| {
+            b.iter(|| {
+                for buf in &mut bufs {
+                    data.fill(buf, next());
+                }
+                w.process_burst(&mut bufs, 0, 2, &mut actions);
+                black_box(&actions);
+            })
+        });
+        g.throughput(Throughput::Elements(1));
+    }
+    g.finish();
+}
+
+fn new_connections(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fnat_new_connection");
+    g.throughput(Throughput::Elements(1));
+    const PER_WORKER: u32 = 1_000_000;
+    g.bench_function("64_servers", |b| {
+        b.iter_custom(|iters| {
+            let syn = Template::new(Flags::SYN);
+            let mut buf = VecBuf::new(&syn.frame, 64);
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let mut w = Worker::new(
+                    WorkerConfig {
+                        capacity: PER_WORKER,
+                        ..WorkerConfig::default()
+                    },
+                    snapshot(64, SchedKind::Rr),
+                );
+                let batch = left.min(u64::from(PER_WORKER));
+                let start = Instant::now();
+                for i in 0..u32::try_from(batch).unwrap() {
+                    syn.fill(&mut buf, i);
+                    black_box(w.process(&mut buf, 0, 1));
+                }
+                total += start.elapsed();
+                left -= batch;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn schedulers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sched_pick_1000_servers");
+    let n = 1000u32;
+    let ids: Vec<RsId> = (0..n)
+        .map(|i| RsId {
+            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+            port: 80,
+        })
+        .collect();
+    let weights: Vec<u32> = (0..n).map(|i| 1 + i % 4).collect();
+    let loads: Vec<RsLoad> = (0..n)
+        .map(|i| RsLoad {
+            active: i % 7,
+            inactive: i % 3,
+            overloaded: false,
+        })
+        .collect();
+    for kind in SchedKind::ALL {
+        let s = Scheduler::new(
+            kind,
+            SchedFlags::default(),
+            &ids,
+            &weights,
+            DEFAULT_MH_TABLE_SIZE,
+        )
+        .unwrap();
+        let mut st = s.new_state();
+        let mut x = 1u32;
+        g.bench_function(kind.name(), |b| {
+            b.iter(|| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let flow = FlowInfo {
+                    src: IpAddr::from(std::net::Ipv4Addr::from(x)),
+                    src_port: 40000,
+                    dst: IpAddr::from(std::net::Ipv4Addr::from(x >> 8)),
+                };
+                black_box(s.pick(&mut st, &weights, &loads, &flow, 0))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn maglev_build(c: &mut Criterion) {
+    let mut g = c.benchmark_group("maglev_build_65537");
+    for n in [100u32, 1000] {
+        let ids: Vec<RsId> = (0..n)
+            .map(|i| RsId {
+                addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+                port: 80,
+            })
+            .collect();
+        let weights = vec![1u32; n as usize];
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                black_box(
+                    Scheduler::new(
+                        SchedKind::Mh,
+                        SchedFlags::default(),
+                        &ids,
+                        &weights,
+                        DEFAULT_MH_TABLE_SIZE,
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    targets = established, new_connections, schedulers, maglev_build
+}
+criterion_main!(benches);

@@ -1,0 +1,108 @@
+//! Runs the established Full-NAT path in a loop, for profilers:
+//! `cargo build --release -p lb-core --example profile_fnat` then
+//! `valgrind --tool=callgrind target/release/examples/profile_fnat 1000 2000000`
+//! (arguments: sessions, packets).
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use lb_core::engine::{Worker, WorkerConfig};
+use lb_core::net::{Interface, Network};
+use lb_core::packet::{PacketBuf, VecBuf};
+use lb_core::service::{
+    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
+};
+use lb_core::testpkt::{Builder, LB_MAC};
+use lb_core::wire::tcp::Flags;
+
+fn main() {
+    let args: Vec<u32> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"))
+        .collect();
+    let (sessions, packets) = (
+        args.first().copied().unwrap_or(1000),
+        args.get(1).copied().unwrap_or(1_000_000),
+    );
+    let mut s = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: "198.18.0.10".parse().unwrap(),
+        port: 80,
+    });
+    s.reals = (0..64u32)
+        .map(|i| RealServer {
+            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+            port: 8080,
+            mode: ForwardMode::Fnat,
+            weight: 1,
+            upper: 0,
+            lower: 0,
+        })
+        .collect();
+    s.laddrs = (1..=16).map(|i| IpAddr::from([10, 2, 0, i])).collect();
+    let net = Network::new(
+        vec![Interface {
+            port: 0,
+            mac: LB_MAC,
+            addrs: vec![("10.0.0.1".parse().unwrap(), 8)],
+            mtu: 1500,
+        }],
+        &[],
+    )
+    .unwrap();
+    let snap = Arc::new(
+        Snapshot::build(1, vec![s], Timeouts::default())
+            .unwrap()
+            .with_network(net),
+    );
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: sessions * 2 + 1024,
+            ..WorkerConfig::default()
+        },
+        snap,
+    );
+    let fill = |frame: &[u8], buf: &mut VecBuf, i: u32| {
+        let d = buf.data_mut();
+        d.copy_from_slice(frame);
+        d[26..30].copy_from_slice(&(0x0a00_0000 | (i / 50_000 + 2)).to_be_bytes());
+        d[34..36].copy_from_slice(&u16::try_from(1024 + i % 50_000).unwrap().to_be_bytes());
+    };
+    let syn = Builder::tcp_v4("10.0.0.2:1024", "198.18.0.10:80", Flags::SYN)
+        .payload(&[0; 6])
+        .build();
+    let data = Builder::tcp_v4("10.0.0.2:1024", "198.18.0.10:80", Flags::ACK)
+        .payload(&[0; 6])
+        .build();
+    let mut buf = VecBuf::new(&syn, 64);
+    for i in 0..sessions {
+        fill(&syn, &mut buf, i);
+        w.process(&mut buf, 0, 1);
+    }
+    let mut x = 0x2545_f491_u32;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x % sessions
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..packets {
+        fill(&data, &mut buf, next());
+        black_box(w.process(&mut buf, 0, 2));
+    }
+    let single = start.elapsed().as_nanos() as f64 / f64::from(packets);
+    let mut bufs: Vec<VecBuf> = (0..32).map(|_| VecBuf::new(&data, 64)).collect();
+    let mut actions = vec![lb_core::engine::Action::Exception; 32];
+    let start = std::time::Instant::now();
+    for _ in 0..packets / 32 {
+        for b in &mut bufs {
+            fill(&data, b, next());
+        }
+        w.process_burst(&mut bufs, 0, 2, &mut actions);
+        black_box(&actions);
+    }
+    let burst = start.elapsed().as_nanos() as f64 / f64::from(packets / 32 * 32);
+    println!("{sessions} sessions: {single:.1} ns/packet one by one, {burst:.1} ns/packet in bursts of 32");
+}

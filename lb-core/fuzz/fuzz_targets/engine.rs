@@ -1,0 +1,87 @@
+//! Arbitrary bytes through the per-packet entry point, under every mode.
+//!
+//! One worker holds a service of each mode (DR, NAT, TUN, Full-NAT, UDP
+//! Full-NAT, and a persistent one) on a two-port network. Each input is
+//! split into frames (a length byte, a port byte, the frame); every frame
+//! goes through `process` on its port, then the clock moves and sessions
+//! expire. The engine must never panic, and what it sends on must parse.
+
+#![no_main]
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use lb_core::engine::{Action, Worker, WorkerConfig};
+use lb_core::net::{Interface, Network, Route};
+use lb_core::packet::{parse, PacketBuf, VecBuf};
+use lb_core::sched::SchedKind;
+use lb_core::service::{ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts};
+use lb_core::testpkt::LB_MAC;
+use lb_core::wire::MacAddr;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn snapshot() -> Arc<Snapshot> {
+    static SNAP: OnceLock<Arc<Snapshot>> = OnceLock::new();
+    Arc::clone(SNAP.get_or_init(|| {
+        let svc = |proto, port, mode, sched| {
+            let mut s = ServiceSpec::new(ServiceKey { proto, vip: ip("198.18.0.10"), port });
+            s.sched = sched;
+            let rport = if mode == ForwardMode::Fnat || mode == ForwardMode::Nat { 8080 } else { port };
+            s.reals = ["10.1.0.5", "10.1.0.6"]
+                .iter()
+                .map(|a| RealServer { addr: ip(a), port: rport, mode, weight: 1, upper: 2, lower: 1 })
+                .collect();
+            if mode == ForwardMode::Fnat {
+                s.laddrs = vec![ip("10.2.0.1")];
+            }
+            s
+        };
+        let mut persistent = svc(Protocol::Tcp, 84, ForwardMode::Nat, SchedKind::Sh);
+        persistent.persistence = Some(Persistence { timeout: 30, prefix_len: 24 });
+        let specs = vec![
+            svc(Protocol::Tcp, 80, ForwardMode::Fnat, SchedKind::Rr),
+            svc(Protocol::Tcp, 81, ForwardMode::Nat, SchedKind::Wlc),
+            svc(Protocol::Tcp, 82, ForwardMode::Dr, SchedKind::Lblcr),
+            svc(Protocol::Tcp, 83, ForwardMode::Tun, SchedKind::Mh),
+            svc(Protocol::Udp, 53, ForwardMode::Fnat, SchedKind::Wrr),
+            persistent,
+        ];
+        let net = Network::new(
+            vec![
+                Interface { port: 0, mac: LB_MAC, addrs: vec![(ip("10.0.0.1"), 24)], mtu: 1500 },
+                Interface { port: 1, mac: MacAddr([2, 0, 0, 0, 0, 2]), addrs: vec![(ip("10.1.0.1"), 16)], mtu: 1400 },
+            ],
+            &[Route { prefix: ip("0.0.0.0"), len: 0, port: 0, gateway: Some(ip("10.0.0.254")) }],
+        )
+        .unwrap();
+        Arc::new(Snapshot::build(1, specs, Timeouts::default()).unwrap().with_network(net))
+    }))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut w = Worker::new(WorkerConfig { capacity: 16, ..WorkerConfig::default() }, snapshot());
+    let mut rest = data;
+    let mut now = 0u32;
+    while rest.len() >= 2 {
+        let len = usize::from(rest[0]) * 8;
+        let port = u16::from(rest[1] & 1);
+        rest = &rest[2..];
+        let n = len.min(rest.len());
+        let (frame, tail) = rest.split_at(n);
+        rest = tail;
+        let mut buf = VecBuf::new(frame, 64);
+        match w.process(&mut buf, port, now) {
+            Action::Transmit { .. } | Action::Reply { .. } => {
+                parse(buf.data()).expect("what the engine sends parses");
+            }
+            _ => {}
+        }
+        now = now.wrapping_add(u32::from(frame.first().copied().unwrap_or(0) % 8));
+        w.expire(now);
+    }
+    let _ = w.report();
+});
