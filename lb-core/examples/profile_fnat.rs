@@ -30,6 +30,7 @@ fn main() {
         vip: "198.18.0.10".parse().unwrap(),
         port: 80,
     });
+    s.sched = lb_core::sched::SchedKind::Rr;
     s.reals = (0..64u32)
         .map(|i| RealServer {
             addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
@@ -76,6 +77,20 @@ fn main() {
         .payload(&[0; 6])
         .build();
     let mut buf = VecBuf::new(&syn, 64);
+    if std::env::var_os("NEW_CONNECTIONS").is_some() {
+        // Every packet a new connection (the table is emptied between runs).
+        let start = std::time::Instant::now();
+        for i in 0..packets {
+            fill(&syn, &mut buf, i % (sessions * 2));
+            black_box(w.process(&mut buf, 0, 1));
+            if w.sessions.is_full() {
+                w.expire(10_000 + i);
+            }
+        }
+        let ns = start.elapsed().as_nanos() as f64 / f64::from(packets);
+        println!("new connections: {ns:.1} ns each");
+        return;
+    }
     for i in 0..sessions {
         fill(&syn, &mut buf, i);
         w.process(&mut buf, 0, 1);

@@ -677,7 +677,9 @@ impl Worker {
             rs.mode,
             state,
         );
-        if s.has_outbound() && self.sessions.out_tuple_in_use(&s.outbound_key()) {
+        // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
+        // the client and the real server and may clash.
+        if s.mode == ForwardMode::Nat && self.sessions.out_tuple_in_use(&s.outbound_key()) {
             if let Some(pool) = self.dests.svcs[h as usize].pool.as_mut() {
                 pool.release(&laddr.0);
             }

@@ -63,8 +63,8 @@ fn set_min(set: &[u16], weights: &[u32], loads: &[RsLoad]) -> Option<usize> {
         match least {
             None => least = Some(d),
             Some(l) => {
-                if u128::from(loads[l].overhead()) * u128::from(weights[d])
-                    > u128::from(loads[d].overhead()) * u128::from(weights[l])
+                if loads[l].overhead().saturating_mul(u64::from(weights[d]))
+                    > loads[d].overhead().saturating_mul(u64::from(weights[l]))
                 {
                     least = Some(d);
                 }
@@ -85,8 +85,8 @@ fn set_max(set: &[u16], weights: &[u32], loads: &[RsLoad]) -> Option<usize> {
         match most {
             None => most = Some(d),
             Some(m) => {
-                if u128::from(loads[m].overhead()) * u128::from(weights[d])
-                    < u128::from(loads[d].overhead()) * u128::from(weights[m])
+                if loads[m].overhead().saturating_mul(u64::from(weights[d]))
+                    < loads[d].overhead().saturating_mul(u64::from(weights[m]))
                 {
                     most = Some(d);
                 }

@@ -3,7 +3,9 @@
 //!
 //! Loads are compared as `overhead / weight` without division, by
 //! cross-multiplying (`loh * w_dest > doh * w_least`), and ties keep the
-//! earlier server, exactly as the kernel does.
+//! earlier server, exactly as the kernel does. Overheads stay below 2^41
+//! and weights at most 65535, so the products fit in 64 bits (saturating
+//! beyond, for weights no service accepts).
 
 use super::{available, RsLoad};
 
@@ -37,8 +39,8 @@ fn weighted_min(
         match least {
             None => least = Some((i, doh)),
             Some((l, loh)) => {
-                if u128::from(loh) * u128::from(weights[i])
-                    > u128::from(doh) * u128::from(weights[l])
+                if loh.saturating_mul(u64::from(weights[i]))
+                    > doh.saturating_mul(u64::from(weights[l]))
                 {
                     least = Some((i, doh));
                 }
