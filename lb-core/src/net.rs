@@ -37,7 +37,7 @@ pub struct Route {
 pub struct Network {
     pub interfaces: Vec<Interface>,
     /// Sorted longest prefix first (connected routes included).
-    routes: Vec<(Addr, u8, u16, Option<Addr>)>,
+    routes: Vec<RouteEntry>,
 }
 
 /// Why a network description was refused.
@@ -60,13 +60,32 @@ fn stored_len(a: IpAddr, len: u8) -> Option<u8> {
     }
 }
 
-fn matches(a: &Addr, prefix: &Addr, len: u8) -> bool {
-    let full = usize::from(len / 8);
-    if a[..full] != prefix[..full] {
-        return false;
+/// A route as looked up: the prefix and its mask as 128-bit numbers, so a
+/// match is one XOR and one AND.
+#[derive(Debug, Clone, Copy)]
+struct RouteEntry {
+    prefix: u128,
+    mask: u128,
+    len: u8,
+    port: u16,
+    gateway: Option<Addr>,
+}
+
+impl RouteEntry {
+    fn new(prefix: &Addr, len: u8, port: u16, gateway: Option<Addr>) -> RouteEntry {
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len))
+        };
+        RouteEntry {
+            prefix: u128::from_be_bytes(*prefix) & mask,
+            mask,
+            len,
+            port,
+            gateway,
+        }
     }
-    let rem = len % 8;
-    rem == 0 || (a[full] ^ prefix[full]) & (0xffu8 << (8 - rem)) == 0
 }
 
 impl Network {
@@ -81,7 +100,7 @@ impl Network {
             }
             for &(a, len) in &i.addrs {
                 let l = stored_len(a, len).ok_or(NetError::PrefixLen { prefix: a, len })?;
-                table.push((addr(a), l, i.port, None));
+                table.push(RouteEntry::new(&addr(a), l, i.port, None));
             }
         }
         for r in routes {
@@ -96,9 +115,14 @@ impl Network {
                     port: r.port,
                 });
             }
-            table.push((addr(r.prefix), l, r.port, r.gateway.map(addr)));
+            table.push(RouteEntry::new(
+                &addr(r.prefix),
+                l,
+                r.port,
+                r.gateway.map(addr),
+            ));
         }
-        table.sort_by_key(|r| std::cmp::Reverse(r.1));
+        table.sort_by_key(|r| std::cmp::Reverse(r.len));
         Ok(Network {
             interfaces,
             routes: table,
@@ -108,10 +132,11 @@ impl Network {
     /// The port and next hop towards `dst`.
     #[inline]
     pub fn route(&self, dst: &Addr) -> Option<(u16, Addr)> {
+        let d = u128::from_be_bytes(*dst);
         self.routes
             .iter()
-            .find(|(p, len, _, _)| matches(dst, p, *len))
-            .map(|&(_, _, port, gw)| (port, gw.unwrap_or(*dst)))
+            .find(|r| (d ^ r.prefix) & r.mask == 0)
+            .map(|r| (r.port, r.gateway.unwrap_or(*dst)))
     }
 
     /// The interface of a port.

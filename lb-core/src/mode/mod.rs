@@ -18,6 +18,7 @@ pub mod tun;
 
 use crate::packet::Parsed;
 use crate::session::Addr;
+use crate::wire::checksum::{self, Delta};
 use crate::wire::{ip_proto, ipv4, ipv6, tcp, udp};
 
 fn v4(a: &Addr) -> std::net::Ipv4Addr {
@@ -26,94 +27,70 @@ fn v4(a: &Addr) -> std::net::Ipv4Addr {
 
 /// Rewrites the source and/or destination (address, port) of the IP packet
 /// described by `p`, updating every checksum. TCP and UDP carry ports; other
-/// protocols change addresses only.
+/// protocols change addresses only. The changes are summed into one delta
+/// per checksum, so each checksum is updated once.
 pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Option<(Addr, u16)>) {
     let (l3, l4) = (p.l3_offset, p.l4_offset);
-    let has_l4 = !p.later_fragment;
+    // The address changes: they enter both the IP header's checksum (IPv4)
+    // and the transport's pseudo-header.
+    let mut addrs = Delta::default();
     if p.is_v4() {
-        let (mut old_src, mut new_src, mut old_dst, mut new_dst) = (0, 0, 0, 0);
-        {
-            let mut ip = ipv4::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
-            if let Some((a, _)) = src {
-                new_src = u32::from(v4(&a));
-                old_src = u32::from(ip.rewrite_src_addr(v4(&a)));
-            }
-            if let Some((a, _)) = dst {
-                new_dst = u32::from(v4(&a));
-                old_dst = u32::from(ip.rewrite_dst_addr(v4(&a)));
-            }
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
+        if let Some((a, _)) = src {
+            addrs.add32(u32::from(ip.src_addr()), u32::from(v4(&a)));
+            ip.set_src_addr(v4(&a));
         }
-        if !has_l4 {
-            return;
+        if let Some((a, _)) = dst {
+            addrs.add32(u32::from(ip.dst_addr()), u32::from(v4(&a)));
+            ip.set_dst_addr(v4(&a));
         }
-        let seg = &mut frame[l4..p.l3_end];
-        match p.proto {
-            ip_proto::TCP => {
-                let mut t = tcp::Packet::new_unchecked(seg);
-                if let Some((_, port)) = src {
-                    t.adjust_for_addr_v4(old_src, new_src);
-                    t.rewrite_src_port(port);
-                }
-                if let Some((_, port)) = dst {
-                    t.adjust_for_addr_v4(old_dst, new_dst);
-                    t.rewrite_dst_port(port);
-                }
-            }
-            ip_proto::UDP => {
-                let mut u = udp::Packet::new_unchecked(seg);
-                if let Some((_, port)) = src {
-                    u.adjust_for_addr_v4(old_src, new_src);
-                    u.rewrite_src_port(port);
-                }
-                if let Some((_, port)) = dst {
-                    u.adjust_for_addr_v4(old_dst, new_dst);
-                    u.rewrite_dst_port(port);
-                }
-            }
-            _ => {}
-        }
+        let c = addrs.apply(ip.checksum());
+        ip.set_checksum(c);
     } else {
-        let (mut old_src, mut old_dst) = ([0u8; 16], [0u8; 16]);
-        {
-            let mut ip = ipv6::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
-            if let Some((a, _)) = src {
-                old_src = ip.src_addr().octets();
-                ip.set_src_addr(a.into());
-            }
-            if let Some((a, _)) = dst {
-                old_dst = ip.dst_addr().octets();
-                ip.set_dst_addr(a.into());
-            }
+        let mut ip = ipv6::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
+        if let Some((a, _)) = src {
+            addrs.add_bytes(&ip.src_addr().octets(), &a);
+            ip.set_src_addr(a.into());
         }
-        if !has_l4 {
-            return;
+        if let Some((a, _)) = dst {
+            addrs.add_bytes(&ip.dst_addr().octets(), &a);
+            ip.set_dst_addr(a.into());
         }
-        let seg = &mut frame[l4..p.l3_end];
-        match p.proto {
-            ip_proto::TCP => {
-                let mut t = tcp::Packet::new_unchecked(seg);
-                if let Some((a, port)) = src {
-                    t.adjust_for_addr_v6(&old_src, &a);
-                    t.rewrite_src_port(port);
-                }
-                if let Some((a, port)) = dst {
-                    t.adjust_for_addr_v6(&old_dst, &a);
-                    t.rewrite_dst_port(port);
-                }
+    }
+    if p.later_fragment {
+        return;
+    }
+    let seg = &mut frame[l4..p.l3_end];
+    match p.proto {
+        ip_proto::TCP => {
+            let mut t = tcp::Packet::new_unchecked(seg);
+            let mut d = addrs;
+            if let Some((_, port)) = src {
+                d.add16(t.src_port(), port);
+                t.set_src_port(port);
             }
-            ip_proto::UDP => {
-                let mut u = udp::Packet::new_unchecked(seg);
-                if let Some((a, port)) = src {
-                    u.adjust_for_addr_v6(&old_src, &a);
-                    u.rewrite_src_port(port);
-                }
-                if let Some((a, port)) = dst {
-                    u.adjust_for_addr_v6(&old_dst, &a);
-                    u.rewrite_dst_port(port);
-                }
+            if let Some((_, port)) = dst {
+                d.add16(t.dst_port(), port);
+                t.set_dst_port(port);
             }
-            _ => {}
+            let c = d.apply(t.checksum());
+            t.set_checksum(c);
         }
+        ip_proto::UDP => {
+            let mut u = udp::Packet::new_unchecked(seg);
+            let mut d = addrs;
+            if let Some((_, port)) = src {
+                d.add16(u.src_port(), port);
+                u.set_src_port(port);
+            }
+            if let Some((_, port)) = dst {
+                d.add16(u.dst_port(), port);
+                u.set_dst_port(port);
+            }
+            let c = checksum::udp_adjust(u.checksum(), |c| d.apply(c));
+            u.set_checksum(c);
+        }
+        _ => {}
     }
 }
 

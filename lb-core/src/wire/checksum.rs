@@ -85,6 +85,50 @@ pub fn update_bytes(check: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(acc)
 }
 
+/// The accumulated change of several fields, applied to a checksum in one
+/// step: RFC 1624's `HC' = ~(~HC + sum(~m) + sum(m'))` with every changed
+/// word's `~m + m'` summed first, so a rewrite of four fields folds once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u64);
+
+impl Delta {
+    /// A 16-bit field changes from `old` to `new`.
+    #[inline]
+    pub fn add16(&mut self, old: u16, new: u16) {
+        self.0 += u64::from(!old) + u64::from(new);
+    }
+
+    /// A 32-bit field changes.
+    #[inline]
+    pub fn add32(&mut self, old: u32, new: u32) {
+        self.0 += u64::from(!(old >> 16) & 0xffff)
+            + u64::from(!old & 0xffff)
+            + u64::from(new >> 16)
+            + u64::from(new & 0xffff);
+    }
+
+    /// A run of bytes of even length changes.
+    #[inline]
+    pub fn add_bytes(&mut self, old: &[u8], new: &[u8]) {
+        debug_assert_eq!(old.len(), new.len());
+        let words = (old.len() / 2) as u64;
+        self.0 += words * 0xffff - sum(old) + sum(new);
+    }
+
+    /// Adds another delta (the address changes shared by the IP header and
+    /// the transport pseudo-header).
+    #[inline]
+    pub fn merge(&mut self, other: Delta) {
+        self.0 += other.0;
+    }
+
+    /// The checksum after the changes.
+    #[inline]
+    pub fn apply(self, check: u16) -> u16 {
+        !fold(u64::from(!check) + self.0)
+    }
+}
+
 /// Updates a UDP checksum: like [`update16`]/[`update32`], except that a
 /// stored zero means "no checksum" over IPv4 and stays zero, and a computed
 /// zero is sent as `0xffff` (RFC 768).
@@ -185,6 +229,20 @@ mod tests {
             let check = checksum(0, &data);
             let old = data[at..at + 16].to_vec();
             prop_assert_eq!(update_bytes(check, &old, &new), recompute_with(&data, at, &new));
+        }
+
+        #[test]
+        fn delta_equals_successive_updates(
+            check in any::<u16>(),
+            a in any::<u32>(), b in any::<u32>(), c in any::<u16>(), d in any::<u16>(),
+            x in proptest::array::uniform16(any::<u8>()), y in proptest::array::uniform16(any::<u8>()),
+        ) {
+            let mut delta = Delta::default();
+            delta.add32(a, b);
+            delta.add16(c, d);
+            delta.add_bytes(&x, &y);
+            let stepwise = update_bytes(update16(update32(check, a, b), c, d), &x, &y);
+            prop_assert_eq!(delta.apply(check), stepwise);
         }
 
         #[test]
