@@ -172,15 +172,15 @@ impl SessionTable {
         self.heads[bucket]
     }
 
-    /// Reads both ends of an entry's session (it spans two or three cache
-    /// lines), for the same purpose.
+    /// Reads the start, middle and end of an entry's session (116 bytes
+    /// span up to three cache lines), for the same purpose.
     #[inline]
     pub fn warm_session(&self, r: u32) -> u32 {
         if r == NIL {
             0
         } else {
             let s = &self.sessions[(r >> 1) as usize];
-            u32::from(s.client[0]) ^ s.timer_prev ^ u32::from(s.timer_slot)
+            u32::from(s.client[0]) ^ u32::from(s.cport) ^ u32::from(s.timer_slot)
         }
     }
 
