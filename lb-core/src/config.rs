@@ -3,12 +3,25 @@
 //! Parsing is strict: an unknown key is an error, not a silently ignored typo.
 //! Every error carries the line it concerns, so a message reads
 //! `demo.toml:12: [[forward]] to: no port named "p9" (ports: p0, p1)`.
+//!
+//! A file either describes a plain forwarder (`[[forward]]` rules) or a load
+//! balancer (`[[service]]` entries, with the ports' addresses, routes and
+//! neighbours). [`Config::from_toml`] also turns the load balancer's part into
+//! lb-core's own types ([`LbSetup`]), validating every service as a snapshot
+//! would, so a bad service is reported with its line before anything starts.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::sched::{SchedFlags, SchedKind, DEFAULT_MH_TABLE_SIZE};
+use crate::service::{
+    self, ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Timeouts,
+};
+use crate::wire::MacAddr;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +36,141 @@ pub struct Config {
     pub ports: Vec<Port>,
     #[serde(default, rename = "forward")]
     pub forwards: Vec<Forward>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<NeighborConfig>,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    pub exception: Option<ExceptionConfig>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+    /// The load balancer's part in lb-core's types, filled by validation.
+    #[serde(skip)]
+    pub lb: Option<LbSetup>,
+}
+
+/// `[[route]]`: a static route (`prefix = "0.0.0.0/0"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: Spanned<String>,
+    pub port: Spanned<String>,
+    pub gateway: Option<Spanned<String>>,
+}
+
+/// `[[neighbor]]`: a static neighbour (no ARP needed for it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    pub address: Spanned<String>,
+    pub mac: Spanned<String>,
+    pub port: Spanned<String>,
+}
+
+/// `[sessions]`: each worker's session table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Sessions per worker (124 bytes each).
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// Full-NAT local ports, inclusive.
+    #[serde(default = "default_local_ports")]
+    pub local_ports: Spanned<[u16; 2]>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            capacity: default_capacity(),
+            local_ports: default_local_ports(),
+        }
+    }
+}
+
+/// `[timeouts]`: seconds, named as `ipvsadm --set` names them (tcp, tcpfin,
+/// udp), plus the other TCP states.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub tcp: Option<u32>,
+    pub tcpfin: Option<u32>,
+    pub udp: Option<u32>,
+    pub syn_recv: Option<u32>,
+    pub time_wait: Option<u32>,
+    pub close: Option<u32>,
+    pub close_wait: Option<u32>,
+    pub last_ack: Option<u32>,
+    pub icmp: Option<u32>,
+}
+
+/// `[exception]`: where traffic for the load balancer itself that no service
+/// claims goes (a TAP port towards the kernel).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionConfig {
+    pub port: Spanned<String>,
+}
+
+/// `[[service]]`: a virtual service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub protocol: Spanned<String>,
+    pub vip: Spanned<String>,
+    /// 0 is a catch-all for every port of the VIP.
+    pub port: u16,
+    #[serde(default = "default_scheduler")]
+    pub scheduler: Spanned<String>,
+    /// ipvsadm's -b list, e.g. "sh-port,sh-fallback".
+    #[serde(default = "default_flags")]
+    pub flags: Spanned<String>,
+    /// Persistence timeout in seconds (ipvsadm -p).
+    pub persistence: Option<u32>,
+    /// Persistence netmask as a prefix length (ipvsadm -M).
+    pub netmask: Option<u8>,
+    #[serde(default)]
+    pub local_addresses: Vec<Spanned<String>>,
+    pub mh_table_size: Option<u32>,
+    #[serde(default, rename = "real")]
+    pub reals: Vec<RealConfig>,
+}
+
+/// `[[service.real]]`: a real server of the service above it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealConfig {
+    pub address: Spanned<String>,
+    /// 0 or absent takes the service's port.
+    #[serde(default)]
+    pub port: u16,
+    /// dr, nat, tun or fnat.
+    pub mode: Spanned<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub upper: u32,
+    #[serde(default)]
+    pub lower: u32,
+}
+
+/// The load balancer's configuration in lb-core's types.
+#[derive(Debug, Clone, Default)]
+pub struct LbSetup {
+    pub services: Vec<ServiceSpec>,
+    /// Per port (in `ports` order): its addresses with prefix lengths.
+    pub addresses: Vec<Vec<(IpAddr, u8)>>,
+    /// (prefix, length, port index, gateway).
+    pub routes: Vec<(IpAddr, u8, usize, Option<IpAddr>)>,
+    /// (address, MAC, port index).
+    pub neighbors: Vec<(IpAddr, MacAddr, usize)>,
+    pub exception_port: Option<usize>,
+    pub timeouts: Timeouts,
+    pub capacity: u32,
+    pub local_ports: (u16, u16),
 }
 
 /// `[eal]`: arguments for DPDK's environment abstraction layer.
@@ -87,6 +235,9 @@ pub struct Port {
     pub mtu: Option<u16>,
     #[serde(default = "default_true")]
     pub promiscuous: bool,
+    /// The port's addresses with prefix lengths, e.g. "10.0.0.1/24".
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
 }
 
 /// `[[forward]]`: packets received on `from` leave through `to`.
@@ -95,6 +246,22 @@ pub struct Port {
 pub struct Forward {
     pub from: Spanned<String>,
     pub to: Spanned<String>,
+}
+
+fn default_capacity() -> u32 {
+    1 << 20
+}
+fn default_local_ports() -> Spanned<[u16; 2]> {
+    Spanned::new(0..0, [1025, 65535])
+}
+fn default_scheduler() -> Spanned<String> {
+    Spanned::new(0..0, "wlc".to_owned())
+}
+fn default_flags() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+fn default_weight() -> u32 {
+    1
 }
 
 fn default_burst() -> Spanned<u16> {
@@ -157,7 +324,7 @@ impl Checker<'_> {
 impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             // toml's message already names the key; keep its first line only
             // (the rest is a snippet of the file) and give the line apart.
             let message = e.message().trim().to_owned();
@@ -168,6 +335,9 @@ impl Config {
             }
         })?;
         config.validate(text)?;
+        if !config.services.is_empty() {
+            config.lb = Some(config.lb_setup(text)?);
+        }
         Ok(config)
     }
 
@@ -250,12 +420,20 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if self.forwards.is_empty() {
+        if self.forwards.is_empty() && self.services.is_empty() {
             return Err(ConfigError {
                 line: None,
                 key: "[[forward]]".into(),
-                message: "no forwarding rule: add [[forward]] from = \"...\" to = \"...\"".into(),
+                message: "nothing to do: add [[service]] entries (a load balancer) or [[forward]] rules (a forwarder)"
+                    .into(),
             });
+        }
+        if !self.forwards.is_empty() && !self.services.is_empty() {
+            return Err(c.error(
+                self.forwards[0].from.span(),
+                "[[forward]]",
+                "a file is either a forwarder ([[forward]]) or a load balancer ([[service]]), not both".into(),
+            ));
         }
         for f in &self.forwards {
             for (end, key) in [(&f.from, "[[forward]] from"), (&f.to, "[[forward]] to")] {
@@ -282,6 +460,189 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn lb_setup(&self, text: &str) -> Result<LbSetup, ConfigError> {
+        let c = Checker { text };
+        let known = || {
+            self.ports
+                .iter()
+                .map(|p| p.name.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let port = |name: &Spanned<String>, key: &str| {
+            self.port_index(name.get_ref()).ok_or_else(|| {
+                c.error(
+                    name.span(),
+                    key,
+                    format!("no port named {:?} (ports: {})", name.get_ref(), known()),
+                )
+            })
+        };
+        let ip = |v: &Spanned<String>, key: &str| {
+            v.get_ref().parse::<IpAddr>().map_err(|_| {
+                c.error(
+                    v.span(),
+                    key,
+                    format!("{:?} is not an IP address", v.get_ref()),
+                )
+            })
+        };
+        let prefix = |v: &Spanned<String>, key: &str| -> Result<(IpAddr, u8), ConfigError> {
+            let bad = || {
+                c.error(
+                    v.span(),
+                    key,
+                    format!(
+                        "{:?} is not address/length (e.g. \"10.0.0.1/24\")",
+                        v.get_ref()
+                    ),
+                )
+            };
+            let (a, l) = v.get_ref().split_once('/').ok_or_else(bad)?;
+            let a: IpAddr = a.parse().map_err(|_| bad())?;
+            let l: u8 = l.parse().map_err(|_| bad())?;
+            if l > if a.is_ipv4() { 32 } else { 128 } {
+                return Err(bad());
+            }
+            Ok((a, l))
+        };
+
+        let mut setup = LbSetup {
+            capacity: self.sessions.capacity,
+            ..LbSetup::default()
+        };
+        if setup.capacity == 0 {
+            return Err(ConfigError {
+                line: None,
+                key: "[sessions] capacity".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let [lo, hi] = *self.sessions.local_ports.get_ref();
+        if lo == 0 || lo > hi {
+            return Err(c.error(
+                self.sessions.local_ports.span(),
+                "[sessions] local_ports",
+                format!(
+                    "[{lo}, {hi}] is not a port range: use [first, last] with 0 < first <= last"
+                ),
+            ));
+        }
+        setup.local_ports = (lo, hi);
+        for p in &self.ports {
+            let mut addrs = Vec::new();
+            for a in &p.addresses {
+                addrs.push(prefix(a, "[[port]] addresses")?);
+            }
+            setup.addresses.push(addrs);
+        }
+        for r in &self.routes {
+            let (a, l) = prefix(&r.prefix, "[[route]] prefix")?;
+            let gw = r
+                .gateway
+                .as_ref()
+                .map(|g| ip(g, "[[route]] gateway"))
+                .transpose()?;
+            setup
+                .routes
+                .push((a, l, port(&r.port, "[[route]] port")?, gw));
+        }
+        for n in &self.neighbors {
+            let mac = n
+                .mac
+                .get_ref()
+                .parse::<MacAddr>()
+                .map_err(|e| c.error(n.mac.span(), "[[neighbor]] mac", e))?;
+            setup.neighbors.push((
+                ip(&n.address, "[[neighbor]] address")?,
+                mac,
+                port(&n.port, "[[neighbor]] port")?,
+            ));
+        }
+        if let Some(e) = &self.exception {
+            setup.exception_port = Some(port(&e.port, "[exception] port")?);
+        }
+        let t = &self.timeouts;
+        let d = Timeouts::default();
+        setup.timeouts = Timeouts {
+            tcp_established: t.tcp.unwrap_or(d.tcp_established),
+            tcp_fin_wait: t.tcpfin.unwrap_or(d.tcp_fin_wait),
+            udp: t.udp.unwrap_or(d.udp),
+            tcp_syn_recv: t.syn_recv.unwrap_or(d.tcp_syn_recv),
+            tcp_time_wait: t.time_wait.unwrap_or(d.tcp_time_wait),
+            tcp_close: t.close.unwrap_or(d.tcp_close),
+            tcp_close_wait: t.close_wait.unwrap_or(d.tcp_close_wait),
+            tcp_last_ack: t.last_ack.unwrap_or(d.tcp_last_ack),
+            icmp: t.icmp.unwrap_or(d.icmp),
+            ..d
+        };
+        let mut keys = HashSet::new();
+        for sc in &self.services {
+            let proto = match sc.protocol.get_ref().to_ascii_lowercase().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                other => {
+                    return Err(c.error(
+                        sc.protocol.span(),
+                        "[[service]] protocol",
+                        format!("{other:?} is not a service protocol: use \"tcp\" or \"udp\""),
+                    ))
+                }
+            };
+            let vip = ip(&sc.vip, "[[service]] vip")?;
+            let key = ServiceKey {
+                proto,
+                vip,
+                port: sc.port,
+            };
+            if !keys.insert(key) {
+                return Err(c.error(
+                    sc.vip.span(),
+                    "[[service]]",
+                    format!("service {key} is defined twice"),
+                ));
+            }
+            let sched: SchedKind = sc
+                .scheduler
+                .get_ref()
+                .parse()
+                .map_err(|e| c.error(sc.scheduler.span(), "[[service]] scheduler", e))?;
+            let flags = SchedFlags::parse(sched, sc.flags.get_ref())
+                .map_err(|e| c.error(sc.flags.span(), "[[service]] flags", e))?;
+            let mut spec = ServiceSpec::new(key);
+            spec.sched = sched;
+            spec.flags = flags;
+            spec.mh_table_size = sc.mh_table_size.unwrap_or(DEFAULT_MH_TABLE_SIZE);
+            spec.persistence = sc.persistence.map(|timeout| Persistence {
+                timeout,
+                prefix_len: sc.netmask.unwrap_or(if vip.is_ipv4() { 32 } else { 128 }),
+            });
+            for l in &sc.local_addresses {
+                spec.laddrs.push(ip(l, "[[service]] local_addresses")?);
+            }
+            for r in &sc.reals {
+                let mode: ForwardMode = r
+                    .mode
+                    .get_ref()
+                    .parse()
+                    .map_err(|e| c.error(r.mode.span(), "[[service.real]] mode", e))?;
+                spec.reals.push(RealServer {
+                    addr: ip(&r.address, "[[service.real]] address")?,
+                    port: r.port,
+                    mode,
+                    weight: r.weight,
+                    upper: r.upper,
+                    lower: r.lower,
+                });
+            }
+            // Validate as a snapshot would, so the error has this line.
+            let built = service::build_service(spec)
+                .map_err(|e| c.error(sc.vip.span(), "[[service]]", e.to_string()))?;
+            setup.services.push(built.spec);
+        }
+        Ok(setup)
     }
 
     /// The index in `ports` of the port called `name`.
@@ -355,6 +716,97 @@ to = "net_null0"
     fn missing_section_is_named() {
         let e = err("[[port]]\nname = \"x\"\n");
         assert!(e.message.contains("workers"), "{e}");
+    }
+
+    const LB: &str = r#"
+[workers]
+lcores = [1]
+
+[[port]]
+name = "net_pcap0"
+addresses = ["10.0.0.1/24"]
+
+[[route]]
+prefix = "0.0.0.0/0"
+port = "net_pcap0"
+gateway = "10.0.0.254"
+
+[[neighbor]]
+address = "10.0.0.5"
+mac = "02:00:00:00:00:05"
+port = "net_pcap0"
+
+[timeouts]
+tcp = 600
+
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 80
+scheduler = "rr"
+local_addresses = ["10.0.0.100"]
+
+[[service.real]]
+address = "10.0.0.5"
+port = 8080
+mode = "fnat"
+weight = 3
+"#;
+
+    #[test]
+    fn load_balancer_setup() {
+        let c = Config::from_toml(LB).unwrap();
+        let lb = c.lb.unwrap();
+        assert_eq!(lb.addresses, vec![vec![("10.0.0.1".parse().unwrap(), 24)]]);
+        assert_eq!(
+            lb.routes,
+            vec![(
+                "0.0.0.0".parse().unwrap(),
+                0,
+                0,
+                Some("10.0.0.254".parse().unwrap())
+            )]
+        );
+        assert_eq!(lb.neighbors[0].1, MacAddr([2, 0, 0, 0, 0, 5]));
+        assert_eq!(lb.timeouts.tcp_established, 600);
+        assert_eq!(lb.timeouts.udp, 300);
+        let s = &lb.services[0];
+        assert_eq!(
+            (s.sched, s.reals[0].weight, s.reals[0].port, s.reals[0].mode),
+            (SchedKind::Rr, 3, 8080, ForwardMode::Fnat)
+        );
+        assert_eq!(lb.capacity, 1 << 20);
+    }
+
+    #[test]
+    fn load_balancer_errors_name_the_line() {
+        let e = err(&LB.replace("mode = \"fnat\"", "mode = \"dr\""));
+        assert_eq!(e.line, Some(24), "{e}");
+        assert!(
+            e.message
+                .contains("DR (-g), which cannot change the destination port"),
+            "{e}"
+        );
+        let e = err(&LB.replace("scheduler = \"rr\"", "scheduler = \"wrrr\""));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("[[service]] scheduler", Some(26))
+        );
+        assert!(e.message.contains("valid schedulers: rr, wrr"), "{e}");
+        let e = err(&LB.replace("local_addresses = [\"10.0.0.100\"]\n", ""));
+        assert!(e.message.contains("no local addresses"), "{e}");
+        let e = err(&LB.replace("\"10.0.0.1/24\"", "\"10.0.0.1\""));
+        assert_eq!((e.key.as_str(), e.line), ("[[port]] addresses", Some(7)));
+        let e = err(&LB.replace("port = \"net_pcap0\"\ngateway", "port = \"eth1\"\ngateway"));
+        assert!(e.message.contains("no port named \"eth1\""), "{e}");
+        let e = err(&LB.replace("02:00:00:00:00:05", "02:00:00:00:05"));
+        assert_eq!(e.key, "[[neighbor]] mac");
+        let e = err(&LB.replace("protocol = \"tcp\"", "protocol = \"sctp\""));
+        assert!(e.message.contains("use \"tcp\" or \"udp\""), "{e}");
+        let e = err(&format!(
+            "{LB}\n[[forward]]\nfrom = \"net_pcap0\"\nto = \"net_pcap0\"\n"
+        ));
+        assert!(e.message.contains("not both"), "{e}");
     }
 
     #[test]
