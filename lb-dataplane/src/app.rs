@@ -13,15 +13,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lb_core::config::{Config, ConfigError};
+use lb_core::config::{Config, ConfigError, LbSetup};
+use lb_core::engine::{Counters, Worker as Engine, WorkerConfig};
+use lb_core::net::{Interface, NetError, Network, Route};
+use lb_core::service::{ServiceError, Snapshot};
+use lb_core::session;
+use lb_core::stats::{merge_reports, ServiceReport};
+use lb_core::wire::MacAddr;
 use serde::Serialize;
 
 use crate::dpdk::{
-    self, Eal, EalError, LaunchError, Link, Mempool, MempoolError, Port, PortConfig, PortError,
-    PortStats, TxQueue, MAX_BURST,
+    self, Eal, EalError, LaunchError, LcoreHandle, Link, Mempool, MempoolError, Port, PortConfig,
+    PortError, PortStats, RxQueue, TxQueue, MAX_BURST,
 };
 use crate::forward::ForwardWorker;
+use crate::neigh::Neighbors;
 use crate::stats::{Counter, WorkerStats};
+use crate::worker::{ExceptionPath, LbWorker, WorkerResult};
 
 /// Why the dataplane did not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +53,10 @@ pub enum AppError {
     Launch { lcore: u32, source: LaunchError },
     #[error("worker on lcore {0} panicked")]
     WorkerPanicked(u32),
+    #[error("the network configuration is invalid: {0}")]
+    Network(#[from] NetError),
+    #[error("the services are invalid: {0}")]
+    Services(#[from] ServiceError),
 }
 
 /// Reads and validates a configuration file.
@@ -77,6 +89,41 @@ pub struct RunReport {
     pub elapsed_secs: f64,
     pub ports: Vec<PortReport>,
     pub workers: Vec<WorkerReport>,
+    /// The load balancer's engine, summed over workers (load-balancer mode).
+    pub engine: Option<EngineReport>,
+}
+
+/// The engine's counters and statistics, summed over workers.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineReport {
+    pub counters: BTreeMap<&'static str, u64>,
+    pub sessions: u64,
+    pub services: Vec<ServiceSummary>,
+}
+
+/// One service as `ipvsadm -L -n --stats` would show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    pub scheduler: String,
+    pub conns: u64,
+    pub in_pkts: u64,
+    pub out_pkts: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    pub reals: Vec<RealSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RealSummary {
+    pub server: String,
+    pub forward: &'static str,
+    pub weight: u32,
+    pub active: u64,
+    pub inactive: u64,
+    pub conns: u64,
+    pub in_pkts: u64,
+    pub out_pkts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,7 +235,7 @@ pub fn run(
         queues_of.push(rx.into_iter().zip(tx).collect::<Vec<_>>());
     }
 
-    // Hand every worker its queue of each port, then its routes.
+    // Hand every worker its queue of each port.
     let mut per_worker: Vec<Vec<_>> = (0..lcores.len()).map(|_| Vec::new()).collect();
     for port_queues in queues_of {
         for (w, q) in port_queues.into_iter().enumerate() {
@@ -197,44 +244,41 @@ pub fn run(
     }
     let mut handles = Vec::new();
     let mut readers = Vec::new();
-    for (&lcore, port_queues) in lcores.iter().zip(per_worker) {
-        let (rx_of, tx_of): (Vec<_>, Vec<TxQueue>) = port_queues.into_iter().unzip();
-        let mut rx_of: Vec<_> = rx_of.into_iter().map(Some).collect();
-        let routes = config
-            .forwards
-            .iter()
-            .map(|f| {
-                let from = config.port_index(f.from.get_ref()).expect("validated");
-                let to = config.port_index(f.to.get_ref()).expect("validated");
-                (rx_of[from].take().expect("one forward per port"), to)
-            })
-            .collect();
-        let (counters, reader) = WorkerStats::new(lcore);
-        let worker = ForwardWorker {
-            routes,
-            tx: tx_of,
-            burst: usize::from(*config.workers.burst.get_ref()),
-            counters,
-            stop: Arc::clone(&stop),
-        };
-        match dpdk::launch(&eal, lcore, move || worker.run()) {
-            Ok(h) => handles.push(h),
-            Err(source) => {
-                stop.store(true, Ordering::Relaxed);
-                for h in handles {
-                    let _ = h.join();
-                }
-                return Err(AppError::Launch { lcore, source });
-            }
+    let launched = match &config.lb {
+        Some(lb) => launch_lb(
+            &eal,
+            config,
+            lb,
+            &ports,
+            per_worker,
+            pool,
+            &stop,
+            &mut handles,
+            &mut readers,
+        ),
+        None => launch_forwarders(&eal, config, per_worker, &stop, &mut handles, &mut readers),
+    };
+    if let Err(e) = launched {
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
         }
-        readers.push(reader);
+        return Err(e);
     }
-    tracing::info!(workers = lcores.len(), "forwarding");
+    tracing::info!(
+        workers = lcores.len(),
+        mode = if config.lb.is_some() {
+            "load balancer"
+        } else {
+            "forwarder"
+        },
+        "forwarding"
+    );
 
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
-    while !stop.load(Ordering::Relaxed) && !handles.iter().any(|h| h.is_finished()) {
+    while !stop.load(Ordering::Relaxed) && !handles.iter().any(WorkerHandle::is_finished) {
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
         let rx: u64 = readers.iter().map(|r| r.get(Counter::RxPackets)).sum();
@@ -251,15 +295,21 @@ pub fn run(
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
     let mut panicked = None;
+    let mut results = Vec::new();
     for h in handles {
         let lcore = h.lcore();
-        if h.join().is_err() {
-            panicked.get_or_insert(lcore);
+        match h.join() {
+            Ok(Some(r)) => results.push(r),
+            Ok(None) => {}
+            Err(()) => {
+                panicked.get_or_insert(lcore);
+            }
         }
     }
     if let Some(lcore) = panicked {
         return Err(AppError::WorkerPanicked(lcore));
     }
+    let engine = config.lb.as_ref().map(|_| engine_report(&results));
     let report = RunReport {
         elapsed_secs: elapsed.as_secs_f64(),
         ports: ports
@@ -279,11 +329,225 @@ pub fn run(
                 counters: r.snapshot(),
             })
             .collect(),
+        engine,
     };
     // Dropping the last port handles stops and closes the devices, which
     // flushes file-backed ones such as net_pcap.
     drop(ports);
     Ok(report)
+}
+
+/// A running worker of either kind.
+enum WorkerHandle {
+    Forward(LcoreHandle<()>),
+    Lb(LcoreHandle<WorkerResult>),
+}
+
+impl WorkerHandle {
+    fn is_finished(&self) -> bool {
+        match self {
+            WorkerHandle::Forward(h) => h.is_finished(),
+            WorkerHandle::Lb(h) => h.is_finished(),
+        }
+    }
+
+    fn lcore(&self) -> u32 {
+        match self {
+            WorkerHandle::Forward(h) => h.lcore(),
+            WorkerHandle::Lb(h) => h.lcore(),
+        }
+    }
+
+    fn join(self) -> Result<Option<WorkerResult>, ()> {
+        match self {
+            WorkerHandle::Forward(h) => h.join().map(|()| None).map_err(|_| ()),
+            WorkerHandle::Lb(h) => h.join().map(Some).map_err(|_| ()),
+        }
+    }
+}
+
+type Queues = Vec<(RxQueue, TxQueue)>;
+
+fn launch_forwarders(
+    eal: &Eal,
+    config: &Config,
+    per_worker: Vec<Queues>,
+    stop: &Arc<AtomicBool>,
+    handles: &mut Vec<WorkerHandle>,
+    readers: &mut Vec<Arc<WorkerStats>>,
+) -> Result<(), AppError> {
+    for (&lcore, port_queues) in config.workers.lcores.get_ref().iter().zip(per_worker) {
+        let (rx_of, tx_of): (Vec<_>, Vec<TxQueue>) = port_queues.into_iter().unzip();
+        let mut rx_of: Vec<_> = rx_of.into_iter().map(Some).collect();
+        let routes = config
+            .forwards
+            .iter()
+            .map(|f| {
+                let from = config.port_index(f.from.get_ref()).expect("validated");
+                let to = config.port_index(f.to.get_ref()).expect("validated");
+                (rx_of[from].take().expect("one forward per port"), to)
+            })
+            .collect();
+        let (counters, reader) = WorkerStats::new(lcore);
+        let worker = ForwardWorker {
+            routes,
+            tx: tx_of,
+            burst: usize::from(*config.workers.burst.get_ref()),
+            counters,
+            stop: Arc::clone(stop),
+        };
+        let h = dpdk::launch(eal, lcore, move || worker.run())
+            .map_err(|source| AppError::Launch { lcore, source })?;
+        handles.push(WorkerHandle::Forward(h));
+        readers.push(reader);
+    }
+    Ok(())
+}
+
+/// The network of the load balancer: each port with its real MAC, its
+/// configured addresses and MTU, and the static routes.
+fn network(config: &Config, lb: &LbSetup, ports: &[Port]) -> Result<Network, NetError> {
+    let interfaces = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Interface {
+            port: u16::try_from(i).unwrap_or(u16::MAX),
+            mac: MacAddr(p.mac()),
+            addrs: lb.addresses[i].clone(),
+            mtu: config.ports[i].mtu.unwrap_or(1500),
+        })
+        .collect();
+    let routes: Vec<Route> = lb
+        .routes
+        .iter()
+        .map(|&(prefix, len, port, gateway)| Route {
+            prefix,
+            len,
+            port: u16::try_from(port).unwrap_or(u16::MAX),
+            gateway,
+        })
+        .collect();
+    Network::new(interfaces, &routes)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_lb(
+    eal: &Eal,
+    config: &Config,
+    lb: &LbSetup,
+    ports: &[Port],
+    per_worker: Vec<Queues>,
+    pool: &'static Mempool,
+    stop: &Arc<AtomicBool>,
+    handles: &mut Vec<WorkerHandle>,
+    readers: &mut Vec<Arc<WorkerStats>>,
+) -> Result<(), AppError> {
+    let net = network(config, lb, ports)?;
+    let snap = Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net));
+    let lcores = config.workers.lcores.get_ref();
+    let workers = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
+    let exception = lb.exception_port.map(|p| ExceptionPath {
+        port: u16::try_from(p).unwrap_or(u16::MAX),
+        uplink: u16::try_from((0..ports.len()).find(|&i| i != p).unwrap_or(0)).unwrap_or(0),
+    });
+    let neighbor_ports: Vec<(MacAddr, Vec<(std::net::Ipv4Addr, u8)>)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let v4 = lb.addresses[i]
+                .iter()
+                .filter_map(|(a, l)| match a {
+                    std::net::IpAddr::V4(v4) => Some((*v4, *l)),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect();
+            (MacAddr(p.mac()), v4)
+        })
+        .collect();
+    for (w, (&lcore, port_queues)) in lcores.iter().zip(per_worker).enumerate() {
+        let (rx, tx): (Vec<RxQueue>, Vec<TxQueue>) = port_queues.into_iter().unzip();
+        let engine = Engine::new(
+            WorkerConfig {
+                id: u16::try_from(w).unwrap_or(u16::MAX),
+                workers,
+                capacity: lb.capacity,
+                local_ports: lb.local_ports,
+                ..WorkerConfig::default()
+            },
+            Arc::clone(&snap),
+        );
+        let mut neigh = Neighbors::new(neighbor_ports.clone());
+        for &(ip, mac, port) in &lb.neighbors {
+            neigh.add_static(
+                session::addr(ip),
+                mac,
+                u16::try_from(port).unwrap_or(u16::MAX),
+            );
+        }
+        let (counters, reader) = WorkerStats::new(lcore);
+        let worker = LbWorker {
+            engine,
+            rx,
+            tx,
+            neigh,
+            exception,
+            pool,
+            burst: usize::from(*config.workers.burst.get_ref()),
+            counters,
+            stop: Arc::clone(stop),
+        };
+        let h = dpdk::launch(eal, lcore, move || worker.run())
+            .map_err(|source| AppError::Launch { lcore, source })?;
+        handles.push(WorkerHandle::Lb(h));
+        readers.push(reader);
+    }
+    Ok(())
+}
+
+fn show_addr(a: std::net::IpAddr, port: u16) -> String {
+    match a {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn engine_report(results: &[WorkerResult]) -> EngineReport {
+    let mut counters = Counters::default();
+    for r in results {
+        counters.merge(&r.engine);
+    }
+    let per_worker: Vec<Vec<ServiceReport>> = results.iter().map(|r| r.services.clone()).collect();
+    let services = merge_reports(&per_worker)
+        .into_iter()
+        .map(|s| ServiceSummary {
+            service: format!("{} {}", s.key.proto, show_addr(s.key.vip, s.key.port)),
+            scheduler: s.sched.to_string(),
+            conns: s.stats.conns,
+            in_pkts: s.stats.in_pkts,
+            out_pkts: s.stats.out_pkts,
+            in_bytes: s.stats.in_bytes,
+            out_bytes: s.stats.out_bytes,
+            reals: s
+                .reals
+                .iter()
+                .map(|r| RealSummary {
+                    server: show_addr(r.addr, r.port),
+                    forward: r.mode.ipvsadm_name(),
+                    weight: r.weight,
+                    active: r.active,
+                    inactive: r.inactive,
+                    conns: r.stats.conns,
+                    in_pkts: r.stats.in_pkts,
+                    out_pkts: r.stats.out_pkts,
+                })
+                .collect(),
+        })
+        .collect();
+    EngineReport {
+        counters: counters.iter().map(|(c, v)| (c.name(), v)).collect(),
+        sessions: results.iter().map(|r| u64::from(r.sessions)).sum(),
+        services,
+    }
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -341,6 +605,55 @@ impl RunReport {
                 let _ = write!(s, " {:>14}", w.counters[c.name()]);
             }
             s.push('\n');
+        }
+        if let Some(e) = &self.engine {
+            let _ = writeln!(
+                s,
+                "\n{:<30} {:>8} {:>10} {:>10} {:>12} {:>12}",
+                "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+            );
+            let _ = writeln!(
+                s,
+                "{:<30} {:>8} {:>10} {:>10} {:>12} {:>12}",
+                "  -> RemoteAddress:Port",
+                "Conns",
+                "InPkts",
+                "OutPkts",
+                "Forward",
+                "ActiveConn/InActConn"
+            );
+            for svc in &e.services {
+                let _ = writeln!(
+                    s,
+                    "{:<30} {:>8} {:>10} {:>10} {:>12} {:>12}",
+                    format!("{} {}", svc.service, svc.scheduler),
+                    svc.conns,
+                    svc.in_pkts,
+                    svc.out_pkts,
+                    svc.in_bytes,
+                    svc.out_bytes
+                );
+                for r in &svc.reals {
+                    let _ = writeln!(
+                        s,
+                        "{:<30} {:>8} {:>10} {:>10} {:>12} {:>12}",
+                        format!("  -> {}", r.server),
+                        r.conns,
+                        r.in_pkts,
+                        r.out_pkts,
+                        r.forward,
+                        format!("{}/{}", r.active, r.inactive)
+                    );
+                }
+            }
+            let _ = writeln!(s, "\nsessions at exit: {}", e.sessions);
+            let nonzero: Vec<String> = e
+                .counters
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "engine: {}", nonzero.join(" "));
         }
         let _ = writeln!(s, "\nran {:.3} s", self.elapsed_secs);
         s

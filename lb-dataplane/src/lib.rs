@@ -1,12 +1,15 @@
 //! The load-balancer appliance: a safe layer over DPDK ([`dpdk`]), the
-//! run-to-completion workers that move packets ([`forward`]), their counters
-//! ([`stats`]), and the process that ties them to a configuration file
-//! ([`app`]). `unsafe` lives in [`dpdk`] only.
+//! run-to-completion workers (the load balancer's in [`worker`], with its
+//! neighbour table in [`neigh`]; the plain forwarder's in [`forward`]),
+//! their counters ([`stats`]), and the process that ties them to a
+//! configuration file ([`app`]). `unsafe` lives in [`dpdk`] only.
 
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod dpdk;
 pub mod forward;
+pub mod neigh;
 pub mod probe;
 pub mod stats;
+pub mod worker;

@@ -25,15 +25,28 @@ pub enum Counter {
     BusyPolls,
     /// Receive polls that returned none.
     IdlePolls,
+    /// Dropped: the next hop's MAC is unknown and cannot be asked for or
+    /// waited on.
+    DropNeighbor,
+    /// Dropped: for the kernel, but no exception path is configured.
+    DropNoException,
+    /// Dropped: belongs to another worker, and there is no hand-over ring.
+    DropHandOver,
+    /// Dropped: to a port this worker has no queue on.
+    DropNoPort,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 9] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
         Counter::BusyPolls,
         Counter::IdlePolls,
+        Counter::DropNeighbor,
+        Counter::DropNoException,
+        Counter::DropHandOver,
+        Counter::DropNoPort,
     ];
 
     /// The counter's name in reports.
@@ -44,6 +57,10 @@ impl Counter {
             Counter::DropTxFull => "drop_tx_full",
             Counter::BusyPolls => "busy_polls",
             Counter::IdlePolls => "idle_polls",
+            Counter::DropNeighbor => "drop_neighbor",
+            Counter::DropNoException => "drop_no_exception",
+            Counter::DropHandOver => "drop_hand_over",
+            Counter::DropNoPort => "drop_no_port",
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Golden pcap cases: a directory with a `config.toml`, inputs `in<K>.pcap`
 //! and expected outputs `expect<K>.pcap` for ports `net_pcap<K>`, and a
-//! README saying how the packets were made and checked.
+//! README saying how the packets were made and checked. An optional
+//! `expect-counters.txt` lists counters of the run's report that must have
+//! given values (`engine.drop_l3_malformed = 1`, `worker.drop_neighbor = 0`;
+//! worker counters are summed over workers).
 //!
 //! The runner starts the real `lb-dataplane` binary with one
 //! `--vdev=net_pcap<K>,rx_pcap=...,tx_pcap=...` per port, waits until it has
@@ -156,9 +159,59 @@ pub fn run(case: &Case) -> Result<(), String> {
             problems.push(format!("case {}, port net_pcap{k}:\n{d}", case.name));
         }
     }
+    let counters = case.dir.join("expect-counters.txt");
+    if counters.exists() {
+        let text = std::fs::read_to_string(&counters).map_err(|e| e.to_string())?;
+        let report =
+            std::fs::read_to_string(tmp.0.join("report.json")).map_err(|e| e.to_string())?;
+        let report: serde_json::Value = serde_json::from_str(&report).map_err(|e| e.to_string())?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (name, want) = line
+                .split_once('=')
+                .ok_or_else(|| format!("{}: {line:?} is not `name = value`", counters.display()))?;
+            let (name, want) = (
+                name.trim(),
+                want.trim()
+                    .parse::<u64>()
+                    .map_err(|e| format!("{line:?}: {e}"))?,
+            );
+            let got = counter(&report, name)
+                .ok_or_else(|| format!("case {}: no counter {name} in the report", case.name))?;
+            if got != want {
+                problems.push(format!(
+                    "case {}: counter {name}: expected {want}, got {got}",
+                    case.name
+                ));
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("\n\n"))
+    }
+}
+
+/// A counter of a run report: `engine.NAME`, or `worker.NAME` summed over
+/// workers.
+fn counter(report: &serde_json::Value, name: &str) -> Option<u64> {
+    let (scope, key) = name.split_once('.')?;
+    match scope {
+        "engine" => report.get("engine")?.get("counters")?.get(key)?.as_u64(),
+        "worker" => report
+            .get("workers")?
+            .as_array()?
+            .iter()
+            .map(|w| {
+                w.get("counters")
+                    .and_then(|c| c.get(key))
+                    .and_then(serde_json::Value::as_u64)
+            })
+            .sum(),
+        _ => None,
     }
 }

@@ -291,3 +291,28 @@ impl Drop for MbufBurst {
         self.clear();
     }
 }
+
+/// The engine works on mbufs through lb-core's buffer trait.
+impl lb_core::packet::PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+
+    fn prepend(&mut self, n: usize) -> bool {
+        u16::try_from(n).is_ok_and(|n| Mbuf::prepend(self, n).is_some())
+    }
+
+    fn adj(&mut self, n: usize) -> bool {
+        u16::try_from(n).is_ok_and(|n| Mbuf::adj(self, n))
+    }
+
+    fn trim(&mut self, n: usize) -> bool {
+        u16::try_from(n).is_ok_and(|n| Mbuf::trim(self, n))
+    }
+}

@@ -1,0 +1,237 @@
+//! A worker's neighbour table: the MAC of each next hop, learned from ARP
+//! (or configured), with ageing, ARP requests for unknown next hops, and a
+//! small, bounded queue of frames waiting for an answer.
+//!
+//! Everything is sized at start: the table refuses new entries when full
+//! (counted) instead of growing, and at most [`MAX_HELD`] frames wait, each
+//! for at most [`HOLD_SECS`] seconds.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use arrayvec::ArrayVec;
+use lb_core::session::{self, Addr};
+use lb_core::wire::{arp, ethernet, MacAddr};
+
+use crate::dpdk::{Mbuf, Mempool};
+
+/// Learned entries live this long without being refreshed (s).
+pub const AGE_SECS: u32 = 300;
+/// An unanswered next hop is asked again after this long (s).
+const ASK_EVERY: u32 = 1;
+/// Frames held for resolution, in all.
+pub const MAX_HELD: usize = 64;
+/// How long a held frame waits (s).
+pub const HOLD_SECS: u32 = 3;
+/// Entries the table holds.
+pub const CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    mac: MacAddr,
+    port: u16,
+    /// 0 for static entries.
+    expires: u32,
+}
+
+/// What became of a frame sent to a next hop.
+#[derive(Debug)]
+pub enum Resolved {
+    /// The MACs are set: send it.
+    Send(Mbuf),
+    /// Waiting for ARP; an ARP request to send may come with it.
+    Held { request: Option<Mbuf> },
+    /// Dropped: nothing can be held, or no request can be made.
+    Dropped,
+}
+
+/// One worker's neighbours.
+#[derive(Debug)]
+pub struct Neighbors {
+    entries: HashMap<Addr, Entry, ahash::RandomState>,
+    asked: HashMap<Addr, u32, ahash::RandomState>,
+    held: ArrayVec<(Addr, u16, u32, Mbuf), MAX_HELD>,
+    /// Each port's MAC and IPv4 addresses (prefix lengths), by port index.
+    ports: Vec<(MacAddr, Vec<(Ipv4Addr, u8)>)>,
+    pub table_full: u64,
+    pub hold_full: u64,
+    pub hold_expired: u64,
+    pub requests_sent: u64,
+}
+
+impl Neighbors {
+    /// A table for ports described by (MAC, IPv4 addresses), in port order.
+    pub fn new(ports: Vec<(MacAddr, Vec<(Ipv4Addr, u8)>)>) -> Neighbors {
+        Neighbors {
+            entries: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
+            asked: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
+            held: ArrayVec::new(),
+            ports,
+            table_full: 0,
+            hold_full: 0,
+            hold_expired: 0,
+            requests_sent: 0,
+        }
+    }
+
+    /// A configured neighbour; it never ages.
+    pub fn add_static(&mut self, ip: Addr, mac: MacAddr, port: u16) {
+        self.entries.insert(
+            ip,
+            Entry {
+                mac,
+                port,
+                expires: 0,
+            },
+        );
+    }
+
+    /// Learns (or refreshes) `ip` at `mac` behind `port`; returns the frames
+    /// that were waiting for it, MACs set, to send.
+    pub fn learn(
+        &mut self,
+        ip: Addr,
+        mac: MacAddr,
+        port: u16,
+        now: u32,
+        out: &mut Vec<(u16, Mbuf)>,
+    ) {
+        let full = self.entries.len() >= CAPACITY;
+        match self.entries.get_mut(&ip) {
+            Some(e) if e.expires == 0 => return,
+            Some(e) => {
+                e.mac = mac;
+                e.port = port;
+                e.expires = now + AGE_SECS;
+            }
+            None if full => {
+                self.table_full += 1;
+                return;
+            }
+            None => {
+                self.entries.insert(
+                    ip,
+                    Entry {
+                        mac,
+                        port,
+                        expires: now + AGE_SECS,
+                    },
+                );
+            }
+        }
+        self.asked.remove(&ip);
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 == ip {
+                let (_, p, _, mut m) = self.held.swap_remove(i);
+                self.set_macs(&mut m, p, mac);
+                out.push((p, m));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn set_macs(&self, m: &mut Mbuf, port: u16, dst: MacAddr) {
+        let src = self
+            .ports
+            .get(usize::from(port))
+            .map_or(MacAddr::ZERO, |p| p.0);
+        let mut eth = ethernet::Frame::new_unchecked(m.data_mut());
+        eth.set_dst(dst);
+        eth.set_src(src);
+    }
+
+    /// Prepares `m` for `next_hop` behind `port`.
+    pub fn resolve(
+        &mut self,
+        mut m: Mbuf,
+        port: u16,
+        next_hop: Addr,
+        now: u32,
+        pool: &Mempool,
+    ) -> Resolved {
+        if let Some(e) = self.entries.get(&next_hop) {
+            if e.expires == 0 || e.expires > now {
+                let mac = e.mac;
+                self.set_macs(&mut m, port, mac);
+                return Resolved::Send(m);
+            }
+        }
+        let std::net::IpAddr::V4(target) = session::ip(&next_hop) else {
+            // IPv6 next hops need configured neighbours.
+            return Resolved::Dropped;
+        };
+        if self.held.is_full() {
+            self.hold_full += 1;
+            return Resolved::Dropped;
+        }
+        self.held.push((next_hop, port, now + HOLD_SECS, m));
+        let due = self
+            .asked
+            .get(&next_hop)
+            .is_none_or(|&t| now >= t + ASK_EVERY);
+        let request = if due {
+            self.request(port, target, pool)
+        } else {
+            None
+        };
+        if request.is_some() {
+            self.asked.insert(next_hop, now);
+            self.requests_sent += 1;
+        }
+        Resolved::Held { request }
+    }
+
+    /// An ARP request for `target` out of `port`, from the port's address on
+    /// the target's network (or its first address).
+    fn request(&self, port: u16, target: Ipv4Addr, pool: &Mempool) -> Option<Mbuf> {
+        let (mac, addrs) = self.ports.get(usize::from(port))?;
+        let in_net = |(a, len): &&(Ipv4Addr, u8)| {
+            let mask = if *len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(*len))
+            };
+            u32::from(*a) & mask == u32::from(target) & mask
+        };
+        let src = addrs.iter().find(in_net).or(addrs.first())?.0;
+        let mut m = pool.alloc()?;
+        let frame = m.append(u16::try_from(ethernet::HEADER_LEN + arp::PACKET_LEN).ok()?)?;
+        {
+            let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+            eth.set_dst(MacAddr::BROADCAST);
+            eth.set_src(*mac);
+            eth.set_ethertype(ethernet::ethertype::ARP);
+        }
+        arp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]).fill(
+            arp::op::REQUEST,
+            *mac,
+            src,
+            MacAddr::ZERO,
+            target,
+        );
+        Some(m)
+    }
+
+    /// Drops held frames that waited too long and forgets aged entries;
+    /// returns how many frames were dropped.
+    pub fn expire(&mut self, now: u32) -> usize {
+        let before = self.held.len();
+        self.held.retain(|(_, _, deadline, _)| *deadline > now);
+        let dropped = before - self.held.len();
+        self.hold_expired += dropped as u64;
+        self.entries
+            .retain(|_, e| e.expires == 0 || e.expires > now);
+        dropped
+    }
+
+    /// Entries now (for reports).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,184 @@
+//! The load balancer's run-to-completion worker: receive a burst on each
+//! port, let the engine decide ([`lb_core::engine::Worker::process_burst`]),
+//! set the MACs from the neighbour table, batch the frames per output port,
+//! transmit, and between bursts expire sessions and neighbours.
+//!
+//! Nothing here locks or logs per packet. The per-port transmit batches and
+//! the action array are allocated once; frames waiting for ARP are bounded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use lb_core::engine::{Action, Counters, Worker as Engine};
+use lb_core::packet::PacketBuf;
+use lb_core::session;
+use lb_core::stats::ServiceReport;
+
+use crate::dpdk::{self, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, MAX_BURST};
+use crate::neigh::{Neighbors, Resolved};
+use crate::stats::{Counter, WorkerCounters};
+
+/// Where the exception path leads: frames for the kernel go out of `port`
+/// (a TAP), and what the kernel sends there leaves by `uplink`.
+#[derive(Debug, Clone, Copy)]
+pub struct ExceptionPath {
+    pub port: u16,
+    pub uplink: u16,
+}
+
+/// One worker's queues, engine and tables.
+#[derive(Debug)]
+pub struct LbWorker {
+    pub engine: Engine,
+    /// RX and TX queue of each port, by port index.
+    pub rx: Vec<RxQueue>,
+    pub tx: Vec<TxQueue>,
+    pub neigh: Neighbors,
+    pub exception: Option<ExceptionPath>,
+    pub pool: &'static Mempool,
+    pub burst: usize,
+    pub counters: WorkerCounters,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a worker hands back when it stops.
+#[derive(Debug, Clone)]
+pub struct WorkerResult {
+    pub engine: Counters,
+    pub services: Vec<ServiceReport>,
+    pub sessions: u32,
+    pub neighbors: usize,
+}
+
+impl LbWorker {
+    /// Polls until the stop flag is set; returns the engine's counters and
+    /// statistics.
+    pub fn run(mut self) -> WorkerResult {
+        let hz = dpdk::tsc_hz().max(1);
+        let start = dpdk::rdtsc();
+        let ports = self.rx.len();
+        let mut rx = MbufBurst::with_limit(self.burst);
+        let mut out: Vec<MbufBurst> = (0..ports).map(|_| MbufBurst::new()).collect();
+        let mut actions = [Action::Exception; MAX_BURST];
+        let mut released: Vec<(u16, Mbuf)> = Vec::with_capacity(crate::neigh::MAX_HELD);
+        let mut last_expire = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = u32::try_from((dpdk::rdtsc() - start) / hz).unwrap_or(u32::MAX);
+            let mut busy = false;
+            for p in 0..ports {
+                let n = self.rx[p].rx_burst(&mut rx);
+                if n == 0 {
+                    continue;
+                }
+                busy = true;
+                self.counters.add(Counter::RxPackets, n as u64);
+                let port = u16::try_from(p).unwrap_or(u16::MAX);
+                if self.exception.is_some_and(|e| e.port == port) {
+                    // From the kernel: out of the port it stands for.
+                    let uplink = self.exception.map_or(0, |e| usize::from(e.uplink));
+                    for m in rx.drain() {
+                        self.queue(&mut out, uplink, m);
+                    }
+                    continue;
+                }
+                self.engine
+                    .process_burst(rx.as_mut_slice(), port, now, &mut actions[..n]);
+                for (m, action) in rx.drain().zip(actions.iter()) {
+                    self.dispatch(&mut out, port, m, *action, now, &mut released);
+                }
+            }
+            for (port, m) in released.drain(..) {
+                self.queue(&mut out, usize::from(port), m);
+            }
+            for (p, batch) in out.iter_mut().enumerate() {
+                if batch.is_empty() {
+                    continue;
+                }
+                let sent = self.tx[p].tx_burst(batch);
+                self.counters.add(Counter::TxPackets, sent as u64);
+                if !batch.is_empty() {
+                    self.counters.add(Counter::DropTxFull, batch.len() as u64);
+                    batch.clear();
+                }
+            }
+            if busy {
+                self.counters.add(Counter::BusyPolls, 1);
+            } else {
+                self.counters.add(Counter::IdlePolls, 1);
+            }
+            if now != last_expire {
+                last_expire = now;
+                self.engine.expire(now);
+                self.neigh.expire(now);
+            }
+        }
+        WorkerResult {
+            engine: self.engine.counters().clone(),
+            services: self.engine.report(),
+            sessions: self.engine.sessions.len(),
+            neighbors: self.neigh.len(),
+        }
+    }
+
+    fn queue(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {
+        let Some(batch) = out.get_mut(port) else {
+            self.counters.add(Counter::DropNoPort, 1);
+            return;
+        };
+        if batch.is_full() {
+            let sent = self.tx[port].tx_burst(batch);
+            self.counters.add(Counter::TxPackets, sent as u64);
+            if batch.is_full() {
+                self.counters.add(Counter::DropTxFull, 1);
+                return;
+            }
+        }
+        let _ = batch.push(m);
+    }
+
+    fn dispatch(
+        &mut self,
+        out: &mut [MbufBurst],
+        in_port: u16,
+        m: Mbuf,
+        action: Action,
+        now: u32,
+        released: &mut Vec<(u16, Mbuf)>,
+    ) {
+        match action {
+            Action::Transmit { port, next_hop } => {
+                match self.neigh.resolve(m, port, next_hop, now, self.pool) {
+                    Resolved::Send(m) => self.queue(out, usize::from(port), m),
+                    Resolved::Held { request } => {
+                        if let Some(r) = request {
+                            self.queue(out, usize::from(port), r);
+                        }
+                    }
+                    Resolved::Dropped => self.counters.add(Counter::DropNeighbor, 1),
+                }
+            }
+            Action::Reply { port } => self.queue(out, usize::from(port), m),
+            Action::Arp { ip, mac, reply } => {
+                self.neigh
+                    .learn(session::addr_v4(ip), mac, in_port, now, released);
+                if reply {
+                    self.queue(out, usize::from(in_port), m);
+                } else if let Some(e) = self.exception {
+                    // The kernel learns its neighbours too.
+                    self.queue(out, usize::from(e.port), m);
+                }
+            }
+            Action::Exception => match self.exception {
+                Some(e) => self.queue(out, usize::from(e.port), m),
+                None => self.counters.add(Counter::DropNoException, 1),
+            },
+            Action::HandOver { .. } => self.counters.add(Counter::DropHandOver, 1),
+            Action::Drop(_) => {}
+        }
+    }
+}
+
+/// An mbuf's frame length, for byte counters.
+pub fn frame_len(m: &Mbuf) -> usize {
+    PacketBuf::data(m).len()
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Builds the load-balancer golden cases with scapy (Debian's python3-scapy).
+
+Run from this directory: `/usr/bin/python3 make_lb.py`. Each case's
+expected output is written out by hand below, packet by packet, from what
+the mode must do (see each case's README.md); scapy computes every checksum
+from scratch, so the dataplane's incremental updates are checked against
+independent values.
+"""
+from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
+
+LB = "02:70:63:61:70:00"      # net_pcap0's MAC
+CLIENT = "02:00:00:00:01:02"
+RS1 = "02:00:00:00:02:05"
+RS2 = "02:00:00:00:02:06"
+VIP = "198.18.0.10"
+LIP = "10.0.0.100"
+DIP = "10.0.0.1"
+
+
+def stamp(pkts):
+    for i, p in enumerate(pkts):
+        p.time = 1700000000 + i / 1000
+    return pkts
+
+
+def tcp(src_mac, dst_mac, src, dst, flags, seq, ack=0, payload=b"", ttl=64, mss=False):
+    opts = [("MSS", 1460)] if mss else []
+    (s, sp), (d, dp) = src, dst
+    p = Ether(src=src_mac, dst=dst_mac) / IP(src=s, dst=d, ttl=ttl) / \
+        TCP(sport=sp, dport=dp, flags=flags, seq=seq, ack=ack, window=8192, options=opts)
+    return p / Raw(payload) if payload else p
+
+
+def fnat_one_arm():
+    c, v = ("10.0.0.2", 40000), (VIP, 80)
+    l1, r1 = (LIP, 1025), ("10.0.0.5", 8080)
+    c2, l2, r2 = ("10.0.0.2", 40001), (LIP, 1026), ("10.0.0.6", 8080)
+    get = b"GET / HTTP/1.0\r\n\r\n"
+    ok = b"HTTP/1.0 200 OK\r\n\r\nhello"
+    ins, exp0, exp1 = [], [], []
+
+    def both(inp, out):
+        ins.append(inp)
+        if out is not None:
+            exp0.append(out)
+
+    # The real server asks for the local address: the LB answers.
+    both(Ether(src=RS1, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=RS1, psrc="10.0.0.5", pdst=LIP),
+         Ether(src=LB, dst=RS1) / ARP(op=2, hwsrc=LB, psrc=LIP, hwdst=RS1, pdst="10.0.0.5"))
+    # Handshake, data and close, both directions.
+    both(tcp(CLIENT, LB, c, v, "S", 1000, mss=True), tcp(LB, RS1, l1, r1, "S", 1000, ttl=63, mss=True))
+    both(tcp(RS1, LB, r1, l1, "SA", 5000, 1001), tcp(LB, CLIENT, v, c, "SA", 5000, 1001, ttl=63))
+    both(tcp(CLIENT, LB, c, v, "A", 1001, 5001), tcp(LB, RS1, l1, r1, "A", 1001, 5001, ttl=63))
+    both(tcp(CLIENT, LB, c, v, "PA", 1001, 5001, get), tcp(LB, RS1, l1, r1, "PA", 1001, 5001, get, ttl=63))
+    both(tcp(RS1, LB, r1, l1, "PA", 5001, 1001 + len(get), ok), tcp(LB, CLIENT, v, c, "PA", 5001, 1001 + len(get), ok, ttl=63))
+    both(tcp(CLIENT, LB, c, v, "FA", 1019, 5024), tcp(LB, RS1, l1, r1, "FA", 1019, 5024, ttl=63))
+    both(tcp(RS1, LB, r1, l1, "FA", 5024, 1020), tcp(LB, CLIENT, v, c, "FA", 5024, 1020, ttl=63))
+    both(tcp(CLIENT, LB, c, v, "A", 1020, 5025), tcp(LB, RS1, l1, r1, "A", 1020, 5025, ttl=63))
+    # A second connection goes to the second real server (rr), next port.
+    both(tcp(CLIENT, LB, c2, v, "S", 7000), tcp(LB, RS2, l2, r2, "S", 7000, ttl=63))
+    # UDP: its own service, its own share of ports.
+    both(Ether(src=CLIENT, dst=LB) / IP(src="10.0.0.2", dst=VIP) / UDP(sport=5000, dport=53) / Raw(b"query"),
+         Ether(src=LB, dst=RS1) / IP(src=LIP, dst="10.0.0.5", ttl=63) / UDP(sport=1025, dport=5353) / Raw(b"query"))
+    both(Ether(src=RS1, dst=LB) / IP(src="10.0.0.5", dst=LIP) / UDP(sport=5353, dport=1025) / Raw(b"answer"),
+         Ether(src=LB, dst=CLIENT) / IP(src=VIP, dst="10.0.0.2", ttl=63) / UDP(sport=53, dport=5000) / Raw(b"answer"))
+    # Ping the LB's address and the VIP.
+    for target in (DIP, VIP):
+        both(Ether(src=CLIENT, dst=LB) / IP(src="10.0.0.2", dst=target) / ICMP(type=8, id=7, seq=1) / Raw(b"ping"),
+             Ether(src=LB, dst=CLIENT) / IP(src=target, dst="10.0.0.2", ttl=64) / ICMP(type=0, id=7, seq=1) / Raw(b"ping"))
+    # SSH to the LB's own address: no service claims it, so to the kernel
+    # (net_pcap1), unchanged.
+    ssh = tcp(CLIENT, LB, ("10.0.0.2", 41000), (DIP, 22), "S", 1)
+    ins.append(ssh)
+    exp1.append(ssh)
+    # Dropped, each with its counter: a truncated IPv4 header, a segment
+    # other than SYN with no session, a frame for another MAC.
+    ins.append(Ether(src=CLIENT, dst=LB, type=0x0800) / Raw(b"\x45\x00\x00"))
+    ins.append(tcp(CLIENT, LB, ("10.0.0.2", 42000), v, "A", 1, 1))
+    ins.append(tcp(CLIENT, "02:00:00:00:09:09", ("10.0.0.2", 42001), v, "S", 1))
+    return stamp(ins), stamp(exp0), stamp(exp1)
+
+
+def main():
+    ins, exp0, exp1 = fnat_one_arm()
+    wrpcap("lb-fnat-one-arm/in0.pcap", ins)
+    wrpcap("lb-fnat-one-arm/expect0.pcap", exp0)
+    wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
+
+
+if __name__ == "__main__":
+    main()
