@@ -7,7 +7,15 @@ the mode must do (see each case's README.md); scapy computes every checksum
 from scratch, so the dataplane's incremental updates are checked against
 independent values.
 """
+import struct
+
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
+
+
+def write_empty(path):
+    """A pcap with no packet (scapy writes none for an empty list)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
 
 LB = "02:70:63:61:70:00"      # net_pcap0's MAC
 CLIENT = "02:00:00:00:01:02"
@@ -81,11 +89,67 @@ def fnat_one_arm():
     return stamp(ins), stamp(exp0), stamp(exp1)
 
 
+def nat_one_arm():
+    c, v, r1, r2 = ("10.0.0.2", 40000), (VIP, 80), ("10.0.0.5", 8080), ("10.0.0.6", 8080)
+    c2 = ("10.0.0.2", 40001)
+    ins, exp = [], []
+    for inp, out in [
+        # The destination becomes the real server's; TTL 63.
+        (tcp(CLIENT, LB, c, v, "S", 1000, mss=True), tcp(LB, RS1, c, r1, "S", 1000, ttl=63, mss=True)),
+        # The reply comes back to the LB (the real server's gateway) and
+        # leaves from the VIP.
+        (tcp(RS1, LB, r1, c, "SA", 5000, 1001), tcp(LB, CLIENT, v, c, "SA", 5000, 1001, ttl=63)),
+        (tcp(CLIENT, LB, c, v, "PA", 1001, 5001, b"GET /"), tcp(LB, RS1, c, r1, "PA", 1001, 5001, b"GET /", ttl=63)),
+        (tcp(RS1, LB, r1, c, "PA", 5001, 1006, b"hello"), tcp(LB, CLIENT, v, c, "PA", 5001, 1006, b"hello", ttl=63)),
+        # rr: the next connection to the other server.
+        (tcp(CLIENT, LB, c2, v, "S", 9000), tcp(LB, RS2, c2, r2, "S", 9000, ttl=63)),
+    ]:
+        ins.append(inp)
+        exp.append(out)
+    return stamp(ins), stamp(exp)
+
+
+def dr_one_arm():
+    c, v = ("10.0.0.2", 40000), (VIP, 80)
+    ins, exp = [], []
+    for dst_mac, flags, seq, payload in [(RS1, "S", 1000, b""), (RS1, "A", 1001, b""), (RS1, "PA", 1001, b"GET /")]:
+        ins.append(tcp(CLIENT, LB, c, v, flags, seq, 5001 if flags != "S" else 0, payload))
+        # Only the MACs change: to the real server, from the LB. The IP
+        # packet, TTL included, is untouched.
+        exp.append(tcp(LB, dst_mac, c, v, flags, seq, 5001 if flags != "S" else 0, payload))
+    ins.append(tcp(CLIENT, LB, ("10.0.0.2", 40001), v, "S", 7))
+    exp.append(tcp(LB, RS2, ("10.0.0.2", 40001), v, "S", 7))
+    return stamp(ins), stamp(exp)
+
+
+def tun_one_arm():
+    c, v = ("10.0.0.2", 40000), (VIP, 80)
+    ins, exp = [], []
+    for ident, (rs_mac, rs, client, flags, seq) in enumerate([
+        (RS1, "10.0.0.5", c, "S", 1000),
+        (RS1, "10.0.0.5", c, "A", 1001),
+        (RS2, "10.0.0.6", ("10.0.0.2", 40001), "S", 77),
+    ], start=1):
+        inner = tcp(CLIENT, LB, client, v, flags, seq, 5001 if flags == "A" else 0)
+        ins.append(inner)
+        # The client's IP packet, unchanged, inside an outer IPv4 header
+        # from the LB's address to the real server: protocol 4, TTL and TOS
+        # and DF copied from the inner header, IP ids counting from 1.
+        exp.append(Ether(src=LB, dst=rs_mac) / IP(src=DIP, dst=rs, proto=4, ttl=64, id=ident) / inner[IP])
+    return stamp(ins), stamp(exp)
+
+
 def main():
     ins, exp0, exp1 = fnat_one_arm()
     wrpcap("lb-fnat-one-arm/in0.pcap", ins)
     wrpcap("lb-fnat-one-arm/expect0.pcap", exp0)
     wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
+    for name, make in [("nat", nat_one_arm), ("dr", dr_one_arm), ("tun", tun_one_arm)]:
+        ins, exp = make()
+        wrpcap(f"lb-{name}-one-arm/in0.pcap", ins)
+        wrpcap(f"lb-{name}-one-arm/expect0.pcap", exp)
+        # Nothing of these goes to the kernel.
+        write_empty(f"lb-{name}-one-arm/expect1.pcap")
 
 
 if __name__ == "__main__":
