@@ -8,6 +8,8 @@
 //! - [`golden`] runs a case directory through the real binary;
 //! - [`netns`] makes network namespaces and veth pairs that clean up after
 //!   themselves;
+//! - [`topology`] builds client / load balancer / real-server namespaces
+//!   with HTTP servers, for real TCP through the appliance;
 //! - [`binary`] finds (building if needed) the workspace's binaries.
 
 #![forbid(unsafe_code)]
@@ -18,3 +20,4 @@ pub mod dissect;
 pub mod golden;
 pub mod netns;
 pub mod pcap;
+pub mod topology;

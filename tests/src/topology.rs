@@ -1,0 +1,221 @@
+//! Network-namespace topologies for end-to-end tests, in the manner of the
+//! kernel's IPVS selftest: a client, the load balancer and real servers,
+//! each in a namespace of its own, joined by a bridge in a "switch"
+//! namespace (one arm: the load balancer has one port).
+//!
+//! Addresses: the load balancer is 10.0.0.1/24 (and 10.9.0.1/24, the
+//! clients' network), real server k is 10.0.0.1k, the client is 10.9.0.2
+//! (routed through the load balancer, as NAT needs) or 10.0.0.2 on the
+//! servers' network (as DR needs), and VIPs are in 198.18.0.0/15. Each real
+//! server runs an HTTP server on port `port` that answers with its name and
+//! the client address it saw. Everything is removed when the topology is
+//! dropped, processes included.
+
+use std::io;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::netns::Netns;
+
+/// The HTTP server every real server runs: `<name> saw <peer address>`.
+const HTTP_SERVER: &str = r#"
+import http.server, socketserver, sys
+name, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ('%s saw %s\n' % (name, self.client_address[0])).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+socketserver.TCPServer.allow_reuse_address = True
+http.server.HTTPServer(('0.0.0.0', port), H).serve_forever()
+"#;
+
+/// Where the client sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNet {
+    /// 10.9.0.2/24, routed through the load balancer (NAT, Full-NAT).
+    Routed,
+    /// 10.0.0.2/24 on the servers' segment (DR: replies go straight back).
+    SameSegment,
+}
+
+/// How real servers are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSetup {
+    /// Nothing special (Full-NAT).
+    Plain,
+    /// Default route through the load balancer (NAT).
+    GatewayIsLb,
+    /// The VIP on a loopback, arp_ignore=1, arp_announce=2 (DR).
+    VipOnLoopback(&'static str),
+}
+
+/// A running topology.
+#[derive(Debug)]
+pub struct OneArm {
+    pub switch: Netns,
+    pub lb: Netns,
+    pub client: Netns,
+    pub servers: Vec<Netns>,
+    servers_running: Vec<Child>,
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+impl OneArm {
+    /// Builds the namespaces and links, and starts `servers` HTTP servers on
+    /// `port`.
+    pub fn new(
+        tag: &str,
+        servers: usize,
+        port: u16,
+        client: ClientNet,
+        setup: ServerSetup,
+    ) -> io::Result<OneArm> {
+        let switch = Netns::new(&format!("{tag}sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let lb = Netns::new(&format!("{tag}lb"))?;
+        let cl = Netns::new(&format!("{tag}cl"))?;
+        let mut rs = Vec::new();
+        for k in 0..servers {
+            rs.push(Netns::new(&format!("{tag}rs{k}"))?);
+        }
+        let attach = |ns: &Netns, idx: usize| -> io::Result<()> {
+            let peer = format!("p{idx}");
+            run(Command::new("ip").args([
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                switch.name(),
+            ]))?;
+            switch.ip(&["link", "set", &peer, "master", "br0", "up"])?;
+            ns.ip(&[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &format!("02:00:00:00:00:{:02x}", idx + 1),
+            ])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+            // A DPDK port on the other end sees what the kernel sends as
+            // is: no checksum left to offload hardware.
+            let _ = ns
+                .command("ethtool")
+                .args(["-K", "eth0", "tx", "off"])
+                .output();
+            Ok(())
+        };
+        attach(&lb, 0)?;
+        attach(&cl, 1)?;
+        for (k, ns) in rs.iter().enumerate() {
+            attach(ns, k + 2)?;
+        }
+        match client {
+            ClientNet::Routed => {
+                cl.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
+                cl.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
+            }
+            ClientNet::SameSegment => {
+                cl.ip(&["addr", "add", "10.0.0.2/24", "dev", "eth0"])?;
+                cl.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"])?;
+            }
+        }
+        let mut running = Vec::new();
+        for (k, ns) in rs.iter().enumerate() {
+            ns.ip(&["addr", "add", &format!("10.0.0.1{k}/24"), "dev", "eth0"])?;
+            match setup {
+                ServerSetup::Plain => {}
+                ServerSetup::GatewayIsLb => {
+                    ns.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+                }
+                ServerSetup::VipOnLoopback(vip) => {
+                    ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+                    for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                        for dev in ["all", "eth0"] {
+                            run(ns
+                                .command("sysctl")
+                                .args(["-qw", &format!("net.ipv4.conf.{dev}.{k}={v}")]))?;
+                        }
+                    }
+                }
+            }
+            let child = ns
+                .command("python3")
+                .args(["-c", HTTP_SERVER, &format!("rs{k}"), &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            running.push(child);
+        }
+        let topo = OneArm {
+            switch,
+            lb,
+            client: cl,
+            servers: rs,
+            servers_running: running,
+        };
+        for k in 0..servers {
+            topo.wait_for_server(k, port)?;
+        }
+        Ok(topo)
+    }
+
+    fn wait_for_server(&self, k: usize, port: u16) -> io::Result<()> {
+        for _ in 0..100 {
+            let out = self.servers[k].command("ss").args(["-ltn"]).output()?;
+            if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port}")) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::other(format!(
+            "the HTTP server of rs{k} did not start"
+        )))
+    }
+
+    /// One HTTP GET from the client, bounded in time; the body or an error.
+    pub fn get(&self, url: &str) -> Result<String, String> {
+        let out = self
+            .client
+            .command("curl")
+            .args(["-s", "-S", "-m", "5", url])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for OneArm {
+    fn drop(&mut self) {
+        for c in &mut self.servers_running {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

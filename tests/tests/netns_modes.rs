@@ -1,0 +1,228 @@
+//! Real TCP through the appliance: kernel clients and real servers in
+//! network namespaces, lb-dataplane owning its port through net_af_packet,
+//! 300 HTTP requests per mode through the VIP.
+//!
+//! The tests run one at a time: each starts a busy-polling dataplane, and
+//! these machines have two cores.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lb_tests::binary;
+use lb_tests::golden::TempDir;
+use lb_tests::topology::{ClientNet, OneArm, ServerSetup};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const REQUESTS: usize = 300;
+const VIP: &str = "198.18.0.10";
+
+struct Dataplane {
+    child: Child,
+    report: std::path::PathBuf,
+    _tmp: TempDir,
+}
+
+fn start(topo: &OneArm, services: &str) -> Dataplane {
+    let tmp = TempDir::new("netns");
+    let config = tmp.0.join("lb.toml");
+    let report = tmp.0.join("report.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "net_af_packet0"
+addresses = ["10.0.0.1/24", "10.9.0.1/24"]
+{services}
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = topo
+        .lb
+        .command(binary::path("lb-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--report")
+        .arg(&report)
+        .args(["--duration", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("forwarding") {
+        assert!(
+            Instant::now() < deadline,
+            "the dataplane did not start:\n{seen}"
+        );
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "the dataplane exited:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Keep draining stderr so the process never blocks on it.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+    });
+    Dataplane {
+        child,
+        report,
+        _tmp: tmp,
+    }
+}
+
+impl Dataplane {
+    /// Stops it (SIGTERM) and returns its JSON report.
+    fn stop(mut self) -> serde_json::Value {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the dataplane did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(&self.report).expect("the dataplane wrote its report");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// Sends the requests; returns how many each server answered and the
+/// client addresses the servers saw.
+fn load(topo: &OneArm, url: &str) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let mut per_server = BTreeMap::new();
+    let mut seen = BTreeMap::new();
+    for i in 0..REQUESTS {
+        let body = topo
+            .get(url)
+            .unwrap_or_else(|e| panic!("request {i} to {url} failed: {e}"));
+        let mut words = body.split_whitespace();
+        let (Some(server), Some("saw"), Some(peer)) = (words.next(), words.next(), words.next())
+        else {
+            panic!("unexpected answer {body:?}");
+        };
+        *per_server.entry(server.to_owned()).or_default() += 1;
+        *seen.entry(peer.to_owned()).or_default() += 1;
+    }
+    (per_server, seen)
+}
+
+fn service(mode: &str, sched: &str, port: u16, rport: u16, extra: &str) -> String {
+    let reals: String = (0..3)
+        .map(|k| {
+            format!(
+                "[[service.real]]\naddress = \"10.0.0.1{k}\"\nport = {rport}\nmode = \"{mode}\"\n"
+            )
+        })
+        .collect();
+    format!("[[service]]\nprotocol = \"tcp\"\nvip = \"{VIP}\"\nport = {port}\nscheduler = \"{sched}\"\n{extra}\n{reals}")
+}
+
+fn engine_counter(report: &serde_json::Value, name: &str) -> u64 {
+    report["engine"]["counters"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn full_nat_carries_tcp_and_servers_see_the_local_address() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("fn", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    let lb = start(
+        &topo,
+        &service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]"),
+    );
+    let (per_server, seen) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.values().copied().collect::<Vec<_>>(),
+        [100, 100, 100],
+        "rr spreads exactly: {per_server:?}"
+    );
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["10.0.0.100"],
+        "servers see the local address"
+    );
+    assert_eq!(engine_counter(&report, "sessions_created"), REQUESTS as u64);
+    let svc = &report["engine"]["services"][0];
+    assert!(
+        svc["out_pkts"].as_u64().unwrap() >= 2 * REQUESTS as u64,
+        "replies pass the LB: {svc}"
+    );
+}
+
+#[test]
+fn nat_carries_tcp_and_servers_see_the_client() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("na", 3, 8080, ClientNet::Routed, ServerSetup::GatewayIsLb).unwrap();
+    let lb = start(&topo, &service("nat", "wrr", 80, 8080, ""));
+    let (per_server, seen) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.values().sum::<usize>(),
+        REQUESTS,
+        "{per_server:?}"
+    );
+    assert_eq!(per_server.len(), 3, "{per_server:?}");
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["10.9.0.2"],
+        "servers see the client"
+    );
+    let svc = &report["engine"]["services"][0];
+    assert!(
+        svc["out_pkts"].as_u64().unwrap() >= 2 * REQUESTS as u64,
+        "replies pass the LB: {svc}"
+    );
+}
+
+#[test]
+fn direct_routing_replies_bypass_the_load_balancer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new(
+        "dr",
+        3,
+        80,
+        ClientNet::SameSegment,
+        ServerSetup::VipOnLoopback(VIP),
+    )
+    .unwrap();
+    let lb = start(&topo, &service("dr", "rr", 80, 80, ""));
+    let (per_server, seen) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.values().copied().collect::<Vec<_>>(),
+        [100, 100, 100],
+        "{per_server:?}"
+    );
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["10.0.0.2"],
+        "servers see the client"
+    );
+    let svc = &report["engine"]["services"][0];
+    assert_eq!(
+        svc["out_pkts"].as_u64(),
+        Some(0),
+        "no reply passed the LB: {svc}"
+    );
+    assert!(
+        svc["in_pkts"].as_u64().unwrap() >= 3 * REQUESTS as u64,
+        "{svc}"
+    );
+}
