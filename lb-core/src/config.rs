@@ -564,84 +564,8 @@ impl Config {
         if let Some(e) = &self.exception {
             setup.exception_port = Some(port(&e.port, "[exception] port")?);
         }
-        let t = &self.timeouts;
-        let d = Timeouts::default();
-        setup.timeouts = Timeouts {
-            tcp_established: t.tcp.unwrap_or(d.tcp_established),
-            tcp_fin_wait: t.tcpfin.unwrap_or(d.tcp_fin_wait),
-            udp: t.udp.unwrap_or(d.udp),
-            tcp_syn_recv: t.syn_recv.unwrap_or(d.tcp_syn_recv),
-            tcp_time_wait: t.time_wait.unwrap_or(d.tcp_time_wait),
-            tcp_close: t.close.unwrap_or(d.tcp_close),
-            tcp_close_wait: t.close_wait.unwrap_or(d.tcp_close_wait),
-            tcp_last_ack: t.last_ack.unwrap_or(d.tcp_last_ack),
-            icmp: t.icmp.unwrap_or(d.icmp),
-            ..d
-        };
-        let mut keys = HashSet::new();
-        for sc in &self.services {
-            let proto = match sc.protocol.get_ref().to_ascii_lowercase().as_str() {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                other => {
-                    return Err(c.error(
-                        sc.protocol.span(),
-                        "[[service]] protocol",
-                        format!("{other:?} is not a service protocol: use \"tcp\" or \"udp\""),
-                    ))
-                }
-            };
-            let vip = ip(&sc.vip, "[[service]] vip")?;
-            let key = ServiceKey {
-                proto,
-                vip,
-                port: sc.port,
-            };
-            if !keys.insert(key) {
-                return Err(c.error(
-                    sc.vip.span(),
-                    "[[service]]",
-                    format!("service {key} is defined twice"),
-                ));
-            }
-            let sched: SchedKind = sc
-                .scheduler
-                .get_ref()
-                .parse()
-                .map_err(|e| c.error(sc.scheduler.span(), "[[service]] scheduler", e))?;
-            let flags = SchedFlags::parse(sched, sc.flags.get_ref())
-                .map_err(|e| c.error(sc.flags.span(), "[[service]] flags", e))?;
-            let mut spec = ServiceSpec::new(key);
-            spec.sched = sched;
-            spec.flags = flags;
-            spec.mh_table_size = sc.mh_table_size.unwrap_or(DEFAULT_MH_TABLE_SIZE);
-            spec.persistence = sc.persistence.map(|timeout| Persistence {
-                timeout,
-                prefix_len: sc.netmask.unwrap_or(if vip.is_ipv4() { 32 } else { 128 }),
-            });
-            for l in &sc.local_addresses {
-                spec.laddrs.push(ip(l, "[[service]] local_addresses")?);
-            }
-            for r in &sc.reals {
-                let mode: ForwardMode = r
-                    .mode
-                    .get_ref()
-                    .parse()
-                    .map_err(|e| c.error(r.mode.span(), "[[service.real]] mode", e))?;
-                spec.reals.push(RealServer {
-                    addr: ip(&r.address, "[[service.real]] address")?,
-                    port: r.port,
-                    mode,
-                    weight: r.weight,
-                    upper: r.upper,
-                    lower: r.lower,
-                });
-            }
-            // Validate as a snapshot would, so the error has this line.
-            let built = service::build_service(spec)
-                .map_err(|e| c.error(sc.vip.span(), "[[service]]", e.to_string()))?;
-            setup.services.push(built.spec);
-        }
+        setup.timeouts = timeouts_of(&self.timeouts);
+        setup.services = services_of(&c, &self.services)?;
         Ok(setup)
     }
 
@@ -649,6 +573,194 @@ impl Config {
     pub fn port_index(&self, name: &str) -> Option<usize> {
         self.ports.iter().position(|p| p.name.get_ref() == name)
     }
+}
+
+/// Timeouts from the `[timeouts]` section, IPVS's defaults for the rest.
+fn timeouts_of(tc: &TimeoutsConfig) -> Timeouts {
+    let t = tc;
+    let d = Timeouts::default();
+    Timeouts {
+        tcp_established: t.tcp.unwrap_or(d.tcp_established),
+        tcp_fin_wait: t.tcpfin.unwrap_or(d.tcp_fin_wait),
+        udp: t.udp.unwrap_or(d.udp),
+        tcp_syn_recv: t.syn_recv.unwrap_or(d.tcp_syn_recv),
+        tcp_time_wait: t.time_wait.unwrap_or(d.tcp_time_wait),
+        tcp_close: t.close.unwrap_or(d.tcp_close),
+        tcp_close_wait: t.close_wait.unwrap_or(d.tcp_close_wait),
+        tcp_last_ack: t.last_ack.unwrap_or(d.tcp_last_ack),
+        icmp: t.icmp.unwrap_or(d.icmp),
+        ..d
+    }
+}
+
+/// Services from `[[service]]` entries, each validated as a snapshot would
+/// validate it, errors carrying their lines.
+fn services_of(
+    c: &Checker<'_>,
+    configs: &[ServiceConfig],
+) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let ip = |v: &Spanned<String>, key: &str| {
+        v.get_ref().parse::<IpAddr>().map_err(|_| {
+            c.error(
+                v.span(),
+                key,
+                format!("{:?} is not an IP address", v.get_ref()),
+            )
+        })
+    };
+    let mut out = Vec::new();
+    let mut keys = HashSet::new();
+    for sc in configs {
+        let proto = match sc.protocol.get_ref().to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(c.error(
+                    sc.protocol.span(),
+                    "[[service]] protocol",
+                    format!("{other:?} is not a service protocol: use \"tcp\" or \"udp\""),
+                ))
+            }
+        };
+        let vip = ip(&sc.vip, "[[service]] vip")?;
+        let key = ServiceKey {
+            proto,
+            vip,
+            port: sc.port,
+        };
+        if !keys.insert(key) {
+            return Err(c.error(
+                sc.vip.span(),
+                "[[service]]",
+                format!("service {key} is defined twice"),
+            ));
+        }
+        let sched: SchedKind = sc
+            .scheduler
+            .get_ref()
+            .parse()
+            .map_err(|e| c.error(sc.scheduler.span(), "[[service]] scheduler", e))?;
+        let flags = SchedFlags::parse(sched, sc.flags.get_ref())
+            .map_err(|e| c.error(sc.flags.span(), "[[service]] flags", e))?;
+        let mut spec = ServiceSpec::new(key);
+        spec.sched = sched;
+        spec.flags = flags;
+        spec.mh_table_size = sc.mh_table_size.unwrap_or(DEFAULT_MH_TABLE_SIZE);
+        spec.persistence = sc.persistence.map(|timeout| Persistence {
+            timeout,
+            prefix_len: sc.netmask.unwrap_or(if vip.is_ipv4() { 32 } else { 128 }),
+        });
+        for l in &sc.local_addresses {
+            spec.laddrs.push(ip(l, "[[service]] local_addresses")?);
+        }
+        for r in &sc.reals {
+            let mode: ForwardMode = r
+                .mode
+                .get_ref()
+                .parse()
+                .map_err(|e| c.error(r.mode.span(), "[[service.real]] mode", e))?;
+            spec.reals.push(RealServer {
+                addr: ip(&r.address, "[[service.real]] address")?,
+                port: r.port,
+                mode,
+                weight: r.weight,
+                upper: r.upper,
+                lower: r.lower,
+            });
+        }
+        // Validate as a snapshot would, so the error has this line.
+        let built = service::build_service(spec)
+            .map_err(|e| c.error(sc.vip.span(), "[[service]]", e.to_string()))?;
+        out.push(built.spec);
+    }
+    Ok(out)
+}
+
+/// The part of a configuration that can change while the dataplane runs:
+/// services and timeouts (what `lb-ctl apply` sends).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Parses and validates a desired state: every service as a snapshot would
+/// validate it, errors with their lines.
+pub fn parse_desired(text: &str) -> Result<(Vec<ServiceSpec>, Timeouts), ConfigError> {
+    let d: DesiredState = toml::from_str(text).map_err(|e| ConfigError {
+        line: e.span().map(|s| line_of(text, s.start)),
+        key: String::new(),
+        message: e.message().trim().to_owned(),
+    })?;
+    let c = Checker { text };
+    Ok((services_of(&c, &d.services)?, timeouts_of(&d.timeouts)))
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Writes services and timeouts in the configuration's schema, the way
+/// [`parse_desired`] reads them back (`lb-ctl config dump`).
+pub fn desired_to_toml(services: &[ServiceSpec], t: &Timeouts) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "[timeouts]");
+    let _ = writeln!(
+        s,
+        "tcp = {}\ntcpfin = {}\nudp = {}",
+        t.tcp_established, t.tcp_fin_wait, t.udp
+    );
+    let _ = writeln!(
+        s,
+        "syn_recv = {}\ntime_wait = {}\nclose = {}\nclose_wait = {}\nlast_ack = {}\nicmp = {}",
+        t.tcp_syn_recv, t.tcp_time_wait, t.tcp_close, t.tcp_close_wait, t.tcp_last_ack, t.icmp
+    );
+    for svc in services {
+        let k = svc.key;
+        let _ = writeln!(s, "\n[[service]]");
+        let _ = writeln!(
+            s,
+            "protocol = {}",
+            toml_str(&k.proto.to_string().to_ascii_lowercase())
+        );
+        let _ = writeln!(s, "vip = {}", toml_str(&k.vip.to_string()));
+        let _ = writeln!(s, "port = {}", k.port);
+        let _ = writeln!(s, "scheduler = {}", toml_str(svc.sched.name()));
+        let flags = svc.flags.to_list(svc.sched);
+        if !flags.is_empty() {
+            let _ = writeln!(s, "flags = {}", toml_str(&flags));
+        }
+        if let Some(p) = svc.persistence {
+            let _ = writeln!(s, "persistence = {}\nnetmask = {}", p.timeout, p.prefix_len);
+        }
+        if !svc.laddrs.is_empty() {
+            let l: Vec<String> = svc
+                .laddrs
+                .iter()
+                .map(|a| toml_str(&a.to_string()))
+                .collect();
+            let _ = writeln!(s, "local_addresses = [{}]", l.join(", "));
+        }
+        if svc.mh_table_size != DEFAULT_MH_TABLE_SIZE {
+            let _ = writeln!(s, "mh_table_size = {}", svc.mh_table_size);
+        }
+        for r in &svc.reals {
+            let _ = writeln!(s, "\n[[service.real]]");
+            let _ = writeln!(s, "address = {}", toml_str(&r.addr.to_string()));
+            let _ = writeln!(s, "port = {}", r.port);
+            let _ = writeln!(s, "mode = {}", toml_str(&r.mode.to_string()));
+            let _ = writeln!(
+                s,
+                "weight = {}\nupper = {}\nlower = {}",
+                r.weight, r.upper, r.lower
+            );
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -776,6 +888,28 @@ weight = 3
             (SchedKind::Rr, 3, 8080, ForwardMode::Fnat)
         );
         assert_eq!(lb.capacity, 1 << 20);
+    }
+
+    #[test]
+    fn desired_state_round_trips() {
+        let lb = Config::from_toml(LB).unwrap().lb.unwrap();
+        let mut specs = lb.services.clone();
+        specs[0].persistence = Some(Persistence {
+            timeout: 300,
+            prefix_len: 24,
+        });
+        specs[0].sched = SchedKind::Sh;
+        specs[0].flags = SchedFlags {
+            fallback: true,
+            port: true,
+        };
+        let text = desired_to_toml(&specs, &lb.timeouts);
+        let (back, timeouts) = parse_desired(&text).unwrap();
+        assert_eq!(back, specs, "{text}");
+        assert_eq!(timeouts, lb.timeouts);
+        let e =
+            parse_desired("[[service]]\nprotocol = \"tcp\"\nvip = \"x\"\nport = 1\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("[[service]] vip", Some(3)));
     }
 
     #[test]
