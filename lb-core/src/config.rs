@@ -45,6 +45,7 @@ pub struct Config {
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
     pub exception: Option<ExceptionConfig>,
+    pub admin: Option<AdminConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
     /// The load balancer's part in lb-core's types, filled by validation.
@@ -113,6 +114,22 @@ pub struct TimeoutsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ExceptionConfig {
     pub port: Spanned<String>,
+}
+
+/// `[admin]`: the admin socket that lb-ctl talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Its path (default [`DEFAULT_ADMIN_SOCKET`]).
+    #[serde(default = "default_admin_socket")]
+    pub socket: String,
+}
+
+/// Where the admin socket is unless configured otherwise.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/lb-dataplane.sock";
+
+fn default_admin_socket() -> String {
+    DEFAULT_ADMIN_SOCKET.to_owned()
 }
 
 /// `[[service]]`: a virtual service.

@@ -57,6 +57,8 @@ pub enum AppError {
     Network(#[from] NetError),
     #[error("the services are invalid: {0}")]
     Services(#[from] ServiceError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// Reads and validates a configuration file.
@@ -81,6 +83,8 @@ pub struct RunOptions {
     pub idle_exit: Option<Duration>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Serve the admin socket here (overrides the configuration's).
+    pub admin_socket: Option<std::path::PathBuf>,
 }
 
 /// What a run did, for printing and for tests.
@@ -244,6 +248,7 @@ pub fn run(
     }
     let mut handles = Vec::new();
     let mut readers = Vec::new();
+    let mut control = None;
     let launched = match &config.lb {
         Some(lb) => launch_lb(
             &eal,
@@ -255,7 +260,8 @@ pub fn run(
             &stop,
             &mut handles,
             &mut readers,
-        ),
+        )
+        .map(|c| control = Some(c)),
         None => launch_forwarders(&eal, config, per_worker, &stop, &mut handles, &mut readers),
     };
     if let Err(e) = launched {
@@ -275,11 +281,49 @@ pub fn run(
         "forwarding"
     );
 
+    // The admin socket, in load-balancer mode.
+    let (admin_tx, admin_rx) = crossbeam_channel::bounded::<crate::admin::Pending>(64);
+    let socket = opts.admin_socket.clone().or_else(|| {
+        config
+            .admin
+            .as_ref()
+            .map(|a| std::path::PathBuf::from(&a.socket))
+    });
+    let _admin = match (&control, socket) {
+        (Some(_), Some(path)) => match crate::admin::serve(path.as_path(), admin_tx) {
+            Ok(server) => {
+                tracing::info!(socket = %path.display(), "admin socket ready");
+                Some(server)
+            }
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e.into());
+            }
+        },
+        _ => None,
+    };
+
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
+    let mut last_sample = start;
     while !stop.load(Ordering::Relaxed) && !handles.iter().any(WorkerHandle::is_finished) {
-        std::thread::sleep(Duration::from_millis(10));
+        // The control thread's work: admin requests as they come, rates
+        // every two seconds, the run limits.
+        if let Ok((op, reply)) = admin_rx.recv_timeout(Duration::from_millis(10)) {
+            if let Some(c) = control.as_mut() {
+                let _ = reply.send(crate::admin::execute(c, op));
+            }
+        }
+        if let Some(c) = control.as_mut() {
+            if last_sample.elapsed() >= Duration::from_secs(2) {
+                last_sample = Instant::now();
+                c.sample_rates();
+            }
+        }
         let now = Instant::now();
         let rx: u64 = readers.iter().map(|r| r.get(Counter::RxPackets)).sum();
         if rx != last_rx {
@@ -441,9 +485,12 @@ fn launch_lb(
     stop: &Arc<AtomicBool>,
     handles: &mut Vec<WorkerHandle>,
     readers: &mut Vec<Arc<WorkerStats>>,
-) -> Result<(), AppError> {
+) -> Result<crate::control::Control, AppError> {
     let net = network(config, lb, ports)?;
-    let snap = Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net));
+    let snap =
+        Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net.clone()));
+    let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
+    let mut mailboxes = Vec::new();
     let lcores = config.workers.lcores.get_ref();
     let workers = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
     let exception = lb.exception_port.map(|p| ExceptionPath {
@@ -485,6 +532,8 @@ fn launch_lb(
             );
         }
         let (counters, reader) = WorkerStats::new(lcore);
+        let mailbox = Arc::new(crate::publish::Mailbox::default());
+        mailboxes.push(Arc::clone(&mailbox));
         let worker = LbWorker {
             engine,
             rx,
@@ -495,13 +544,21 @@ fn launch_lb(
             burst: usize::from(*config.workers.burst.get_ref()),
             counters,
             stop: Arc::clone(stop),
+            published: Arc::clone(&published),
+            mailbox,
         };
         let h = dpdk::launch(eal, lcore, move || worker.run())
             .map_err(|source| AppError::Launch { lcore, source })?;
         handles.push(WorkerHandle::Lb(h));
         readers.push(reader);
     }
-    Ok(())
+    Ok(crate::control::Control::new(
+        published,
+        mailboxes,
+        net,
+        snap.specs(),
+        lb.timeouts,
+    ))
 }
 
 fn show_addr(a: std::net::IpAddr, port: u16) -> String {

@@ -6,10 +6,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod app;
+pub mod control;
 pub mod dpdk;
 pub mod forward;
 pub mod neigh;
 pub mod probe;
+pub mod publish;
 pub mod stats;
 pub mod worker;

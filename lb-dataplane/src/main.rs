@@ -32,6 +32,9 @@ struct Cli {
     /// Also write the exit report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Serve the admin socket at this path (overrides [admin] socket).
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// EAL arguments, appended to the configuration's.
     #[arg(last = true, value_name = "EAL_ARGS")]
     eal: Vec<String>,
@@ -99,6 +102,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         extra_eal_args: cli.eal.clone(),
         idle_exit: cli.idle_exit_ms.map(Duration::from_millis),
         duration,
+        admin_socket: cli.admin_socket.clone(),
     };
     let report = app::run(&config, &opts, stop).map_err(|e| e.to_string())?;
     print!("{}", report.to_table());

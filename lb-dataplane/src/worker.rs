@@ -16,6 +16,7 @@ use lb_core::stats::ServiceReport;
 
 use crate::dpdk::{self, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, MAX_BURST};
 use crate::neigh::{Neighbors, Resolved};
+use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
 use crate::stats::{Counter, WorkerCounters};
 
 /// Where the exception path leads: frames for the kernel go out of `port`
@@ -39,6 +40,9 @@ pub struct LbWorker {
     pub burst: usize,
     pub counters: WorkerCounters,
     pub stop: Arc<AtomicBool>,
+    /// The snapshot to follow, and this worker's requests.
+    pub published: Arc<Published>,
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// What a worker hands back when it stops.
@@ -111,6 +115,14 @@ impl LbWorker {
                 self.engine.expire(now);
                 self.neigh.expire(now);
             }
+            if self.published.version() != self.engine.snapshot().version {
+                self.engine.adopt(self.published.load());
+            }
+            if let Some(requests) = self.mailbox.take() {
+                for r in requests {
+                    handle(&mut self.engine, r, now);
+                }
+            }
         }
         WorkerResult {
             engine: self.engine.counters().clone(),
@@ -174,6 +186,53 @@ impl LbWorker {
             },
             Action::HandOver { .. } => self.counters.add(Counter::DropHandOver, 1),
             Action::Drop(_) => {}
+        }
+    }
+}
+
+/// Answers a control request between bursts.
+fn handle(engine: &mut lb_core::engine::Worker, r: Request, now: u32) {
+    match r {
+        Request::Report(reply) => {
+            let _ = reply.send(WorkerSnapshot {
+                counters: engine.counters().clone(),
+                services: engine.report(),
+                sessions: engine.sessions.len(),
+                version: engine.snapshot().version,
+            });
+        }
+        Request::Zero => engine.zero_stats(),
+        Request::Connections {
+            offset,
+            limit,
+            reply,
+        } => {
+            let show = |a: &session::Addr, port: u16| match session::ip(a) {
+                std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            };
+            let list = engine
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.is_template())
+                .skip(offset)
+                .take(limit)
+                .map(|(_, s)| ConnInfo {
+                    protocol: if s.proto == 17 {
+                        "UDP".into()
+                    } else {
+                        "TCP".into()
+                    },
+                    client: show(&s.client, s.cport),
+                    virtual_: show(&s.vip, s.vport),
+                    real: show(&s.rs, s.rport),
+                    local: (s.mode == lb_core::service::ForwardMode::Fnat)
+                        .then(|| show(&s.laddr, s.lport)),
+                    state: s.state.name(),
+                    expires_in: s.expires.saturating_sub(now),
+                })
+                .collect();
+            let _ = reply.send(list);
         }
     }
 }

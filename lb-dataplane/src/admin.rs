@@ -1,0 +1,335 @@
+//! The admin socket: a Unix socket, mode 0600, speaking newline-delimited
+//! JSON. Each request is one line, `{"v": 1, "op": "...", ...}`; each answer
+//! one line, `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+//!
+//! Connections get a thread each (at most [`MAX_CLIENTS`] at once) and pass
+//! their requests to the control thread, which owns the configuration. A
+//! request longer than [`MAX_REQUEST`] bytes, malformed JSON, an unknown
+//! operation or another protocol version gets an error answer; the
+//! connection and the process go on.
+//!
+//! Operations (`op`): `version`, `list`, `add_service`, `edit_service`,
+//! `del_service` (with `service`), `add_real`, `edit_real`, `del_real`
+//! (with `service` and `real`), `clear`, `zero`, `get_timeouts`,
+//! `set_timeouts` (`tcp`, `tcpfin`, `udp`), `connections` (`offset`,
+//! `limit`), `counters`, `dump`, `apply` (`toml`, `dry_run`).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::control::{Control, RealDef, ServiceDef};
+
+/// The protocol version this dataplane speaks.
+pub const PROTOCOL_VERSION: u64 = 1;
+/// The longest request line accepted.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 64;
+/// How long a client waits for the control thread.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// An operation of the protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    Version {
+        v: u64,
+    },
+    List {
+        v: u64,
+    },
+    AddService {
+        v: u64,
+        service: ServiceDef,
+    },
+    EditService {
+        v: u64,
+        service: ServiceDef,
+    },
+    DelService {
+        v: u64,
+        service: ServiceDef,
+    },
+    AddReal {
+        v: u64,
+        service: ServiceDef,
+        real: RealDef,
+    },
+    EditReal {
+        v: u64,
+        service: ServiceDef,
+        real: RealDef,
+    },
+    DelReal {
+        v: u64,
+        service: ServiceDef,
+        real: RealDef,
+    },
+    Clear {
+        v: u64,
+    },
+    Zero {
+        v: u64,
+    },
+    GetTimeouts {
+        v: u64,
+    },
+    SetTimeouts {
+        v: u64,
+        tcp: u32,
+        tcpfin: u32,
+        udp: u32,
+    },
+    Connections {
+        v: u64,
+        #[serde(default)]
+        offset: usize,
+        #[serde(default = "default_limit")]
+        limit: usize,
+    },
+    Counters {
+        v: u64,
+    },
+    Dump {
+        v: u64,
+    },
+    Apply {
+        v: u64,
+        toml: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+/// A request on its way to the control thread, with where to answer.
+pub type Pending = (Op, Sender<Result<Value, String>>);
+
+/// Carries out one operation on the control thread.
+pub fn execute(control: &mut Control, op: Op) -> Result<Value, String> {
+    match op {
+        Op::Version { .. } => {
+            Ok(json!({"protocol": PROTOCOL_VERSION, "version": env!("CARGO_PKG_VERSION")}))
+        }
+        Op::List { .. } => control.list(),
+        Op::AddService { service, .. } => control.add_service(&service),
+        Op::EditService { service, .. } => control.edit_service(&service),
+        Op::DelService { service, .. } => control.del_service(&service),
+        Op::AddReal { service, real, .. } => control.add_real(&service, &real),
+        Op::EditReal { service, real, .. } => control.edit_real(&service, &real),
+        Op::DelReal { service, real, .. } => control.del_real(&service, &real),
+        Op::Clear { .. } => control.clear(),
+        Op::Zero { .. } => control.zero(),
+        Op::GetTimeouts { .. } => Ok(control.timeouts()),
+        Op::SetTimeouts {
+            tcp, tcpfin, udp, ..
+        } => control.set_timeouts(tcp, tcpfin, udp),
+        Op::Connections { offset, limit, .. } => control.connections(offset, limit),
+        Op::Counters { .. } => control.counters(),
+        Op::Dump { .. } => Ok(control.dump()),
+        Op::Apply { toml, dry_run, .. } => control.apply(&toml, dry_run),
+    }
+}
+
+/// Why the socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("another process answers on the admin socket {0}; stop it or choose another path")]
+    InUse(PathBuf),
+    #[error("cannot serve the admin socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The running server; removes its socket when dropped.
+#[derive(Debug)]
+pub struct AdminServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves `path`, passing requests to `requests`.
+pub fn serve(path: &Path, requests: Sender<Pending>) -> Result<AdminServer, AdminError> {
+    let io_err = |source| AdminError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(AdminError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    // Bind under a private name, restrict it, then move it into place, so
+    // the socket is never reachable with looser permissions.
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(io_err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    std::fs::rename(&tmp, path).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = Arc::new(AtomicUsize::new(0));
+    let stop_accept = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            while !stop_accept.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+                            let _ = answer(
+                                &stream,
+                                &Err(format!("too many clients (at most {MAX_CLIENTS})")),
+                            );
+                            continue;
+                        }
+                        clients.fetch_add(1, Ordering::Relaxed);
+                        let (requests, clients) = (requests.clone(), Arc::clone(&clients));
+                        let _ = std::thread::Builder::new()
+                            .name("admin-client".into())
+                            .spawn(move || {
+                                client(stream, &requests);
+                                clients.fetch_sub(1, Ordering::Relaxed);
+                            });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+        .map_err(io_err)?;
+    Ok(AdminServer {
+        path: path.to_owned(),
+        stop,
+    })
+}
+
+fn answer(mut stream: &UnixStream, result: &Result<Value, String>) -> io::Result<()> {
+    let v = match result {
+        Ok(data) => json!({"ok": true, "data": data}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let mut line = serde_json::to_vec(&v).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// What a read of one request line gave.
+enum Line {
+    Request(Vec<u8>),
+    TooLong(usize),
+    End,
+}
+
+/// Reads one line of at most `MAX_REQUEST` bytes; a longer one is read to
+/// its end and reported, not kept.
+fn read_line(r: &mut impl BufRead) -> io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(if total == 0 {
+                Line::End
+            } else if total > MAX_REQUEST {
+                Line::TooLong(total)
+            } else {
+                Line::Request(buf)
+            });
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        total += part.len();
+        if total <= MAX_REQUEST {
+            buf.extend_from_slice(part);
+        } else {
+            buf = Vec::new();
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(if total > MAX_REQUEST {
+                Line::TooLong(total)
+            } else {
+                Line::Request(buf)
+            });
+        }
+    }
+}
+
+fn parse(line: &[u8]) -> Result<Op, String> {
+    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not a JSON request: {e}"))?;
+    match v.get("v").and_then(Value::as_u64) {
+        Some(PROTOCOL_VERSION) => {}
+        Some(other) => return Err(format!(
+            "protocol version {other} is not supported (this dataplane speaks {PROTOCOL_VERSION})"
+        )),
+        None => {
+            return Err(format!(
+                "the request has no protocol version: add \"v\": {PROTOCOL_VERSION}"
+            ))
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+fn client(stream: UnixStream, requests: &Sender<Pending>) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    loop {
+        let result = match read_line(&mut reader) {
+            Ok(Line::End) | Err(_) => return,
+            Ok(Line::TooLong(n)) => Err(format!(
+                "request of {n} bytes refused: at most {MAX_REQUEST} bytes"
+            )),
+            Ok(Line::Request(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Line::Request(line)) => match parse(&line) {
+                Err(e) => Err(e),
+                Ok(op) => {
+                    let (tx, rx) = bounded(1);
+                    if requests.send((op, tx)).is_err() {
+                        Err("the dataplane is stopping".into())
+                    } else {
+                        rx.recv_timeout(ANSWER_WITHIN).unwrap_or_else(|_| {
+                            Err("the control thread did not answer in time".into())
+                        })
+                    }
+                }
+            },
+        };
+        if answer(&stream, &result).is_err() {
+            return;
+        }
+    }
+}

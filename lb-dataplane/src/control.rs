@@ -1,0 +1,496 @@
+//! The control thread's state and operations: the authoritative services,
+//! timeouts and network, each change validated in full and published as a
+//! new snapshot, and the questions asked of the workers (statistics,
+//! connections, counters).
+//!
+//! Every operation builds the whole next snapshot before anything is
+//! published, so a refused change leaves the running state exactly as it
+//! was. Operations are what the admin socket's protocol names
+//! ([`crate::admin`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use lb_core::config::{desired_to_toml, parse_desired};
+use lb_core::engine::Counters;
+use lb_core::net::Network;
+use lb_core::sched::{SchedFlags, SchedKind};
+use lb_core::service::{
+    ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
+};
+use lb_core::stats::{merge_reports, RateEstimator, Rates, ServiceReport, Stats};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
+
+/// How long a worker may take to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// A service as the protocol names it (ipvsadm's -A/-E arguments).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub protocol: String,
+    pub vip: String,
+    pub port: u16,
+    pub scheduler: Option<String>,
+    pub flags: Option<String>,
+    /// Seconds; `Some(0)` removes persistence on edit.
+    pub persistence: Option<u32>,
+    pub netmask: Option<u8>,
+    pub local_addresses: Option<Vec<String>>,
+}
+
+/// A real server as the protocol names it (ipvsadm's -a/-e arguments).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RealDef {
+    pub address: String,
+    pub port: Option<u16>,
+    pub mode: Option<String>,
+    pub weight: Option<u32>,
+    pub upper: Option<u32>,
+    pub lower: Option<u32>,
+}
+
+/// The control thread's state.
+#[derive(Debug)]
+pub struct Control {
+    pub published: Arc<Published>,
+    pub mailboxes: Vec<Arc<Mailbox>>,
+    network: Network,
+    specs: Vec<ServiceSpec>,
+    timeouts: Timeouts,
+    version: u64,
+    rates: HashMap<String, RateEstimator>,
+    last_rates: HashMap<String, Rates>,
+    last_sample: Option<Instant>,
+}
+
+fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{what} {s:?} is not an IP address"))
+}
+
+fn key_of(d: &ServiceDef) -> Result<ServiceKey, String> {
+    let proto = match d.protocol.to_ascii_lowercase().as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        p => return Err(format!("protocol {p:?} is not tcp or udp")),
+    };
+    Ok(ServiceKey {
+        proto,
+        vip: parse_ip(&d.vip, "the VIP")?,
+        port: d.port,
+    })
+}
+
+fn rs_key(rs: &RealServer) -> String {
+    match rs.addr {
+        IpAddr::V4(a) => format!("{a}:{}", rs.port),
+        IpAddr::V6(a) => format!("[{a}]:{}", rs.port),
+    }
+}
+
+fn stats_json(s: &Stats) -> Value {
+    json!({"conns": s.conns, "in_pkts": s.in_pkts, "out_pkts": s.out_pkts, "in_bytes": s.in_bytes, "out_bytes": s.out_bytes})
+}
+
+fn rates_json(r: &Rates) -> Value {
+    json!({"cps": r.cps, "in_pps": r.in_pps, "out_pps": r.out_pps, "in_bps": r.in_bps, "out_bps": r.out_bps})
+}
+
+impl Control {
+    pub fn new(
+        published: Arc<Published>,
+        mailboxes: Vec<Arc<Mailbox>>,
+        network: Network,
+        specs: Vec<ServiceSpec>,
+        timeouts: Timeouts,
+    ) -> Control {
+        let version = published.version();
+        Control {
+            published,
+            mailboxes,
+            network,
+            specs,
+            timeouts,
+            version,
+            rates: HashMap::new(),
+            last_rates: HashMap::new(),
+            last_sample: None,
+        }
+    }
+
+    /// Validates `specs` and `timeouts` as a whole and publishes them.
+    fn commit(&mut self, specs: Vec<ServiceSpec>, timeouts: Timeouts) -> Result<Value, String> {
+        let snap = Snapshot::build(self.version + 1, specs.clone(), timeouts)
+            .map_err(|e| e.to_string())?
+            .with_network(self.network.clone());
+        self.version += 1;
+        self.specs = snap.specs();
+        self.timeouts = timeouts;
+        self.published.publish(Arc::new(snap));
+        tracing::info!(
+            version = self.version,
+            services = self.specs.len(),
+            "configuration published"
+        );
+        Ok(json!({"version": self.version}))
+    }
+
+    fn find(&self, key: &ServiceKey) -> Result<usize, String> {
+        self.specs
+            .iter()
+            .position(|s| s.key == *key)
+            .ok_or_else(|| format!("no service {key}"))
+    }
+
+    fn apply_def(spec: &mut ServiceSpec, d: &ServiceDef) -> Result<(), String> {
+        if let Some(s) = &d.scheduler {
+            spec.sched = s.parse::<SchedKind>()?;
+        }
+        if let Some(f) = &d.flags {
+            spec.flags = SchedFlags::parse(spec.sched, f)?;
+        }
+        match d.persistence {
+            Some(0) => spec.persistence = None,
+            Some(timeout) => {
+                let full = if spec.key.vip.is_ipv4() { 32 } else { 128 };
+                let prefix_len = d
+                    .netmask
+                    .or(spec.persistence.map(|p| p.prefix_len))
+                    .unwrap_or(full);
+                spec.persistence = Some(Persistence {
+                    timeout,
+                    prefix_len,
+                });
+            }
+            None => {
+                if let (Some(m), Some(p)) = (d.netmask, spec.persistence.as_mut()) {
+                    p.prefix_len = m;
+                }
+            }
+        }
+        if let Some(l) = &d.local_addresses {
+            spec.laddrs = l
+                .iter()
+                .map(|a| parse_ip(a, "local address"))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// ipvsadm -A.
+    pub fn add_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+        let key = key_of(d)?;
+        if self.find(&key).is_ok() {
+            return Err(format!("service {key} exists already (edit it with -E)"));
+        }
+        let mut spec = ServiceSpec::new(key);
+        Self::apply_def(&mut spec, d)?;
+        let mut specs = self.specs.clone();
+        specs.push(spec);
+        self.commit(specs, self.timeouts)
+    }
+
+    /// ipvsadm -E.
+    pub fn edit_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+        let key = key_of(d)?;
+        let i = self.find(&key)?;
+        let mut specs = self.specs.clone();
+        Self::apply_def(&mut specs[i], d)?;
+        self.commit(specs, self.timeouts)
+    }
+
+    /// ipvsadm -D.
+    pub fn del_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+        let i = self.find(&key_of(d)?)?;
+        let mut specs = self.specs.clone();
+        specs.remove(i);
+        self.commit(specs, self.timeouts)
+    }
+
+    fn real_of(d: &RealDef, old: Option<&RealServer>) -> Result<RealServer, String> {
+        let mode = match &d.mode {
+            Some(m) => m.parse::<ForwardMode>()?,
+            None => old.map_or(ForwardMode::Dr, |o| o.mode),
+        };
+        Ok(RealServer {
+            addr: parse_ip(&d.address, "the real server")?,
+            port: d.port.or(old.map(|o| o.port)).unwrap_or(0),
+            mode,
+            weight: d.weight.or(old.map(|o| o.weight)).unwrap_or(1),
+            upper: d.upper.or(old.map(|o| o.upper)).unwrap_or(0),
+            lower: d.lower.or(old.map(|o| o.lower)).unwrap_or(0),
+        })
+    }
+
+    fn find_real(spec: &ServiceSpec, d: &RealDef) -> Result<usize, String> {
+        let addr = parse_ip(&d.address, "the real server")?;
+        let port = d.port.filter(|&p| p != 0).unwrap_or(spec.key.port);
+        spec.reals
+            .iter()
+            .position(|r| r.addr == addr && r.port == port)
+            .ok_or_else(|| format!("service {} has no real server {}", spec.key, d.address))
+    }
+
+    /// ipvsadm -a.
+    pub fn add_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+        let i = self.find(&key_of(s)?)?;
+        let mut specs = self.specs.clone();
+        if Self::find_real(&specs[i], d).is_ok() {
+            return Err(format!(
+                "service {} has real server {} already (edit it with -e)",
+                specs[i].key, d.address
+            ));
+        }
+        let rs = Self::real_of(d, None)?;
+        specs[i].reals.push(rs);
+        self.commit(specs, self.timeouts)
+    }
+
+    /// ipvsadm -e.
+    pub fn edit_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+        let i = self.find(&key_of(s)?)?;
+        let mut specs = self.specs.clone();
+        let j = Self::find_real(&specs[i], d)?;
+        let rs = Self::real_of(d, Some(&specs[i].reals[j]))?;
+        specs[i].reals[j] = rs;
+        self.commit(specs, self.timeouts)
+    }
+
+    /// ipvsadm -d.
+    pub fn del_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+        let i = self.find(&key_of(s)?)?;
+        let mut specs = self.specs.clone();
+        let j = Self::find_real(&specs[i], d)?;
+        specs[i].reals.remove(j);
+        self.commit(specs, self.timeouts)
+    }
+
+    /// ipvsadm -C.
+    pub fn clear(&mut self) -> Result<Value, String> {
+        self.commit(Vec::new(), self.timeouts)
+    }
+
+    /// ipvsadm --set tcp tcpfin udp (0 keeps a value).
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) -> Result<Value, String> {
+        let mut t = self.timeouts;
+        if tcp != 0 {
+            t.tcp_established = tcp;
+        }
+        if tcpfin != 0 {
+            t.tcp_fin_wait = tcpfin;
+        }
+        if udp != 0 {
+            t.udp = udp;
+        }
+        self.commit(self.specs.clone(), t)
+    }
+
+    pub fn timeouts(&self) -> Value {
+        let t = &self.timeouts;
+        json!({"tcp": t.tcp_established, "tcpfin": t.tcp_fin_wait, "udp": t.udp})
+    }
+
+    /// The running services and timeouts in the configuration's schema.
+    pub fn dump(&self) -> Value {
+        json!({"toml": desired_to_toml(&self.specs, &self.timeouts)})
+    }
+
+    /// Replaces services and timeouts by a desired state, atomically; with
+    /// `dry_run`, only says what would change.
+    pub fn apply(&mut self, toml: &str, dry_run: bool) -> Result<Value, String> {
+        let (specs, timeouts) = parse_desired(toml).map_err(|e| e.to_string())?;
+        // Validate as a whole before saying anything.
+        let built =
+            Snapshot::build(self.version + 1, specs, timeouts).map_err(|e| e.to_string())?;
+        let specs = built.specs();
+        let mut diff = Vec::new();
+        for s in &specs {
+            match self.specs.iter().find(|o| o.key == s.key) {
+                None => diff.push(format!("+ service {}", s.key)),
+                Some(o) if o != s => diff.push(format!("~ service {}", s.key)),
+                Some(_) => {}
+            }
+        }
+        for o in &self.specs {
+            if !specs.iter().any(|s| s.key == o.key) {
+                diff.push(format!("- service {}", o.key));
+            }
+        }
+        if timeouts != self.timeouts {
+            diff.push("~ timeouts".into());
+        }
+        if dry_run {
+            return Ok(json!({"diff": diff, "applied": false}));
+        }
+        let mut out = self.commit(specs, timeouts)?;
+        out["diff"] = json!(diff);
+        out["applied"] = json!(true);
+        Ok(out)
+    }
+
+    /// Every worker's answer to a report request.
+    pub fn collect(&self) -> Result<Vec<WorkerSnapshot>, String> {
+        let mut replies = Vec::new();
+        for m in &self.mailboxes {
+            let (tx, rx) = bounded(1);
+            if !m.post(Request::Report(tx)) {
+                return Err("a worker has too many requests waiting".into());
+            }
+            replies.push(rx);
+        }
+        replies
+            .into_iter()
+            .map(|rx| {
+                rx.recv_timeout(ANSWER_WITHIN)
+                    .map_err(|_| "a worker did not answer in time".to_owned())
+            })
+            .collect()
+    }
+
+    /// Samples the statistics for the rate estimators (every few seconds).
+    pub fn sample_rates(&mut self) {
+        let now = Instant::now();
+        let elapsed = self
+            .last_sample
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        let Ok(snaps) = self.collect() else { return };
+        self.last_sample = Some(now);
+        let per_worker: Vec<Vec<ServiceReport>> = snaps.into_iter().map(|s| s.services).collect();
+        for s in merge_reports(&per_worker) {
+            let k = s.key.to_string();
+            let r = self
+                .rates
+                .entry(k.clone())
+                .or_default()
+                .sample(&s.stats, elapsed);
+            self.last_rates.insert(k.clone(), r);
+            for real in &s.reals {
+                let rk = format!(
+                    "{k} -> {}",
+                    rs_key(&RealServer {
+                        addr: real.addr,
+                        port: real.port,
+                        mode: real.mode,
+                        weight: 0,
+                        upper: 0,
+                        lower: 0
+                    })
+                );
+                let r = self
+                    .rates
+                    .entry(rk.clone())
+                    .or_default()
+                    .sample(&real.stats, elapsed);
+                self.last_rates.insert(rk, r);
+            }
+        }
+    }
+
+    /// ipvsadm -L: services, real servers, counts, statistics and rates.
+    pub fn list(&self) -> Result<Value, String> {
+        let snaps = self.collect()?;
+        let per_worker: Vec<Vec<ServiceReport>> =
+            snaps.iter().map(|s| s.services.clone()).collect();
+        let merged = merge_reports(&per_worker);
+        let services: Vec<Value> = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let k = spec.key.to_string();
+                let report = merged.iter().find(|r| r.key == spec.key);
+                let reals: Vec<Value> = spec
+                    .reals
+                    .iter()
+                    .map(|rs| {
+                        let rr = report.and_then(|r| r.reals.iter().find(|x| x.addr == rs.addr && x.port == rs.port));
+                        let rk = format!("{k} -> {}", rs_key(rs));
+                        json!({
+                            "address": rs.addr.to_string(), "port": rs.port, "mode": rs.mode.to_string(),
+                            "forward": rs.mode.ipvsadm_name(), "weight": rs.weight, "upper": rs.upper, "lower": rs.lower,
+                            "active": rr.map_or(0, |r| r.active), "inactive": rr.map_or(0, |r| r.inactive),
+                            "stats": stats_json(&rr.map(|r| r.stats).unwrap_or_default()),
+                            "rates": rates_json(&self.last_rates.get(&rk).copied().unwrap_or_default()),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "protocol": spec.key.proto.to_string(), "vip": spec.key.vip.to_string(), "port": spec.key.port,
+                    "scheduler": spec.sched.name(), "flags": spec.flags.to_list(spec.sched),
+                    "persistence": spec.persistence.map(|p| p.timeout), "netmask": spec.persistence.map(|p| p.prefix_len),
+                    "local_addresses": spec.laddrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "stats": stats_json(&report.map(|r| r.stats).unwrap_or_default()),
+                    "rates": rates_json(&self.last_rates.get(&k).copied().unwrap_or_default()),
+                    "reals": reals,
+                })
+            })
+            .collect();
+        Ok(json!({"version": self.version, "services": services}))
+    }
+
+    /// ipvsadm -Z.
+    pub fn zero(&self) -> Result<Value, String> {
+        for m in &self.mailboxes {
+            if !m.post(Request::Zero) {
+                return Err("a worker has too many requests waiting".into());
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// ipvsadm -L -c: up to `limit` connections from `offset` on, over all
+    /// workers in turn.
+    pub fn connections(&self, offset: usize, limit: usize) -> Result<Value, String> {
+        let limit = limit.clamp(1, 10_000);
+        let mut out: Vec<ConnInfo> = Vec::new();
+        let mut skip = offset;
+        for m in &self.mailboxes {
+            let (tx, rx) = bounded(1);
+            if !m.post(Request::Connections {
+                offset: 0,
+                limit: skip + limit - out.len(),
+                reply: tx,
+            }) {
+                return Err("a worker has too many requests waiting".into());
+            }
+            let list = rx
+                .recv_timeout(ANSWER_WITHIN)
+                .map_err(|_| "a worker did not answer in time".to_owned())?;
+            let n = list.len();
+            out.extend(list.into_iter().skip(skip));
+            skip = skip.saturating_sub(n);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(json!({"connections": out}))
+    }
+
+    /// The engines' counters, summed, and per worker.
+    pub fn counters(&self) -> Result<Value, String> {
+        let snaps = self.collect()?;
+        let mut total = Counters::default();
+        let per: Vec<Value> = snaps
+            .iter()
+            .map(|s| {
+                total.merge(&s.counters);
+                json!({
+                    "sessions": s.sessions, "version": s.version,
+                    "counters": s.counters.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "total": total.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "workers": per,
+        }))
+    }
+}

@@ -1,0 +1,258 @@
+//! The admin socket of a running dataplane: permissions, the operations
+//! lb-ctl needs, refused changes leaving the state as it was, and garbage,
+//! oversized requests and concurrent clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lb_tests::binary;
+use lb_tests::golden::TempDir;
+use lb_tests::pcap;
+use serde_json::{json, Value};
+
+struct Running {
+    child: Child,
+    socket: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn start() -> Running {
+    let tmp = TempDir::new("admin");
+    let empty = tmp.0.join("empty.pcap");
+    pcap::write(&empty, &[]).unwrap();
+    let socket = tmp.0.join("admin.sock");
+    let config = lb_tests::golden::root().join("lb-fnat-one-arm/config.toml");
+    let mut child = Command::new(binary::path("lb-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--admin-socket")
+        .arg(&socket)
+        .args(["--duration", "120", "--"])
+        .arg(format!(
+            "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
+            empty.display(),
+            tmp.0.join("o0.pcap").display()
+        ))
+        .arg(format!(
+            "--vdev=net_pcap1,rx_pcap={},tx_pcap={}",
+            empty.display(),
+            tmp.0.join("o1.pcap").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("admin socket ready") {
+        assert!(Instant::now() < deadline, "no admin socket:\n{seen}");
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "the dataplane exited:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+    });
+    Running {
+        child,
+        socket,
+        _tmp: tmp,
+    }
+}
+
+struct Client {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Client {
+    fn new(path: &Path) -> Client {
+        let w = UnixStream::connect(path).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let r = BufReader::new(w.try_clone().unwrap());
+        Client { w, r }
+    }
+
+    fn raw(&mut self, line: &[u8]) -> Value {
+        self.w.write_all(line).unwrap();
+        self.w.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        self.r.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+    }
+
+    fn call(&mut self, mut req: Value) -> Result<Value, String> {
+        req["v"] = json!(1);
+        let a = self.raw(req.to_string().as_bytes());
+        if a["ok"] == json!(true) {
+            Ok(a["data"].clone())
+        } else {
+            Err(a["error"].as_str().unwrap_or_default().to_owned())
+        }
+    }
+}
+
+fn svc(port: u16) -> Value {
+    json!({"protocol": "tcp", "vip": "198.18.0.20", "port": port})
+}
+
+#[test]
+fn admin_socket() {
+    let dp = start();
+    let mode = std::fs::metadata(&dp.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is for its owner only");
+
+    let mut c = Client::new(&dp.socket);
+    assert_eq!(
+        c.call(json!({"op": "version"})).unwrap()["protocol"],
+        json!(1)
+    );
+    let list = c.call(json!({"op": "list"})).unwrap();
+    assert_eq!(list["services"].as_array().unwrap().len(), 2, "{list}");
+
+    // ipvsadm -A, -a, -e, -d, -D.
+    c.call(json!({"op": "add_service", "service": {"protocol": "tcp", "vip": "198.18.0.20", "port": 80, "scheduler": "wrr"}})).unwrap();
+    c.call(json!({"op": "add_real", "service": svc(80), "real": {"address": "10.0.0.5", "mode": "dr", "weight": 3}})).unwrap();
+    c.call(json!({"op": "add_real", "service": svc(80), "real": {"address": "10.0.0.6", "mode": "dr"}})).unwrap();
+    c.call(json!({"op": "edit_real", "service": svc(80), "real": {"address": "10.0.0.6", "weight": 0}})).unwrap();
+    let list = c.call(json!({"op": "list"})).unwrap();
+    let s = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["vip"] == json!("198.18.0.20"))
+        .unwrap()
+        .clone();
+    assert_eq!(s["scheduler"], json!("wrr"));
+    assert_eq!(s["reals"][0]["weight"], json!(3));
+    assert_eq!(s["reals"][0]["port"], json!(80), "no port: the VIP's");
+    assert_eq!(s["reals"][1]["weight"], json!(0));
+    assert_eq!(s["reals"][1]["forward"], json!("Route"));
+
+    // Refused changes leave the running state exactly as it was.
+    let before = c.call(json!({"op": "dump"})).unwrap();
+    let e = c.call(json!({"op": "add_real", "service": svc(80), "real": {"address": "10.0.0.7", "port": 8080, "mode": "dr"}})).unwrap_err();
+    assert!(e.contains("cannot change the destination port"), "{e}");
+    let e = c.call(json!({"op": "add_service", "service": {"protocol": "tcp", "vip": "198.18.0.20", "port": 80}})).unwrap_err();
+    assert!(e.contains("exists already"), "{e}");
+    let e = c.call(json!({"op": "edit_service", "service": {"protocol": "tcp", "vip": "198.18.0.20", "port": 80, "scheduler": "fastest"}})).unwrap_err();
+    assert!(e.contains("valid schedulers: rr, wrr"), "{e}");
+    let e = c.call(json!({"op": "apply", "toml": "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.0.30\"\nport = 1\n[[service.real]]\naddress = \"10.0.0.5\"\nmode = \"fnat\"\n"})).unwrap_err();
+    assert!(e.contains("no local addresses"), "{e}");
+    assert_eq!(c.call(json!({"op": "dump"})).unwrap(), before);
+
+    // Garbage, a wrong version and an unknown operation: errors, and the
+    // connection goes on.
+    let a = c.raw(b"this is not json");
+    assert_eq!(a["ok"], json!(false));
+    assert!(
+        a["error"].as_str().unwrap().contains("not a JSON request"),
+        "{a}"
+    );
+    let a = c.raw(br#"{"v": 9, "op": "list"}"#);
+    assert!(
+        a["error"].as_str().unwrap().contains("protocol version 9"),
+        "{a}"
+    );
+    let a = c.raw(br#"{"v": 1, "op": "reboot"}"#);
+    assert!(
+        a["error"].as_str().unwrap().contains("unknown variant"),
+        "{a}"
+    );
+    // A 100 MB request is refused without being kept; then business as usual.
+    let big = vec![b'x'; 100 << 20];
+    let a = c.raw(&big);
+    assert!(a["error"].as_str().unwrap().contains("at most"), "{a}");
+    assert_eq!(
+        c.call(json!({"op": "version"})).unwrap()["protocol"],
+        json!(1)
+    );
+
+    // Apply a whole desired state: dry run first.
+    let desired = "[timeouts]\ntcp = 600\n\n[[service]]\nprotocol = \"udp\"\nvip = \"198.18.0.40\"\nport = 53\n\n[[service.real]]\naddress = \"10.0.0.5\"\nmode = \"nat\"\n";
+    let d = c
+        .call(json!({"op": "apply", "toml": desired, "dry_run": true}))
+        .unwrap();
+    assert_eq!(d["applied"], json!(false));
+    let diff: Vec<String> = d["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        diff.contains(&"+ service UDP 198.18.0.40:53".to_owned()),
+        "{diff:?}"
+    );
+    assert!(
+        diff.contains(&"- service TCP 198.18.0.10:80".to_owned()),
+        "{diff:?}"
+    );
+    assert!(diff.contains(&"~ timeouts".to_owned()), "{diff:?}");
+    assert_eq!(
+        c.call(json!({"op": "dump"})).unwrap(),
+        before,
+        "a dry run changes nothing"
+    );
+    c.call(json!({"op": "apply", "toml": desired})).unwrap();
+    let list = c.call(json!({"op": "list"})).unwrap();
+    assert_eq!(list["services"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.call(json!({"op": "get_timeouts"})).unwrap()["tcp"],
+        json!(600)
+    );
+
+    // Concurrent clients.
+    let threads: Vec<_> = (0..10)
+        .map(|i| {
+            let path = dp.socket.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::new(&path);
+                for j in 0..20 {
+                    let port = 1000 + i * 100 + j;
+                    c.call(json!({"op": "add_service", "service": {"protocol": "tcp", "vip": "198.18.0.50", "port": port}})).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let list = c.call(json!({"op": "list"})).unwrap();
+    assert_eq!(list["services"].as_array().unwrap().len(), 201);
+    c.call(json!({"op": "clear"})).unwrap();
+    assert_eq!(
+        c.call(json!({"op": "list"})).unwrap()["services"],
+        json!([])
+    );
+
+    // Counters and connections answer, per worker.
+    let counters = c.call(json!({"op": "counters"})).unwrap();
+    assert!(counters["total"]["rx_packets"].is_u64(), "{counters}");
+    assert_eq!(counters["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.call(json!({"op": "connections"})).unwrap()["connections"],
+        json!([])
+    );
+    c.call(json!({"op": "zero"})).unwrap();
+}
