@@ -290,9 +290,11 @@ fn parse(line: &[u8]) -> Result<Op, String> {
     let v: Value = serde_json::from_slice(line).map_err(|e| format!("not a JSON request: {e}"))?;
     match v.get("v").and_then(Value::as_u64) {
         Some(PROTOCOL_VERSION) => {}
-        Some(other) => return Err(format!(
+        Some(other) => {
+            return Err(format!(
             "protocol version {other} is not supported (this dataplane speaks {PROTOCOL_VERSION})"
-        )),
+        ))
+        }
         None => {
             return Err(format!(
                 "the request has no protocol version: add \"v\": {PROTOCOL_VERSION}"

@@ -261,7 +261,10 @@ pub fn run(
             &mut handles,
             &mut readers,
         )
-        .map(|c| control = Some(c)),
+        .map(|mut c| {
+            c.worker_stats = readers.clone();
+            control = Some(c);
+        }),
         None => launch_forwarders(&eal, config, per_worker, &stop, &mut handles, &mut readers),
     };
     if let Err(e) = launched {

@@ -62,6 +62,8 @@ pub struct RealDef {
 pub struct Control {
     pub published: Arc<Published>,
     pub mailboxes: Vec<Arc<Mailbox>>,
+    /// The workers' own counters (receive, transmit, drops, loop gaps).
+    pub worker_stats: Vec<Arc<crate::stats::WorkerStats>>,
     network: Network,
     specs: Vec<ServiceSpec>,
     timeouts: Timeouts,
@@ -116,6 +118,7 @@ impl Control {
         Control {
             published,
             mailboxes,
+            worker_stats: Vec::new(),
             network,
             specs,
             timeouts,
@@ -480,10 +483,12 @@ impl Control {
         let mut total = Counters::default();
         let per: Vec<Value> = snaps
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 total.merge(&s.counters);
+                let dataplane = self.worker_stats.get(i).map(|w| json!({"lcore": w.lcore(), "counters": w.snapshot()}));
                 json!({
-                    "sessions": s.sessions, "version": s.version,
+                    "sessions": s.sessions, "version": s.version, "dataplane": dataplane,
                     "counters": s.counters.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
                 })
             })

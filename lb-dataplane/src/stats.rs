@@ -34,10 +34,13 @@ pub enum Counter {
     DropHandOver,
     /// Dropped: to a port this worker has no queue on.
     DropNoPort,
+    /// The longest time between two passes of the loop, in nanoseconds
+    /// (a gauge: a blocked worker shows here).
+    MaxLoopGapNs,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 10] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -47,6 +50,7 @@ impl Counter {
         Counter::DropNoException,
         Counter::DropHandOver,
         Counter::DropNoPort,
+        Counter::MaxLoopGapNs,
     ];
 
     /// The counter's name in reports.
@@ -61,6 +65,7 @@ impl Counter {
             Counter::DropNoException => "drop_no_exception",
             Counter::DropHandOver => "drop_hand_over",
             Counter::DropNoPort => "drop_no_port",
+            Counter::MaxLoopGapNs => "max_loop_gap_ns",
         }
     }
 }
@@ -116,6 +121,15 @@ impl WorkerStats {
 }
 
 impl WorkerCounters {
+    /// Raises a gauge to `v` if `v` is larger.
+    #[inline]
+    pub fn set_max(&mut self, c: Counter, v: u64) {
+        let g = &self.stats.values[c as usize];
+        if v > g.load(Ordering::Relaxed) {
+            g.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Adds `n` to a counter.
     #[inline]
     pub fn add(&mut self, c: Counter, n: u64) {

@@ -66,8 +66,16 @@ impl LbWorker {
         let mut actions = [Action::Exception; MAX_BURST];
         let mut released: Vec<(u16, Mbuf)> = Vec::with_capacity(crate::neigh::MAX_HELD);
         let mut last_expire = 0u32;
+        let mut last_pass = dpdk::rdtsc();
         while !self.stop.load(Ordering::Relaxed) {
-            let now = u32::try_from((dpdk::rdtsc() - start) / hz).unwrap_or(u32::MAX);
+            let tsc = dpdk::rdtsc();
+            let gap_ns = u128::from(tsc - last_pass) * 1_000_000_000 / u128::from(hz);
+            self.counters.set_max(
+                Counter::MaxLoopGapNs,
+                u64::try_from(gap_ns).unwrap_or(u64::MAX),
+            );
+            last_pass = tsc;
+            let now = u32::try_from((tsc - start) / hz).unwrap_or(u32::MAX);
             let mut busy = false;
             for p in 0..ports {
                 let n = self.rx[p].rx_burst(&mut rx);

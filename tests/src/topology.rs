@@ -195,6 +195,28 @@ impl OneArm {
         )))
     }
 
+    /// Starts `python3 -c code args...` in every real server's namespace
+    /// (stopped with the topology).
+    pub fn spawn_on_servers(&mut self, code: &str, args: &[&str]) -> io::Result<()> {
+        for ns in &self.servers {
+            let child = ns
+                .command("python3")
+                .arg("-c")
+                .arg(code)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            self.servers_running.push(child);
+        }
+        Ok(())
+    }
+
+    /// Waits until every real server listens on TCP `port`.
+    pub fn wait_for_servers(&self, port: u16) -> io::Result<()> {
+        (0..self.servers.len()).try_for_each(|k| self.wait_for_server(k, port))
+    }
+
     /// One HTTP GET from the client, bounded in time; the body or an error.
     pub fn get(&self, url: &str) -> Result<String, String> {
         let out = self

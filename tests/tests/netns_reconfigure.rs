@@ -1,0 +1,191 @@
+//! A long-lived TCP connection through the load balancer survives a
+//! thousand configuration changes of other services, made over the admin
+//! socket while it carries traffic, and no worker is held up by them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lb_tests::binary;
+use lb_tests::golden::TempDir;
+use lb_tests::topology::{ClientNet, OneArm, ServerSetup};
+use serde_json::{json, Value};
+
+const ECHO_SERVER: &str = r#"
+import socketserver, sys
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('0.0.0.0', int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// Holds one connection, sends a line every 20 ms and checks its echo, for
+/// the given seconds; prints "ok N" or "fail ...".
+const LONG_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = s.makefile('rwb')
+end = time.time() + float(sys.argv[3])
+n = 0
+try:
+    while time.time() < end:
+        msg = b'ping %d\n' % n
+        f.write(msg); f.flush()
+        if f.readline() != msg:
+            print('fail wrong echo at', n); sys.exit(1)
+        n += 1
+        time.sleep(0.02)
+    print('ok', n)
+except Exception as e:
+    print('fail', n, type(e).__name__, e); sys.exit(1)
+"#;
+
+fn call(w: &mut UnixStream, r: &mut BufReader<UnixStream>, mut req: Value) -> Value {
+    req["v"] = json!(1);
+    w.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let a: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(a["ok"], json!(true), "{req} -> {a}");
+    a["data"].clone()
+}
+
+#[test]
+fn long_connection_survives_a_thousand_changes() {
+    let mut topo = OneArm::new("rc", 2, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    topo.spawn_on_servers(ECHO_SERVER, &["9000"]).unwrap();
+    topo.wait_for_servers(9000).unwrap();
+    let tmp = TempDir::new("reconf");
+    let socket = tmp.0.join("admin.sock");
+    let report = tmp.0.join("report.json");
+    let config = tmp.0.join("lb.toml");
+    std::fs::write(
+        &config,
+        r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "net_af_packet0"
+addresses = ["10.0.0.1/24", "10.9.0.1/24"]
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 9000
+scheduler = "rr"
+local_addresses = ["10.0.0.100"]
+[[service.real]]
+address = "10.0.0.10"
+mode = "fnat"
+[[service.real]]
+address = "10.0.0.11"
+mode = "fnat"
+"#,
+    )
+    .unwrap();
+    let mut lb = topo
+        .lb
+        .command(binary::path("lb-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--admin-socket")
+        .arg(&socket)
+        .arg("--report")
+        .arg(&report)
+        .args(["--duration", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = lb.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("admin socket ready") {
+        assert!(Instant::now() < deadline, "not ready:\n{seen}");
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "exited:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+    });
+
+    let client = topo
+        .client
+        .command("python3")
+        .args(["-c", LONG_CLIENT, "198.18.0.10", "9000", "8"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut w = UnixStream::connect(&socket).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    let started = Instant::now();
+    let mut changes = 0;
+    for i in 0..250u16 {
+        let other = json!({"protocol": "tcp", "vip": "198.18.0.20", "port": 1000 + i});
+        call(
+            &mut w,
+            &mut r,
+            json!({"op": "add_service", "service": other}),
+        );
+        call(
+            &mut w,
+            &mut r,
+            json!({"op": "add_real", "service": other, "real": {"address": "10.0.0.10", "mode": "dr"}}),
+        );
+        call(
+            &mut w,
+            &mut r,
+            json!({"op": "edit_real", "service": other, "real": {"address": "10.0.0.10", "weight": 5}}),
+        );
+        call(
+            &mut w,
+            &mut r,
+            json!({"op": "del_service", "service": other}),
+        );
+        changes += 4;
+    }
+    let took = started.elapsed();
+    let version = call(&mut w, &mut r, json!({"op": "list"}))["version"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(version, 1 + changes, "every change published");
+
+    let out = client.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.starts_with("ok "), "the long connection broke: {out}");
+    let pings: u32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(pings > 100, "{out}");
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &lb.id().to_string()])
+        .status();
+    lb.wait().unwrap();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let gap = report["workers"][0]["counters"]["max_loop_gap_ns"]
+        .as_u64()
+        .unwrap();
+    eprintln!("{changes} changes in {took:?} while {pings} echoes went through; the worker's longest loop gap was {} us", gap / 1000);
+    let svc = &report["engine"]["services"][0];
+    assert_eq!(
+        svc["conns"].as_u64(),
+        Some(1),
+        "one connection, never re-made: {svc}"
+    );
+    assert_eq!(
+        report["engine"]["counters"]["drop_no_session"].as_u64(),
+        Some(0),
+        "{report}"
+    );
+}
