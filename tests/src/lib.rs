@@ -10,11 +10,13 @@
 //!   themselves;
 //! - [`topology`] builds client / load balancer / real-server namespaces
 //!   with HTTP servers, for real TCP through the appliance;
+//! - [`dataplane`] runs an idle dataplane with an admin socket;
 //! - [`binary`] finds (building if needed) the workspace's binaries.
 
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod dataplane;
 pub mod diff;
 pub mod dissect;
 pub mod golden;

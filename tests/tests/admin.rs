@@ -2,82 +2,17 @@
 //! lb-ctl needs, refused changes leaving the state as it was, and garbage,
 //! oversized requests and concurrent clients.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use lb_tests::binary;
-use lb_tests::golden::TempDir;
-use lb_tests::pcap;
+use lb_tests::dataplane::Idle;
 use serde_json::{json, Value};
 
-struct Running {
-    child: Child,
-    socket: PathBuf,
-    _tmp: TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn start() -> Running {
-    let tmp = TempDir::new("admin");
-    let empty = tmp.0.join("empty.pcap");
-    pcap::write(&empty, &[]).unwrap();
-    let socket = tmp.0.join("admin.sock");
-    let config = lb_tests::golden::root().join("lb-fnat-one-arm/config.toml");
-    let mut child = Command::new(binary::path("lb-dataplane"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--admin-socket")
-        .arg(&socket)
-        .args(["--duration", "120", "--"])
-        .arg(format!(
-            "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
-            empty.display(),
-            tmp.0.join("o0.pcap").display()
-        ))
-        .arg(format!(
-            "--vdev=net_pcap1,rx_pcap={},tx_pcap={}",
-            empty.display(),
-            tmp.0.join("o1.pcap").display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("admin socket ready") {
-        assert!(Instant::now() < deadline, "no admin socket:\n{seen}");
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "the dataplane exited:\n{seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = stderr.read_to_end(&mut sink);
-    });
-    Running {
-        child,
-        socket,
-        _tmp: tmp,
-    }
+fn start() -> Idle {
+    Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"))
 }
 
 struct Client {

@@ -1,0 +1,340 @@
+//! Listings in ipvsadm's formats (`ipvsadm -L -n` and its `--stats`,
+//! `--rate`, `-c` and `-S` variants), column for column, so scripts that
+//! read ipvsadm's output read ours.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// ipvsadm's `print_largenum`: right-aligned in 9 columns, with K/M/G/T
+/// above 100 million unless `exact`.
+pub fn largenum(i: u64, exact: bool) -> String {
+    if exact {
+        let s = i.to_string();
+        let width = if s.len() <= 8 { 9 } else { s.len() + 1 };
+        return format!("{i:>width$}");
+    }
+    if i < 100_000_000 {
+        format!("{i:>9}")
+    } else if i < 1_000_000_000 {
+        format!("{:>8}K", i / 1000)
+    } else if i < 100_000_000_000 {
+        format!("{:>8}M", i / 1_000_000)
+    } else if i < 100_000_000_000_000 {
+        format!("{:>8}G", i / 1_000_000_000)
+    } else {
+        format!("{:>8}T", i / 1_000_000_000_000)
+    }
+}
+
+/// A count or rate as a whole number (rates come as floats, and ipvsadm
+/// shows them truncated).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating by Rust's float-to-int rules
+fn u(v: &Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_f64().map(|f| f as u64))
+        .unwrap_or(0)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// `addr:port`, IPv6 in brackets.
+pub fn addr_port(addr: &str, port: u64) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// A prefix length as ipvsadm shows a netmask (dotted for IPv4).
+fn mask(len: u64, v6: bool) -> String {
+    if v6 {
+        return len.to_string();
+    }
+    let m: u32 = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
+    };
+    std::net::Ipv4Addr::from(m).to_string()
+}
+
+/// Which table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Plain,
+    Stats,
+    Rate,
+    Thresholds,
+}
+
+/// Services sorted as ipvsadm sorts them: protocol, address, port; real
+/// servers by address and port.
+pub fn sorted(list: &Value) -> Vec<Value> {
+    let mut services: Vec<Value> = list["services"].as_array().cloned().unwrap_or_default();
+    let key = |v: &Value| {
+        let ip: std::net::IpAddr = s(&v["vip"])
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        (s(&v["protocol"]).to_owned(), ip, u(&v["port"]))
+    };
+    services.sort_by_key(key);
+    for svc in &mut services {
+        if let Some(reals) = svc["reals"].as_array_mut() {
+            reals.sort_by_key(|r| {
+                let ip: std::net::IpAddr = s(&r["address"])
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                (ip, u(&r["port"]))
+            });
+        }
+    }
+    services
+}
+
+/// `ipvsadm -L -n` and variants.
+pub fn listing(list: &Value, table: Table, exact: bool) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "IP Virtual Server version 1.2.1 (size=4096)");
+    match table {
+        Table::Stats => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+        Table::Rate => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+        Table::Thresholds => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:<10} {:<10} {:<10} {:<10}",
+                "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+        Table::Plain => {
+            let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
+            let _ = writeln!(
+                o,
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+            );
+        }
+    }
+    for svc in sorted(list) {
+        let vip = s(&svc["vip"]);
+        let name = format!(
+            "{}  {}",
+            s(&svc["protocol"]),
+            addr_port(vip, u(&svc["port"]))
+        );
+        match table {
+            Table::Stats => {
+                let st = &svc["stats"];
+                let _ = write!(o, "{name:<33}");
+                for k in ["conns", "in_pkts", "out_pkts", "in_bytes", "out_bytes"] {
+                    o.push_str(&largenum(u(&st[k]), exact));
+                }
+                o.push('\n');
+            }
+            Table::Rate => {
+                let r = &svc["rates"];
+                let _ = write!(o, "{name:<33}");
+                for k in ["cps", "in_pps", "out_pps", "in_bps", "out_bps"] {
+                    o.push_str(&largenum(u(&r[k]), exact));
+                }
+                o.push('\n');
+            }
+            _ => {
+                let _ = write!(o, "{name} {}", s(&svc["scheduler"]));
+                let flags = s(&svc["flags"]);
+                if !flags.is_empty() {
+                    let _ = write!(o, " ({flags})");
+                }
+                if let Some(p) = svc["persistence"].as_u64() {
+                    let _ = write!(o, " persistent {p}");
+                    let v6 = vip.contains(':');
+                    let full = if v6 { 128 } else { 32 };
+                    let m = svc["netmask"].as_u64().unwrap_or(full);
+                    if m != full {
+                        let _ = write!(o, " mask {}", mask(m, v6));
+                    }
+                }
+                o.push('\n');
+            }
+        }
+        for r in svc["reals"].as_array().into_iter().flatten() {
+            let mut dname = addr_port(s(&r["address"]), u(&r["port"]));
+            if !vip.contains(':') {
+                dname.truncate(28);
+            }
+            match table {
+                Table::Stats => {
+                    let st = &r["stats"];
+                    let _ = write!(o, "  -> {dname:<28}");
+                    for k in ["conns", "in_pkts", "out_pkts", "in_bytes", "out_bytes"] {
+                        o.push_str(&largenum(u(&st[k]), exact));
+                    }
+                    o.push('\n');
+                }
+                Table::Rate => {
+                    let rt = &r["rates"];
+                    let _ = write!(
+                        o,
+                        "  -> {dname:<28} {:>8} {:>8} {:>8}",
+                        u(&rt["cps"]),
+                        u(&rt["in_pps"]),
+                        u(&rt["out_pps"])
+                    );
+                    o.push_str(&largenum(u(&rt["in_bps"]), exact));
+                    o.push_str(&largenum(u(&rt["out_bps"]), exact));
+                    o.push('\n');
+                }
+                Table::Thresholds => {
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}",
+                        u(&r["upper"]),
+                        u(&r["lower"]),
+                        u(&r["active"]),
+                        u(&r["inactive"])
+                    );
+                }
+                Table::Plain => {
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
+                        s(&r["forward"]),
+                        u(&r["weight"]),
+                        u(&r["active"]),
+                        u(&r["inactive"])
+                    );
+                }
+            }
+        }
+    }
+    o
+}
+
+fn proto_switch(p: &str) -> &'static str {
+    if p.eq_ignore_ascii_case("udp") {
+        "-u"
+    } else {
+        "-t"
+    }
+}
+
+fn mode_switch(mode: &str) -> &'static str {
+    match mode {
+        "nat" => "-m",
+        "tun" => "-i",
+        "fnat" => "--fullnat",
+        _ => "-g",
+    }
+}
+
+/// `ipvsadm -S` (the rules, as ipvsadm-save writes them).
+pub fn save(list: &Value) -> String {
+    let mut o = String::new();
+    for svc in sorted(list) {
+        let vip = s(&svc["vip"]);
+        let name = format!(
+            "{} {}",
+            proto_switch(s(&svc["protocol"])),
+            addr_port(vip, u(&svc["port"]))
+        );
+        let _ = write!(o, "-A {name} -s {}", s(&svc["scheduler"]));
+        let flags = s(&svc["flags"]);
+        if !flags.is_empty() {
+            let _ = write!(o, " -b {flags}");
+        }
+        if let Some(p) = svc["persistence"].as_u64() {
+            let _ = write!(o, " -p {p}");
+            let v6 = vip.contains(':');
+            let full = if v6 { 128 } else { 32 };
+            let m = svc["netmask"].as_u64().unwrap_or(full);
+            if m != full {
+                let _ = write!(o, " -M {}", mask(m, v6));
+            }
+        }
+        o.push('\n');
+        for l in svc["local_addresses"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "-P {name} -z {}", s(l));
+        }
+        for r in svc["reals"].as_array().into_iter().flatten() {
+            let _ = write!(
+                o,
+                "-a {name} -r {} {} -w {}",
+                addr_port(s(&r["address"]), u(&r["port"])),
+                mode_switch(s(&r["mode"])),
+                u(&r["weight"])
+            );
+            if u(&r["upper"]) != 0 {
+                let _ = write!(o, " -x {}", u(&r["upper"]));
+            }
+            if u(&r["lower"]) != 0 {
+                let _ = write!(o, " -y {}", u(&r["lower"]));
+            }
+            o.push('\n');
+        }
+    }
+    o
+}
+
+/// `ipvsadm -L -n -c`.
+pub fn connections(conns: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "IPVS connection entries");
+    let _ = writeln!(
+        o,
+        "pro expire state       source             virtual            destination"
+    );
+    for c in conns["connections"].as_array().into_iter().flatten() {
+        let e = u(&c["expires_in"]);
+        let _ = writeln!(
+            o,
+            "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
+            s(&c["protocol"]),
+            e / 60,
+            e % 60,
+            s(&c["state"]),
+            s(&c["client"]),
+            s(&c["virtual_"]),
+            s(&c["real"])
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largenum_like_ipvsadm() {
+        assert_eq!(largenum(0, false), "        0");
+        assert_eq!(largenum(99_999_999, false), " 99999999");
+        assert_eq!(largenum(123_456_789, false), "  123456K");
+        assert_eq!(largenum(12_345_678_901, false), "   12345M");
+        assert_eq!(largenum(123_456_789, true), " 123456789");
+        assert_eq!(largenum(5, true), "        5");
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask(24, false), "255.255.255.0");
+        assert_eq!(mask(0, false), "0.0.0.0");
+        assert_eq!(mask(64, true), "64");
+    }
+}

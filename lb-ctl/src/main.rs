@@ -1,0 +1,836 @@
+//! `lb-ctl`: administers a running lb-dataplane over its admin socket.
+//!
+//! With ipvsadm's options (`lb-ctl -A -t 198.18.0.10:80 -s wlc`,
+//! `lb-ctl -a -t 198.18.0.10:80 -r 10.0.0.5:8080 -m -w 2`, `lb-ctl -Ln`,
+//! `lb-ctl -S`, `lb-ctl -R < rules`) it behaves as ipvsadm does, listing
+//! in ipvsadm's formats; subcommands say what ipvsadm cannot (`apply`,
+//! `config dump`, `counters`, `laddr`, `completions`).
+//!
+//! Exit codes: 0 done, 1 refused by the dataplane, 2 usage, 3 the socket
+//! cannot be reached.
+
+mod client;
+mod format;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use client::{Client, Failure};
+use format::Table;
+
+/// The socket lb-dataplane serves unless configured otherwise.
+const DEFAULT_SOCKET: &str = "/run/lb-dataplane.sock";
+
+const EXAMPLES: &str = "Examples (ipvsadm's syntax):
+  lb-ctl -A -t 198.18.0.10:80 -s wlc                       add a TCP service
+  lb-ctl -a -t 198.18.0.10:80 -r 10.0.0.5:8080 -m -w 2     add a NAT real server
+  lb-ctl -a -t 198.18.0.10:80 -r 10.0.0.6 -g               add a DR real server
+  lb-ctl -a -t 198.18.0.10:80 -r 10.0.1.5:8080 --fullnat   add a Full-NAT real server
+  lb-ctl -e -t 198.18.0.10:80 -r 10.0.0.6 -w 0             quiesce it
+  lb-ctl -Ln --stats                                        list with statistics
+  lb-ctl -S > rules; lb-ctl -C; lb-ctl -R < rules           save, clear, restore
+And beyond it:
+  lb-ctl laddr add -t 198.18.0.10:80 -z 10.0.0.100         a Full-NAT local address
+  lb-ctl apply -f desired.toml --dry-run                    what a desired state changes
+  lb-ctl config dump                                        the running services as TOML
+  lb-ctl counters -o json                                   per-worker counters";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// ipvsadm's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lb-ctl",
+    version,
+    about = "Administer lb-dataplane: ipvsadm's options and output, plus subcommands (apply, config, counters, laddr, completions)",
+    after_help = EXAMPLES
+)]
+struct Ipvsadm {
+    /// Add a virtual service.
+    #[arg(short = 'A', long = "add-service")]
+    add_service: bool,
+    /// Edit a virtual service.
+    #[arg(short = 'E', long = "edit-service")]
+    edit_service: bool,
+    /// Delete a virtual service.
+    #[arg(short = 'D', long = "delete-service")]
+    delete_service: bool,
+    /// Clear every virtual service.
+    #[arg(short = 'C', long = "clear")]
+    clear: bool,
+    /// Restore rules from standard input (ipvsadm-save format).
+    #[arg(short = 'R', long = "restore")]
+    restore: bool,
+    /// Save the rules to standard output (ipvsadm-save format).
+    #[arg(short = 'S', long = "save")]
+    save: bool,
+    /// Add a real server.
+    #[arg(short = 'a', long = "add-server")]
+    add_server: bool,
+    /// Edit a real server.
+    #[arg(short = 'e', long = "edit-server")]
+    edit_server: bool,
+    /// Delete a real server.
+    #[arg(short = 'd', long = "delete-server")]
+    delete_server: bool,
+    /// List the services (or one, with -t/-u).
+    #[arg(short = 'L', long = "list", short_alias = 'l')]
+    list: bool,
+    /// Zero the statistics.
+    #[arg(short = 'Z', long = "zero")]
+    zero: bool,
+    /// Add a Full-NAT local address (DPVS's --add-laddr, with -z).
+    #[arg(short = 'P', long = "add-laddr")]
+    add_laddr: bool,
+    /// Delete a Full-NAT local address (DPVS's --del-laddr, with -z).
+    #[arg(short = 'Q', long = "del-laddr")]
+    del_laddr: bool,
+    /// List Full-NAT local addresses (DPVS's --get-laddr).
+    #[arg(short = 'G', long = "get-laddr")]
+    get_laddr: bool,
+    /// The local address for -P/-Q.
+    #[arg(short = 'z', long = "laddr")]
+    laddr: Option<String>,
+    /// The interface of a local address (accepted for DPVS's sake; ports
+    /// are chosen by routing here).
+    #[arg(short = 'F', long = "ifname")]
+    ifname: Option<String>,
+    /// Set the TCP, TCP-FIN and UDP timeouts in seconds (0 keeps one).
+    #[arg(long = "set", num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
+    set: Option<Vec<u32>>,
+    /// A TCP service, host[:port].
+    #[arg(short = 't', long = "tcp-service", value_name = "SERVICE")]
+    tcp: Option<String>,
+    /// A UDP service, host[:port].
+    #[arg(short = 'u', long = "udp-service", value_name = "SERVICE")]
+    udp: Option<String>,
+    /// The scheduler (rr wrr lc wlc sed nq dh sh lblc lblcr mh fo; default wlc).
+    #[arg(short = 's', long = "scheduler")]
+    scheduler: Option<String>,
+    /// Persistence, in seconds (300 without a value).
+    #[arg(short = 'p', long = "persistent", num_args = 0..=1, default_missing_value = "300", value_name = "TIMEOUT")]
+    persistent: Option<u32>,
+    /// The persistence netmask (255.255.255.0, or a prefix length).
+    #[arg(short = 'M', long = "netmask")]
+    netmask: Option<String>,
+    /// Scheduler flags: sh-fallback, sh-port, mh-fallback, mh-port.
+    #[arg(short = 'b', long = "sched-flags")]
+    sched_flags: Option<String>,
+    /// A real server, host[:port].
+    #[arg(short = 'r', long = "real-server")]
+    real: Option<String>,
+    /// Direct routing (the default).
+    #[arg(short = 'g', long = "gatewaying")]
+    gatewaying: bool,
+    /// IPIP tunnelling.
+    #[arg(short = 'i', long = "ipip")]
+    ipip: bool,
+    /// NAT (masquerading).
+    #[arg(short = 'm', long = "masquerading")]
+    masquerading: bool,
+    /// Full-NAT.
+    #[arg(long = "fullnat")]
+    fullnat: bool,
+    /// The real server's weight (default 1; 0 quiesces it).
+    #[arg(short = 'w', long = "weight")]
+    weight: Option<u32>,
+    /// Upper connection threshold.
+    #[arg(short = 'x', long = "u-threshold")]
+    upper: Option<u32>,
+    /// Lower connection threshold.
+    #[arg(short = 'y', long = "l-threshold")]
+    lower: Option<u32>,
+    /// Numeric output (always numeric here; accepted for ipvsadm's sake).
+    #[arg(short = 'n', long = "numeric")]
+    numeric: bool,
+    /// List connections.
+    #[arg(short = 'c', long = "connection")]
+    connection: bool,
+    /// List with statistics.
+    #[arg(long)]
+    stats: bool,
+    /// List with rates.
+    #[arg(long)]
+    rate: bool,
+    /// List the timeouts.
+    #[arg(long)]
+    timeout: bool,
+    /// List with thresholds.
+    #[arg(long)]
+    thresholds: bool,
+    /// Exact numbers (no K/M/G).
+    #[arg(long)]
+    exact: bool,
+    /// Sorted listing (always sorted here, as ipvsadm's default).
+    #[arg(long)]
+    sort: bool,
+    /// Output format of listings.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: Output,
+    /// The admin socket.
+    #[arg(long, env = "LB_CTL_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+/// What ipvsadm cannot say.
+#[derive(Debug, Parser)]
+#[command(name = "lb-ctl", version, after_help = EXAMPLES)]
+struct Extra {
+    #[command(subcommand)]
+    command: Sub,
+    /// The admin socket.
+    #[arg(long, env = "LB_CTL_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Replace services and timeouts by a desired state (TOML), atomically.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The running configuration.
+    Config {
+        #[command(subcommand)]
+        what: ConfigWhat,
+    },
+    /// Per-worker and total counters (drops by reason, sessions, loop gaps).
+    Counters,
+    /// Full-NAT local addresses of a service.
+    Laddr {
+        #[command(subcommand)]
+        action: Laddr,
+    },
+    /// Shell completions for ipvsadm-style use.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigWhat {
+    /// Services and timeouts as TOML (what `apply` takes).
+    Dump,
+}
+
+#[derive(Debug, Subcommand)]
+enum Laddr {
+    Add {
+        #[arg(short = 't', long = "tcp-service")]
+        tcp: Option<String>,
+        #[arg(short = 'u', long = "udp-service")]
+        udp: Option<String>,
+        #[arg(short = 'z', long = "laddr")]
+        laddr: String,
+    },
+    Del {
+        #[arg(short = 't', long = "tcp-service")]
+        tcp: Option<String>,
+        #[arg(short = 'u', long = "udp-service")]
+        udp: Option<String>,
+        #[arg(short = 'z', long = "laddr")]
+        laddr: String,
+    },
+    List,
+}
+
+const SUBCOMMANDS: [&str; 5] = ["apply", "config", "counters", "laddr", "completions"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = if args
+        .get(1)
+        .is_some_and(|a| SUBCOMMANDS.contains(&a.as_str()))
+    {
+        let extra = Extra::parse();
+        run_extra(extra)
+    } else {
+        run_ipvsadm(Ipvsadm::parse())
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Error::Usage(m)) => {
+            eprintln!("lb-ctl: {m}\nTry 'lb-ctl --help'.");
+            ExitCode::from(2)
+        }
+        Err(Error::Failed(f)) => {
+            eprintln!("lb-ctl: {f}");
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Error {
+    Usage(String),
+    Failed(Failure),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        Error::Failed(f)
+    }
+}
+
+/// A port number, or a service name as ipvsadm-save writes without -n
+/// (`http`), looked up in /etc/services, else in a few well-known names.
+fn port_of(p: &str) -> Option<u16> {
+    if let Ok(n) = p.parse() {
+        return Some(n);
+    }
+    if let Ok(services) = std::fs::read_to_string("/etc/services") {
+        for line in services.lines() {
+            let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+            let (Some(name), Some(port_proto)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if name == p || words.any(|alias| alias == p) {
+                if let Some(n) = port_proto.split('/').next().and_then(|n| n.parse().ok()) {
+                    return Some(n);
+                }
+            }
+        }
+    }
+    [
+        ("ftp", 21),
+        ("ssh", 22),
+        ("smtp", 25),
+        ("domain", 53),
+        ("http", 80),
+        ("pop3", 110),
+        ("imap", 143),
+        ("https", 443),
+        ("imaps", 993),
+        ("mysql", 3306),
+        ("postgresql", 5432),
+    ]
+    .iter()
+    .find(|(n, _)| *n == p)
+    .map(|(_, port)| *port)
+}
+
+/// host[:port] (IPv6 in brackets) into (address, port).
+fn split_host(s: &str) -> Result<(String, Option<u16>), Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "{s:?} is not host[:port] (IPv6: [addr]:port; port a number or a service name)"
+        ))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match p.strip_prefix(':') {
+            Some(p) => Some(port_of(p).ok_or_else(bad)?),
+            None if p.is_empty() => None,
+            None => return Err(bad()),
+        };
+        return Ok((h.to_owned(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), Some(port_of(p).ok_or_else(bad)?))),
+        _ => Ok((s.to_owned(), None)),
+    }
+}
+
+fn service_of(tcp: &Option<String>, udp: &Option<String>) -> Result<Value, Error> {
+    let (proto, spec) = match (tcp, udp) {
+        (Some(t), None) => ("tcp", t),
+        (None, Some(u)) => ("udp", u),
+        (None, None) => {
+            return Err(Error::Usage(
+                "a service is needed: -t host:port or -u host:port".into(),
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "one service at a time: -t or -u, not both".into(),
+            ))
+        }
+    };
+    let (host, port) = split_host(spec)?;
+    Ok(json!({"protocol": proto, "vip": host, "port": port.unwrap_or(0)}))
+}
+
+/// A netmask as a prefix length (255.255.255.0 -> 24).
+fn prefix_of(m: &str) -> Result<u8, Error> {
+    if let Ok(n) = m.trim_start_matches('/').parse::<u8>() {
+        return Ok(n);
+    }
+    let a: std::net::Ipv4Addr = m.parse().map_err(|_| {
+        Error::Usage(format!(
+            "netmask {m:?} is neither a.b.c.d nor a prefix length"
+        ))
+    })?;
+    let bits = u32::from(a);
+    if bits.leading_ones() + bits.trailing_zeros() != 32 {
+        return Err(Error::Usage(format!("netmask {m} is not contiguous")));
+    }
+    Ok(u8::try_from(bits.leading_ones()).unwrap_or(32))
+}
+
+fn mode_of(a: &Ipvsadm) -> Result<Option<&'static str>, Error> {
+    let modes: Vec<&str> = [
+        (a.gatewaying, "dr"),
+        (a.ipip, "tun"),
+        (a.masquerading, "nat"),
+        (a.fullnat, "fnat"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, m)| m)
+    .collect();
+    match modes.as_slice() {
+        [] => Ok(None),
+        [m] => Ok(Some(m)),
+        _ => Err(Error::Usage(
+            "one forwarding method at a time: -g, -i, -m or --fullnat".into(),
+        )),
+    }
+}
+
+fn service_fields(a: &Ipvsadm, service: &mut Value, adding: bool) -> Result<(), Error> {
+    if let Some(sc) = &a.scheduler {
+        service["scheduler"] = json!(sc);
+    } else if adding {
+        service["scheduler"] = json!("wlc");
+    }
+    if let Some(f) = &a.sched_flags {
+        service["flags"] = json!(f);
+    }
+    if let Some(p) = a.persistent {
+        service["persistence"] = json!(p);
+    }
+    if let Some(m) = &a.netmask {
+        service["netmask"] = json!(prefix_of(m)?);
+    }
+    Ok(())
+}
+
+fn real_fields(a: &Ipvsadm, adding: bool) -> Result<Value, Error> {
+    let spec = a
+        .real
+        .as_ref()
+        .ok_or_else(|| Error::Usage("a real server is needed: -r host[:port]".into()))?;
+    let (host, port) = split_host(spec)?;
+    let mut r = json!({"address": host});
+    if let Some(p) = port {
+        r["port"] = json!(p);
+    }
+    match mode_of(a)? {
+        Some(m) => r["mode"] = json!(m),
+        None if adding => r["mode"] = json!("dr"),
+        None => {}
+    }
+    match a.weight {
+        Some(w) => r["weight"] = json!(w),
+        None if adding => r["weight"] = json!(1),
+        None => {}
+    }
+    if let Some(x) = a.upper {
+        r["upper"] = json!(x);
+    }
+    if let Some(y) = a.lower {
+        r["lower"] = json!(y);
+    }
+    Ok(r)
+}
+
+fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
+    let commands = [
+        a.add_service,
+        a.edit_service,
+        a.delete_service,
+        a.clear,
+        a.restore,
+        a.save,
+        a.add_server,
+        a.edit_server,
+        a.delete_server,
+        a.list,
+        a.zero,
+        a.set.is_some(),
+        a.add_laddr,
+        a.del_laddr,
+        a.get_laddr,
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
+    if commands > 1 {
+        return Err(Error::Usage(
+            "one command at a time (-A -E -D -C -R -S -a -e -d -L -Z --set -P -Q -G)".into(),
+        ));
+    }
+    let mut c = Client::connect(&a.socket)?;
+    if a.add_laddr || a.del_laddr {
+        let laddr = a
+            .laddr
+            .clone()
+            .ok_or_else(|| Error::Usage("a local address is needed: -z address".into()))?;
+        let list = c.call("list", json!({}))?;
+        return change_laddr(
+            &mut c,
+            &list,
+            service_of(&a.tcp, &a.udp)?,
+            laddr,
+            a.add_laddr,
+        );
+    }
+    if a.get_laddr {
+        return laddr(&mut c, Laddr::List, a.output == Output::Json);
+    }
+    if a.add_service || a.edit_service || a.delete_service {
+        let mut service = service_of(&a.tcp, &a.udp)?;
+        let op = if a.add_service {
+            service_fields(&a, &mut service, true)?;
+            "add_service"
+        } else if a.edit_service {
+            service_fields(&a, &mut service, false)?;
+            "edit_service"
+        } else {
+            "del_service"
+        };
+        c.call(op, json!({"service": service}))?;
+        return Ok(String::new());
+    }
+    if a.add_server || a.edit_server || a.delete_server {
+        let service = service_of(&a.tcp, &a.udp)?;
+        let (op, real) = if a.add_server {
+            ("add_real", real_fields(&a, true)?)
+        } else if a.edit_server {
+            ("edit_real", real_fields(&a, false)?)
+        } else {
+            ("del_real", real_fields(&a, false)?)
+        };
+        c.call(op, json!({"service": service, "real": real}))?;
+        return Ok(String::new());
+    }
+    if a.clear {
+        c.call("clear", json!({}))?;
+        return Ok(String::new());
+    }
+    if a.zero {
+        c.call("zero", json!({}))?;
+        return Ok(String::new());
+    }
+    if let Some(t) = &a.set {
+        c.call(
+            "set_timeouts",
+            json!({"tcp": t[0], "tcpfin": t[1], "udp": t[2]}),
+        )?;
+        return Ok(String::new());
+    }
+    if a.save {
+        return Ok(format::save(&c.call("list", json!({}))?));
+    }
+    if a.restore {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::Usage(format!("cannot read the rules from standard input: {e}")))?;
+        return restore(&mut c, &text).map(|()| String::new());
+    }
+    // -L, or no command at all (ipvsadm lists then).
+    if a.timeout {
+        let t = c.call("get_timeouts", json!({}))?;
+        return Ok(match a.output {
+            Output::Json => format!("{t}\n"),
+            Output::Text => format!(
+                "Timeout (tcp tcpfin udp): {} {} {}\n",
+                t["tcp"], t["tcpfin"], t["udp"]
+            ),
+        });
+    }
+    if a.connection {
+        let conns = c.call("connections", json!({"offset": 0, "limit": 10_000}))?;
+        return Ok(match a.output {
+            Output::Json => format!("{conns}\n"),
+            Output::Text => format::connections(&conns),
+        });
+    }
+    let mut list = c.call("list", json!({}))?;
+    if a.tcp.is_some() || a.udp.is_some() {
+        let want = service_of(&a.tcp, &a.udp)?;
+        let services: Vec<Value> = list["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                s["protocol"]
+                    .as_str()
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(want["protocol"].as_str().unwrap_or(""))
+                    && s["vip"] == want["vip"]
+                    && s["port"] == want["port"]
+            })
+            .cloned()
+            .collect();
+        if services.is_empty() {
+            return Err(Error::Failed(Failure::Rejected(format!(
+                "no service {} {}:{}",
+                want["protocol"], want["vip"], want["port"]
+            ))));
+        }
+        list["services"] = json!(services);
+    }
+    if a.output == Output::Json {
+        return Ok(format!(
+            "{}\n",
+            json!({"version": list["version"], "services": format::sorted(&list)})
+        ));
+    }
+    let table = if a.stats {
+        Table::Stats
+    } else if a.rate {
+        Table::Rate
+    } else if a.thresholds {
+        Table::Thresholds
+    } else {
+        Table::Plain
+    };
+    Ok(format::listing(&list, table, a.exact))
+}
+
+/// Applies ipvsadm-save lines one by one; stops at the first refused one.
+fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words = std::iter::once("lb-ctl").chain(line.split_whitespace());
+        let a = Ipvsadm::try_parse_from(words).map_err(|e| {
+            Error::Usage(format!(
+                "line {}: {line:?}: {}",
+                n + 1,
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })?;
+        if !(a.add_service || a.add_server || a.edit_service || a.edit_server || a.add_laddr) {
+            return Err(Error::Usage(format!(
+                "line {}: {line:?}: only -A, -a, -E, -e and -P belong in a rules file",
+                n + 1
+            )));
+        }
+        let result = if a.add_laddr {
+            let laddr = a
+                .laddr
+                .clone()
+                .ok_or_else(|| Error::Usage(format!("line {}: -P needs -z", n + 1)))?;
+            let list = c.call("list", json!({}))?;
+            change_laddr(c, &list, service_of(&a.tcp, &a.udp)?, laddr, true)
+                .map(|_| json!({}))
+                .map_err(|e| match e {
+                    Error::Failed(f) => f,
+                    Error::Usage(m) => Failure::Rejected(m),
+                })
+        } else if a.add_service || a.edit_service {
+            let mut service = service_of(&a.tcp, &a.udp)?;
+            service_fields(&a, &mut service, a.add_service)?;
+            c.call(
+                if a.add_service {
+                    "add_service"
+                } else {
+                    "edit_service"
+                },
+                json!({"service": service}),
+            )
+        } else {
+            let service = service_of(&a.tcp, &a.udp)?;
+            let real = real_fields(&a, a.add_server)?;
+            c.call(
+                if a.add_server {
+                    "add_real"
+                } else {
+                    "edit_real"
+                },
+                json!({"service": service, "real": real}),
+            )
+        };
+        result.map_err(|e| match e {
+            Failure::Rejected(m) => {
+                Error::Failed(Failure::Rejected(format!("line {}: {line}: {m}", n + 1)))
+            }
+            other => Error::Failed(other),
+        })?;
+    }
+    Ok(())
+}
+
+fn run_extra(e: Extra) -> Result<String, Error> {
+    if let Sub::Completions { shell } = e.command {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Ipvsadm::command(), "lb-ctl", &mut out);
+        return Ok(String::from_utf8_lossy(&out).into_owned());
+    }
+    let mut c = Client::connect(&e.socket)?;
+    let json_out = e.output == Output::Json;
+    match e.command {
+        Sub::Apply { file, dry_run } => {
+            let toml = std::fs::read_to_string(&file)
+                .map_err(|err| Error::Usage(format!("cannot read {}: {err}", file.display())))?;
+            let r = c.call("apply", json!({"toml": toml, "dry_run": dry_run}))?;
+            if json_out {
+                return Ok(format!("{r}\n"));
+            }
+            let diff: Vec<&str> = r["diff"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut out = if diff.is_empty() {
+                "no change\n".to_owned()
+            } else {
+                diff.join("\n") + "\n"
+            };
+            if !dry_run {
+                out.push_str(&format!("applied (version {})\n", r["version"]));
+            }
+            Ok(out)
+        }
+        Sub::Config {
+            what: ConfigWhat::Dump,
+        } => {
+            let d = c.call("dump", json!({}))?;
+            Ok(if json_out {
+                format!("{d}\n")
+            } else {
+                d["toml"].as_str().unwrap_or("").to_owned()
+            })
+        }
+        Sub::Counters => {
+            let d = c.call("counters", json!({}))?;
+            if json_out {
+                return Ok(format!("{d}\n"));
+            }
+            let mut out = String::from("total:\n");
+            for (k, v) in d["total"].as_object().into_iter().flatten() {
+                out.push_str(&format!("  {k:<24} {v}\n"));
+            }
+            for (i, w) in d["workers"].as_array().into_iter().flatten().enumerate() {
+                out.push_str(&format!("worker {i} (sessions {}):\n", w["sessions"]));
+                for (k, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("  {k:<24} {v}\n"));
+                }
+            }
+            Ok(out)
+        }
+        Sub::Laddr { action } => laddr(&mut c, action, json_out),
+        Sub::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error> {
+    let list = c.call("list", json!({}))?;
+    match action {
+        Laddr::List => {
+            if json_out {
+                let l: Vec<Value> = format::sorted(&list)
+                    .iter()
+                    .map(|s| json!({"service": format!("{} {}", s["protocol"].as_str().unwrap_or(""), format::addr_port(s["vip"].as_str().unwrap_or(""), s["port"].as_u64().unwrap_or(0))), "local_addresses": s["local_addresses"]}))
+                    .collect();
+                return Ok(format!("{}\n", json!(l)));
+            }
+            let mut out = format!("{:<24} {:<8} {:<20}\n", "VIP:VPORT", "TOTAL", "LADDR");
+            for s in format::sorted(&list) {
+                let l: Vec<&str> = s["local_addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let name = format::addr_port(
+                    s["vip"].as_str().unwrap_or(""),
+                    s["port"].as_u64().unwrap_or(0),
+                );
+                out.push_str(&format!("{name:<24} {:<8}\n", l.len()));
+                for a in l {
+                    out.push_str(&format!("{:<24} {:<8} {a:<20}\n", "", ""));
+                }
+            }
+            Ok(out)
+        }
+        Laddr::Add { tcp, udp, laddr } => {
+            change_laddr(c, &list, service_of(&tcp, &udp)?, laddr, true)
+        }
+        Laddr::Del { tcp, udp, laddr } => {
+            change_laddr(c, &list, service_of(&tcp, &udp)?, laddr, false)
+        }
+    }
+}
+
+/// Adds or removes one local address of a service (an edit of the service).
+fn change_laddr(
+    c: &mut Client,
+    list: &Value,
+    mut service: Value,
+    laddr: String,
+    add: bool,
+) -> Result<String, Error> {
+    let same = |s: &&Value| {
+        s["vip"] == service["vip"]
+            && s["port"] == service["port"]
+            && s["protocol"]
+                .as_str()
+                .unwrap_or("")
+                .eq_ignore_ascii_case(service["protocol"].as_str().unwrap_or(""))
+    };
+    let current = list["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(same)
+        .ok_or_else(|| {
+            Error::Failed(Failure::Rejected(format!(
+                "no service {} {}:{}",
+                service["protocol"], service["vip"], service["port"]
+            )))
+        })?;
+    let mut addrs: Vec<String> = current["local_addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    if add {
+        if addrs.contains(&laddr) {
+            return Err(Error::Failed(Failure::Rejected(format!(
+                "{laddr} is already a local address of this service"
+            ))));
+        }
+        addrs.push(laddr);
+    } else {
+        let before = addrs.len();
+        addrs.retain(|a| *a != laddr);
+        if addrs.len() == before {
+            return Err(Error::Failed(Failure::Rejected(format!(
+                "{laddr} is not a local address of this service"
+            ))));
+        }
+    }
+    service["local_addresses"] = json!(addrs);
+    c.call("edit_service", json!({"service": service}))?;
+    Ok(String::new())
+}

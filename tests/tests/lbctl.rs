@@ -1,0 +1,285 @@
+//! lb-ctl against a running dataplane, driven only through its command
+//! line: ipvsadm's commands and options, listings compared with golden
+//! text, save -> clear -> restore, a hand-written ipvsadm-save file,
+//! refused changes, concurrent invocations, the subcommands and the exit
+//! codes.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use lb_tests::binary;
+use lb_tests::dataplane::Idle;
+
+fn data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("lbctl")
+        .join(name)
+}
+
+struct Ctl<'a> {
+    socket: &'a Path,
+}
+
+impl Ctl<'_> {
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(binary::path("lb-ctl"));
+        cmd.env("LB_CTL_SOCKET", self.socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects success; the standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_with(args, None);
+        assert!(
+            out.status.success(),
+            "lb-ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit `code`; the standard error.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run_with(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "lb-ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn restore(&self, text: &str) -> Output {
+        self.run_with(&["-R"], Some(text))
+    }
+}
+
+#[test]
+fn lb_ctl_as_ipvsadm() {
+    let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
+    let c = Ctl { socket: &dp.socket };
+
+    // A hand-written ipvsadm-save file loads, and lists like ipvsadm.
+    c.ok(&["-C"]);
+    let rules = std::fs::read_to_string(data("rules.save")).unwrap();
+    let out = c.restore(&rules);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.ok(&["-L", "-n"]),
+        std::fs::read_to_string(data("list.txt")).unwrap()
+    );
+    assert_eq!(
+        c.ok(&["-Ln"]),
+        c.ok(&["-l", "-n", "--sort"]),
+        "clustered flags, -l, --sort"
+    );
+
+    // Save -> clear -> restore gives back exactly the same rules.
+    let saved = c.ok(&["-S"]);
+    assert!(saved.lines().count() >= 27, "{saved}");
+    c.ok(&["-C"]);
+    assert_eq!(
+        c.ok(&["-Ln"]).lines().count(),
+        3,
+        "cleared: the headers only"
+    );
+    let out = c.restore(&saved);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.ok(&["-S"]), saved);
+
+    // -A -E -D, -a -e -d with every option.
+    c.ok(&["-A", "-t", "198.18.0.30:80"]);
+    c.ok(&[
+        "-E",
+        "-t",
+        "198.18.0.30:80",
+        "-s",
+        "sed",
+        "-p",
+        "-M",
+        "255.255.0.0",
+    ]);
+    c.ok(&[
+        "-a",
+        "-t",
+        "198.18.0.30:80",
+        "-r",
+        "10.0.6.1:8080",
+        "-m",
+        "-w",
+        "4",
+        "-x",
+        "100",
+        "-y",
+        "50",
+    ]);
+    c.ok(&["-a", "-t", "198.18.0.30:80", "-r", "10.0.6.2", "-g"]);
+    c.ok(&["-e", "-t", "198.18.0.30:80", "-r", "10.0.6.2", "-w", "0"]);
+    let one = c.ok(&["-Ln", "-t", "198.18.0.30:80"]);
+    assert!(
+        one.contains("TCP  198.18.0.30:80 sed persistent 300 mask 255.255.0.0"),
+        "{one}"
+    );
+    assert!(
+        one.contains("  -> 10.0.6.1:8080                Masq    4      0          0"),
+        "{one}"
+    );
+    assert!(
+        one.contains("  -> 10.0.6.2:80                  Route   0      0          0"),
+        "{one}"
+    );
+    let th = c.ok(&["-Ln", "--thresholds", "-t", "198.18.0.30:80"]);
+    assert!(
+        th.contains("  -> 10.0.6.1:8080                100        50         0          0"),
+        "{th}"
+    );
+    c.ok(&["-d", "-t", "198.18.0.30:80", "-r", "10.0.6.2"]);
+    c.ok(&["-A", "-u", "198.18.0.31:53", "-s", "mh", "-b", "mh-port"]);
+    assert!(c
+        .ok(&["-Ln", "-u", "198.18.0.31:53"])
+        .contains("UDP  198.18.0.31:53 mh (mh-port)"));
+    c.ok(&["-D", "-u", "198.18.0.31:53"]);
+    c.fails(&["-Ln", "-u", "198.18.0.31:53"], 1);
+
+    // Statistics, rates, exact numbers, timeouts, connections, zeroing.
+    let stats = c.ok(&["-Ln", "--stats", "--exact"]);
+    assert!(stats.starts_with("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n"), "{stats}");
+    assert!(c.ok(&["-Ln", "--rate"]).contains(
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+    ));
+    c.ok(&["--set", "600", "60", "200"]);
+    assert_eq!(
+        c.ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 600 60 200\n"
+    );
+    c.ok(&["--set", "0", "0", "300"]);
+    assert_eq!(
+        c.ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 600 60 300\n"
+    );
+    assert!(c
+        .ok(&["-Lnc"])
+        .starts_with("IPVS connection entries\npro expire state       source"));
+    c.ok(&["-Z"]);
+    let json: serde_json::Value = serde_json::from_str(&c.ok(&["-Ln", "-o", "json"])).unwrap();
+    assert!(json["services"].as_array().unwrap().len() >= 9);
+
+    // Refused changes say why, exit 1, and change nothing.
+    let before = c.ok(&["config", "dump"]);
+    let e = c.fails(
+        &["-a", "-t", "198.18.0.10:80", "-r", "10.0.0.9:8080", "-g"],
+        1,
+    );
+    assert!(e.contains("cannot change the destination port"), "{e}");
+    let e = c.fails(&["-E", "-t", "198.18.0.10:80", "-s", "fastest"], 1);
+    assert!(e.contains("valid schedulers: rr, wrr, lc, wlc"), "{e}");
+    let e = c.fails(&["-A", "-t", "198.18.0.10:80"], 1);
+    assert!(e.contains("exists already"), "{e}");
+    let e = c.fails(&["-a", "-t", "198.18.0.99:80", "-r", "10.0.0.9"], 1);
+    assert!(e.contains("no service"), "{e}");
+    let bad = c.restore("-A -t 198.18.0.40:80 -s rr\n-a -t 198.18.0.40:80 -r 10.0.0.9:8080 -i\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    c.ok(&["-D", "-t", "198.18.0.40:80"]);
+    assert_eq!(c.ok(&["config", "dump"]), before);
+
+    // Usage errors exit 2; an unreachable socket exits 3 and names it.
+    c.fails(&["-A"], 2);
+    c.fails(&["-A", "-D", "-t", "198.18.0.10:80"], 2);
+    c.fails(
+        &["-a", "-t", "198.18.0.10:80", "-r", "10.0.0.9", "-g", "-m"],
+        2,
+    );
+    c.fails(&["--bogus"], 2);
+    let e = Ctl {
+        socket: Path::new("/nonexistent/lb.sock"),
+    }
+    .fails(&["-Ln"], 3);
+    assert!(e.contains("/nonexistent/lb.sock"), "{e}");
+
+    // Concurrent invocations.
+    let threads: Vec<_> = (0..10)
+        .map(|i| {
+            let socket = dp.socket.clone();
+            std::thread::spawn(move || {
+                let c = Ctl { socket: &socket };
+                for j in 0..5 {
+                    c.ok(&[
+                        "-A",
+                        "-t",
+                        &format!("198.18.0.50:{}", 1000 + i * 10 + j),
+                        "-s",
+                        "rr",
+                    ]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let listed = c.ok(&["-Ln"]);
+    assert_eq!(listed.matches("TCP  198.18.0.50:").count(), 50);
+
+    // Beyond ipvsadm: local addresses, apply, counters, completions.
+    c.ok(&["laddr", "add", "-t", "198.18.0.14:80", "-z", "10.0.0.102"]);
+    assert!(c.ok(&["laddr", "list"]).contains("10.0.0.102"));
+    c.ok(&["laddr", "del", "-t", "198.18.0.14:80", "-z", "10.0.0.102"]);
+    c.fails(
+        &["laddr", "del", "-t", "198.18.0.14:80", "-z", "10.0.0.102"],
+        1,
+    );
+    let desired = std::env::temp_dir().join(format!("lbctl-desired-{}.toml", std::process::id()));
+    std::fs::write(&desired, "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.0.60\"\nport = 80\n[[service.real]]\naddress = \"10.0.0.5\"\nmode = \"dr\"\n").unwrap();
+    let dry = c.ok(&["apply", "-f", desired.to_str().unwrap(), "--dry-run"]);
+    assert!(dry.contains("+ service TCP 198.18.0.60:80"), "{dry}");
+    assert!(dry.contains("- service TCP 198.18.0.10:80"), "{dry}");
+    assert!(
+        !c.ok(&["-Ln"]).contains("198.18.0.60"),
+        "a dry run changes nothing"
+    );
+    assert!(c
+        .ok(&["apply", "-f", desired.to_str().unwrap()])
+        .contains("applied"));
+    let _ = std::fs::remove_file(&desired);
+    assert_eq!(
+        c.ok(&["-Ln"])
+            .lines()
+            .filter(|l| l.starts_with("TCP") || l.starts_with("UDP"))
+            .count(),
+        1
+    );
+    assert!(c.ok(&["counters"]).contains("rx_packets"));
+    assert!(c.ok(&["completions", "bash"]).contains("lb-ctl"));
+}
