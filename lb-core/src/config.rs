@@ -19,7 +19,8 @@ use toml::Spanned;
 
 use crate::sched::{SchedFlags, SchedKind, DEFAULT_MH_TABLE_SIZE};
 use crate::service::{
-    self, ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Timeouts,
+    self, ForwardMode, HealthCheck, HealthKind, OnFailure, Persistence, Protocol, RealServer,
+    ServiceKey, ServiceSpec, Timeouts,
 };
 use crate::wire::MacAddr;
 
@@ -114,6 +115,12 @@ pub struct TimeoutsConfig {
 #[serde(deny_unknown_fields)]
 pub struct ExceptionConfig {
     pub port: Spanned<String>,
+    /// The kernel's side of the port (a TAP interface's name) and the
+    /// addresses the dataplane gives it at start, so kernel programs
+    /// (health checks, routing daemons) can use the DIP.
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// `[admin]`: the admin socket that lb-ctl talks to.
@@ -152,8 +159,44 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub local_addresses: Vec<Spanned<String>>,
     pub mh_table_size: Option<u32>,
+    pub health: Option<HealthConfig>,
     #[serde(default, rename = "real")]
     pub reals: Vec<RealConfig>,
+}
+
+/// `[service.health]`: how the control thread checks the real servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// "tcp", "http" or "udp".
+    pub kind: Spanned<String>,
+    /// The port probed (default: each real server's).
+    pub port: Option<u16>,
+    /// http: the path asked for (default "/") and the status expected (200).
+    pub path: Option<String>,
+    pub expect: Option<u16>,
+    /// udp: what to send (default empty).
+    pub payload: Option<String>,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    #[serde(default = "default_rise_fall")]
+    pub rise: u32,
+    #[serde(default = "default_rise_fall")]
+    pub fall: u32,
+    /// "quiesce" (weight 0, the default) or "remove".
+    pub on_failure: Option<Spanned<String>>,
+}
+
+fn default_interval_ms() -> u32 {
+    2000
+}
+fn default_timeout_ms() -> u32 {
+    1000
+}
+fn default_rise_fall() -> u32 {
+    2
 }
 
 /// `[[service.real]]`: a real server of the service above it.
@@ -592,6 +635,57 @@ impl Config {
     }
 }
 
+/// A `[service.health]` section as a check.
+fn health_of(c: &Checker<'_>, h: &HealthConfig) -> Result<HealthCheck, ConfigError> {
+    let kind = match h.kind.get_ref().as_str() {
+        "tcp" => HealthKind::Tcp,
+        "http" => HealthKind::Http {
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            expect: h.expect.unwrap_or(200),
+        },
+        "udp" => HealthKind::Udp {
+            payload: h.payload.clone().unwrap_or_default().into_bytes(),
+        },
+        other => {
+            return Err(c.error(
+                h.kind.span(),
+                "[service.health] kind",
+                format!("{other:?} is not a health check: use \"tcp\", \"http\" or \"udp\""),
+            ))
+        }
+    };
+    let on_failure = match &h.on_failure {
+        None => OnFailure::Quiesce,
+        Some(o) => match o.get_ref().as_str() {
+            "quiesce" => OnFailure::Quiesce,
+            "remove" => OnFailure::Remove,
+            other => {
+                return Err(c.error(
+                    o.span(),
+                    "[service.health] on_failure",
+                    format!("{other:?}: use \"quiesce\" (weight 0) or \"remove\""),
+                ))
+            }
+        },
+    };
+    if h.rise == 0 || h.fall == 0 || h.interval_ms == 0 || h.timeout_ms == 0 {
+        return Err(c.error(
+            h.kind.span(),
+            "[service.health]",
+            "interval_ms, timeout_ms, rise and fall must be at least 1".into(),
+        ));
+    }
+    Ok(HealthCheck {
+        kind,
+        port: h.port,
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        rise: h.rise,
+        fall: h.fall,
+        on_failure,
+    })
+}
+
 /// Timeouts from the `[timeouts]` section, IPVS's defaults for the rest.
 fn timeouts_of(tc: &TimeoutsConfig) -> Timeouts {
     let t = tc;
@@ -669,6 +763,9 @@ fn services_of(
         });
         for l in &sc.local_addresses {
             spec.laddrs.push(ip(l, "[[service]] local_addresses")?);
+        }
+        if let Some(h) = &sc.health {
+            spec.health = Some(health_of(c, h)?);
         }
         for r in &sc.reals {
             let mode: ForwardMode = r
@@ -764,6 +861,41 @@ pub fn desired_to_toml(services: &[ServiceSpec], t: &Timeouts) -> String {
         }
         if svc.mh_table_size != DEFAULT_MH_TABLE_SIZE {
             let _ = writeln!(s, "mh_table_size = {}", svc.mh_table_size);
+        }
+        if let Some(h) = &svc.health {
+            let _ = writeln!(s, "\n[service.health]");
+            match &h.kind {
+                HealthKind::Tcp => {
+                    let _ = writeln!(s, "kind = \"tcp\"");
+                }
+                HealthKind::Http { path, expect } => {
+                    let _ = writeln!(
+                        s,
+                        "kind = \"http\"\npath = {}\nexpect = {expect}",
+                        toml_str(path)
+                    );
+                }
+                HealthKind::Udp { payload } => {
+                    let _ = writeln!(
+                        s,
+                        "kind = \"udp\"\npayload = {}",
+                        toml_str(&String::from_utf8_lossy(payload))
+                    );
+                }
+            }
+            if let Some(p) = h.port {
+                let _ = writeln!(s, "port = {p}");
+            }
+            let on = if h.on_failure == OnFailure::Remove {
+                "remove"
+            } else {
+                "quiesce"
+            };
+            let _ = writeln!(
+                s,
+                "interval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\non_failure = \"{on}\"",
+                h.interval_ms, h.timeout_ms, h.rise, h.fall
+            );
         }
         for r in &svc.reals {
             let _ = writeln!(s, "\n[[service.real]]");
@@ -920,6 +1052,18 @@ weight = 3
             fallback: true,
             port: true,
         };
+        specs[0].health = Some(HealthCheck {
+            kind: HealthKind::Http {
+                path: "/health".into(),
+                expect: 204,
+            },
+            port: Some(9000),
+            interval_ms: 500,
+            timeout_ms: 300,
+            rise: 3,
+            fall: 2,
+            on_failure: OnFailure::Remove,
+        });
         let text = desired_to_toml(&specs, &lb.timeouts);
         let (back, timeouts) = parse_desired(&text).unwrap();
         assert_eq!(back, specs, "{text}");

@@ -151,6 +151,41 @@ pub struct RealServer {
     pub lower: u32,
 }
 
+/// What a health check sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connection opens.
+    Tcp,
+    /// `GET path` answers with this HTTP status.
+    Http { path: String, expect: u16 },
+    /// A datagram gets any answer (no ICMP port unreachable).
+    Udp { payload: Vec<u8> },
+}
+
+/// What happens to a real server that fails its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Weight 0: no new connections, existing ones finish.
+    Quiesce,
+    /// Out of the service until it is healthy again.
+    Remove,
+}
+
+/// A service's health check of its real servers, run by the control thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    /// The port probed (default: each real server's).
+    pub port: Option<u16>,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    /// Successes in a row that bring a server back.
+    pub rise: u32,
+    /// Failures in a row that take it out.
+    pub fall: u32,
+    pub on_failure: OnFailure,
+}
+
 /// A service as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -163,6 +198,8 @@ pub struct ServiceSpec {
     pub laddrs: Vec<IpAddr>,
     /// The Maglev table size (mh only): a prime.
     pub mh_table_size: u32,
+    /// How the control thread checks the real servers, if it does.
+    pub health: Option<HealthCheck>,
 }
 
 impl ServiceSpec {
@@ -177,6 +214,7 @@ impl ServiceSpec {
             reals: Vec::new(),
             laddrs: Vec::new(),
             mh_table_size: DEFAULT_MH_TABLE_SIZE,
+            health: None,
         }
     }
 }

@@ -37,7 +37,8 @@ And beyond it:
   lb-ctl laddr add -t 198.18.0.10:80 -z 10.0.0.100         a Full-NAT local address
   lb-ctl apply -f desired.toml --dry-run                    what a desired state changes
   lb-ctl config dump                                        the running services as TOML
-  lb-ctl counters -o json                                   per-worker counters";
+  lb-ctl counters -o json                                   per-worker counters
+  lb-ctl health                                             health checks' verdicts";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -217,6 +218,8 @@ enum Sub {
     },
     /// Per-worker and total counters (drops by reason, sessions, loop gaps).
     Counters,
+    /// The health of every checked real server.
+    Health,
     /// Full-NAT local addresses of a service.
     Laddr {
         #[command(subcommand)]
@@ -253,7 +256,14 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 5] = ["apply", "config", "counters", "laddr", "completions"];
+const SUBCOMMANDS: [&str; 6] = [
+    "apply",
+    "config",
+    "counters",
+    "health",
+    "laddr",
+    "completions",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -734,6 +744,28 @@ fn run_extra(e: Extra) -> Result<String, Error> {
                 for (k, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
                     out.push_str(&format!("  {k:<24} {v}\n"));
                 }
+            }
+            Ok(out)
+        }
+        Sub::Health => {
+            let h = c.call("health", json!({}))?;
+            if json_out {
+                return Ok(format!("{h}\n"));
+            }
+            let mut out = format!(
+                "{:<28} {:<24} {:<6} {:>5} {:>5}  {}\n",
+                "Service", "Server", "State", "OK", "Fail", "Last"
+            );
+            for s in h["servers"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<28} {:<24} {:<6} {:>5} {:>5}  {}\n",
+                    s["service"].as_str().unwrap_or(""),
+                    s["server"].as_str().unwrap_or(""),
+                    s["state"].as_str().unwrap_or(""),
+                    s["successes"],
+                    s["failures"],
+                    s["last"].as_str().unwrap_or("")
+                ));
             }
             Ok(out)
         }

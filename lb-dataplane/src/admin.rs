@@ -12,7 +12,7 @@
 //! `del_service` (with `service`), `add_real`, `edit_real`, `del_real`
 //! (with `service` and `real`), `clear`, `zero`, `get_timeouts`,
 //! `set_timeouts` (`tcp`, `tcpfin`, `udp`), `connections` (`offset`,
-//! `limit`), `counters`, `dump`, `apply` (`toml`, `dry_run`).
+//! `limit`), `counters`, `health`, `dump`, `apply` (`toml`, `dry_run`).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -99,6 +99,9 @@ pub enum Op {
     Counters {
         v: u64,
     },
+    Health {
+        v: u64,
+    },
     Dump {
         v: u64,
     },
@@ -138,6 +141,7 @@ pub fn execute(control: &mut Control, op: Op) -> Result<Value, String> {
         } => control.set_timeouts(tcp, tcpfin, udp),
         Op::Connections { offset, limit, .. } => control.connections(offset, limit),
         Op::Counters { .. } => control.counters(),
+        Op::Health { .. } => Ok(control.health_report()),
         Op::Dump { .. } => Ok(control.dump()),
         Op::Apply { toml, dry_run, .. } => control.apply(&toml, dry_run),
     }

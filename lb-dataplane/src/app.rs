@@ -59,6 +59,35 @@ pub enum AppError {
     Services(#[from] ServiceError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("cannot set up the exception path's kernel interface {interface}: {message}")]
+    KernelInterface { interface: String, message: String },
+}
+
+/// Brings the exception TAP's kernel side up with its addresses, so kernel
+/// programs (health checks among them) use the DIP through it.
+fn setup_kernel_interface(interface: &str, addresses: &[String]) -> Result<(), AppError> {
+    let ip = |args: &[&str]| -> Result<(), AppError> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| AppError::KernelInterface {
+                interface: interface.to_owned(),
+                message: format!("cannot run ip: {e}"),
+            })?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        // An address already there is fine (a restart).
+        if !out.status.success() && !err.contains("File exists") {
+            return Err(AppError::KernelInterface {
+                interface: interface.to_owned(),
+                message: err.trim().to_owned(),
+            });
+        }
+        Ok(())
+    };
+    for a in addresses {
+        ip(&["addr", "add", a, "dev", interface])?;
+    }
+    ip(&["link", "set", interface, "up"])
 }
 
 /// Reads and validates a configuration file.
@@ -239,6 +268,12 @@ pub fn run(
         queues_of.push(rx.into_iter().zip(tx).collect::<Vec<_>>());
     }
 
+    if let (Some(_), Some(e)) = (&config.lb, &config.exception) {
+        if let Some(iface) = &e.interface {
+            setup_kernel_interface(iface, &e.addresses)?;
+        }
+    }
+
     // Hand every worker its queue of each port.
     let mut per_worker: Vec<Vec<_>> = (0..lcores.len()).map(|_| Vec::new()).collect();
     for port_queues in queues_of {
@@ -322,6 +357,7 @@ pub fn run(
             }
         }
         if let Some(c) = control.as_mut() {
+            c.health_tick();
             if last_sample.elapsed() >= Duration::from_secs(2) {
                 last_sample = Instant::now();
                 c.sample_rates();

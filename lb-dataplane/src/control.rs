@@ -71,6 +71,7 @@ pub struct Control {
     rates: HashMap<String, RateEstimator>,
     last_rates: HashMap<String, Rates>,
     last_sample: Option<Instant>,
+    health: crate::health::Health,
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
@@ -126,16 +127,44 @@ impl Control {
             rates: HashMap::new(),
             last_rates: HashMap::new(),
             last_sample: None,
+            health: crate::health::Health::default(),
         }
     }
 
-    /// Validates `specs` and `timeouts` as a whole and publishes them.
+    /// Runs the health checks that are due and, when a server went up or
+    /// down, publishes the snapshot that follows.
+    pub fn health_tick(&mut self) {
+        if !crate::health::checked(&self.specs) {
+            return;
+        }
+        self.health.schedule(&self.specs);
+        if self.health.collect(&self.specs) {
+            if let Err(e) = self.commit(self.specs.clone(), self.timeouts) {
+                tracing::error!(error = %e, "cannot publish the health checks' verdict");
+            }
+        }
+    }
+
+    /// Every checked server's health (`lb-ctl health`).
+    pub fn health_report(&self) -> Value {
+        self.health.report()
+    }
+
+    /// Validates `specs` and `timeouts` as a whole and publishes them, with
+    /// the health checks' verdicts applied to what the workers see.
     fn commit(&mut self, specs: Vec<ServiceSpec>, timeouts: Timeouts) -> Result<Value, String> {
-        let snap = Snapshot::build(self.version + 1, specs.clone(), timeouts)
+        let configured = Snapshot::build(self.version + 1, specs, timeouts)
             .map_err(|e| e.to_string())?
-            .with_network(self.network.clone());
+            .specs();
+        let snap = Snapshot::build(
+            self.version + 1,
+            self.health.effective(&configured),
+            timeouts,
+        )
+        .map_err(|e| e.to_string())?
+        .with_network(self.network.clone());
         self.version += 1;
-        self.specs = snap.specs();
+        self.specs = configured;
         self.timeouts = timeouts;
         self.published.publish(Arc::new(snap));
         tracing::info!(
@@ -419,6 +448,7 @@ impl Control {
                             "address": rs.addr.to_string(), "port": rs.port, "mode": rs.mode.to_string(),
                             "forward": rs.mode.ipvsadm_name(), "weight": rs.weight, "upper": rs.upper, "lower": rs.lower,
                             "active": rr.map_or(0, |r| r.active), "inactive": rr.map_or(0, |r| r.inactive),
+                            "health": self.health.status(&spec.key, rs.addr, rs.port),
                             "stats": stats_json(&rr.map(|r| r.stats).unwrap_or_default()),
                             "rates": rates_json(&self.last_rates.get(&rk).copied().unwrap_or_default()),
                         })

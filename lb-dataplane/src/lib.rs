@@ -11,6 +11,7 @@ pub mod app;
 pub mod control;
 pub mod dpdk;
 pub mod forward;
+pub mod health;
 pub mod neigh;
 pub mod probe;
 pub mod publish;

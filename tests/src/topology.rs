@@ -195,6 +195,29 @@ impl OneArm {
         )))
     }
 
+    /// Kills every process of real server `k` (its servers die).
+    pub fn stop_server(&self, k: usize) -> io::Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", self.servers[k].name()])
+            .output()?;
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        Ok(())
+    }
+
+    /// Starts real server `k`'s HTTP server again on `port`.
+    pub fn start_server(&mut self, k: usize, port: u16) -> io::Result<()> {
+        let child = self.servers[k]
+            .command("python3")
+            .args(["-c", HTTP_SERVER, &format!("rs{k}"), &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.servers_running.push(child);
+        self.wait_for_server(k, port)
+    }
+
     /// Starts `python3 -c code args...` in every real server's namespace
     /// (stopped with the topology).
     pub fn spawn_on_servers(&mut self, code: &str, args: &[&str]) -> io::Result<()> {
