@@ -36,6 +36,9 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     pub interfaces: Vec<Interface>,
+    /// The static routes as configured (connected ones come from the
+    /// interfaces' addresses).
+    pub statics: Vec<Route>,
     /// Sorted longest prefix first (connected routes included).
     routes: Vec<RouteEntry>,
 }
@@ -125,6 +128,7 @@ impl Network {
         table.sort_by_key(|r| std::cmp::Reverse(r.len));
         Ok(Network {
             interfaces,
+            statics: routes.to_vec(),
             routes: table,
         })
     }

@@ -38,7 +38,8 @@ And beyond it:
   lb-ctl apply -f desired.toml --dry-run                    what a desired state changes
   lb-ctl config dump                                        the running services as TOML
   lb-ctl counters -o json                                   per-worker counters
-  lb-ctl health                                             health checks' verdicts";
+  lb-ctl health                                             health checks' verdicts
+  lb-ctl route add 10.20.0.0/16 --port net_af_packet0 --via 10.0.0.254";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -220,6 +221,11 @@ enum Sub {
     Counters,
     /// The health of every checked real server.
     Health,
+    /// The load balancer's addresses and routes.
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
     /// Full-NAT local addresses of a service.
     Laddr {
         #[command(subcommand)]
@@ -227,6 +233,22 @@ enum Sub {
     },
     /// Shell completions for ipvsadm-style use.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteAction {
+    /// Addresses (and the connected routes they give) and static routes.
+    List,
+    /// Add a static route: `route add 10.20.0.0/16 --port net_af_packet0 --via 10.0.0.254`.
+    Add {
+        prefix: String,
+        #[arg(long)]
+        port: String,
+        #[arg(long = "via")]
+        via: Option<String>,
+    },
+    /// Remove a static route.
+    Del { prefix: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,12 +278,13 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 6] = [
+const SUBCOMMANDS: [&str; 7] = [
     "apply",
     "config",
     "counters",
     "health",
     "laddr",
+    "route",
     "completions",
 ];
 
@@ -739,6 +762,16 @@ fn run_extra(e: Extra) -> Result<String, Error> {
             for (k, v) in d["total"].as_object().into_iter().flatten() {
                 out.push_str(&format!("  {k:<24} {v}\n"));
             }
+            for p in d["ports"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "port {} ({}):\n",
+                    p["name"].as_str().unwrap_or(""),
+                    p["driver"].as_str().unwrap_or("")
+                ));
+                for (k, v) in p["stats"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("  {k:<24} {v}\n"));
+                }
+            }
             for (i, w) in d["workers"].as_array().into_iter().flatten().enumerate() {
                 out.push_str(&format!("worker {i} (sessions {}):\n", w["sessions"]));
                 for (k, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
@@ -769,6 +802,46 @@ fn run_extra(e: Extra) -> Result<String, Error> {
             }
             Ok(out)
         }
+        Sub::Route { action } => match action {
+            RouteAction::List => {
+                let r = c.call("routes", json!({}))?;
+                if json_out {
+                    return Ok(format!("{r}\n"));
+                }
+                let mut out = String::from("addresses:\n");
+                for a in r["addresses"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "  {:<24} on {}\n",
+                        a["address"].as_str().unwrap_or(""),
+                        a["port"].as_str().unwrap_or("")
+                    ));
+                }
+                out.push_str("static routes:\n");
+                for rt in r["routes"].as_array().into_iter().flatten() {
+                    let via = rt["gateway"]
+                        .as_str()
+                        .map(|g| format!(" via {g}"))
+                        .unwrap_or_default();
+                    out.push_str(&format!(
+                        "  {:<24} on {}{via}\n",
+                        rt["prefix"].as_str().unwrap_or(""),
+                        rt["port"].as_str().unwrap_or("")
+                    ));
+                }
+                Ok(out)
+            }
+            RouteAction::Add { prefix, port, via } => {
+                c.call(
+                    "add_route",
+                    json!({"prefix": prefix, "port": port, "gateway": via}),
+                )?;
+                Ok(String::new())
+            }
+            RouteAction::Del { prefix } => {
+                c.call("del_route", json!({"prefix": prefix}))?;
+                Ok(String::new())
+            }
+        },
         Sub::Laddr { action } => laddr(&mut c, action, json_out),
         Sub::Completions { .. } => unreachable!("handled above"),
     }

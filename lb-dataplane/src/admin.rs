@@ -12,7 +12,8 @@
 //! `del_service` (with `service`), `add_real`, `edit_real`, `del_real`
 //! (with `service` and `real`), `clear`, `zero`, `get_timeouts`,
 //! `set_timeouts` (`tcp`, `tcpfin`, `udp`), `connections` (`offset`,
-//! `limit`), `counters`, `health`, `dump`, `apply` (`toml`, `dry_run`).
+//! `limit`), `counters`, `health`, `routes`, `add_route` (`prefix`, `port`,
+//! `gateway`), `del_route` (`prefix`), `dump`, `apply` (`toml`, `dry_run`).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -102,6 +103,19 @@ pub enum Op {
     Health {
         v: u64,
     },
+    Routes {
+        v: u64,
+    },
+    AddRoute {
+        v: u64,
+        prefix: String,
+        port: String,
+        gateway: Option<String>,
+    },
+    DelRoute {
+        v: u64,
+        prefix: String,
+    },
     Dump {
         v: u64,
     },
@@ -142,6 +156,14 @@ pub fn execute(control: &mut Control, op: Op) -> Result<Value, String> {
         Op::Connections { offset, limit, .. } => control.connections(offset, limit),
         Op::Counters { .. } => control.counters(),
         Op::Health { .. } => Ok(control.health_report()),
+        Op::Routes { .. } => Ok(control.routes()),
+        Op::AddRoute {
+            prefix,
+            port,
+            gateway,
+            ..
+        } => control.change_route(&prefix, Some(&port), gateway.as_deref(), true),
+        Op::DelRoute { prefix, .. } => control.change_route(&prefix, None, None, false),
         Op::Dump { .. } => Ok(control.dump()),
         Op::Apply { toml, dry_run, .. } => control.apply(&toml, dry_run),
     }

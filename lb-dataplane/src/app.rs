@@ -298,6 +298,7 @@ pub fn run(
         )
         .map(|mut c| {
             c.worker_stats = readers.clone();
+            c.ports = ports.clone();
             control = Some(c);
         }),
         None => launch_forwarders(&eal, config, per_worker, &stop, &mut handles, &mut readers),

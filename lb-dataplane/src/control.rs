@@ -64,6 +64,8 @@ pub struct Control {
     pub mailboxes: Vec<Arc<Mailbox>>,
     /// The workers' own counters (receive, transmit, drops, loop gaps).
     pub worker_stats: Vec<Arc<crate::stats::WorkerStats>>,
+    /// The ports, for their DPDK statistics.
+    pub ports: Vec<crate::dpdk::Port>,
     network: Network,
     specs: Vec<ServiceSpec>,
     timeouts: Timeouts,
@@ -120,6 +122,7 @@ impl Control {
             published,
             mailboxes,
             worker_stats: Vec::new(),
+            ports: Vec::new(),
             network,
             specs,
             timeouts,
@@ -523,9 +526,94 @@ impl Control {
                 })
             })
             .collect();
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|p| json!({"name": p.name(), "driver": p.driver(), "link": p.link(), "stats": p.stats()}))
+            .collect();
         Ok(json!({
             "total": total.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "workers": per,
+            "ports": ports,
         }))
+    }
+
+    /// The interfaces' addresses and the routes (connected and static).
+    pub fn routes(&self) -> Value {
+        let port_name = |i: u16| {
+            self.ports
+                .get(usize::from(i))
+                .map_or_else(|| format!("port{i}"), |p| p.name().to_owned())
+        };
+        let addresses: Vec<Value> = self
+            .network
+            .interfaces
+            .iter()
+            .flat_map(|i| i.addrs.iter().map(move |(a, l)| (i.port, *a, *l)))
+            .map(|(p, a, l)| json!({"port": port_name(p), "address": format!("{a}/{l}")}))
+            .collect();
+        let routes: Vec<Value> = self
+            .network
+            .statics
+            .iter()
+            .map(|r| json!({"prefix": format!("{}/{}", r.prefix, r.len), "port": port_name(r.port), "gateway": r.gateway.map(|g| g.to_string())}))
+            .collect();
+        json!({"addresses": addresses, "routes": routes})
+    }
+
+    /// Adds (or, with `add` false, removes) a static route, validated and
+    /// published like any change.
+    pub fn change_route(
+        &mut self,
+        prefix: &str,
+        port: Option<&str>,
+        gateway: Option<&str>,
+        add: bool,
+    ) -> Result<Value, String> {
+        let (a, l) = prefix
+            .split_once('/')
+            .ok_or_else(|| format!("{prefix:?} is not address/length"))?;
+        let addr = parse_ip(a, "the prefix")?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("{prefix:?} is not address/length"))?;
+        let mut statics = self.network.statics.clone();
+        if add {
+            let port = port.ok_or("a route needs the port it leaves by")?;
+            let idx = self
+                .ports
+                .iter()
+                .position(|p| p.name() == port)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = self.ports.iter().map(crate::dpdk::Port::name).collect();
+                    format!("no port named {port:?} (ports: {})", names.join(", "))
+                })?;
+            let gateway = gateway.map(|g| parse_ip(g, "the gateway")).transpose()?;
+            if statics.iter().any(|r| r.prefix == addr && r.len == len) {
+                return Err(format!("a route to {prefix} exists already"));
+            }
+            statics.push(lb_core::net::Route {
+                prefix: addr,
+                len,
+                port: u16::try_from(idx).unwrap_or(u16::MAX),
+                gateway,
+            });
+        } else {
+            let before = statics.len();
+            statics.retain(|r| !(r.prefix == addr && r.len == len));
+            if statics.len() == before {
+                return Err(format!("no static route to {prefix}"));
+            }
+        }
+        let network =
+            Network::new(self.network.interfaces.clone(), &statics).map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.network, network);
+        match self.commit(self.specs.clone(), self.timeouts) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.network = old;
+                Err(e)
+            }
+        }
     }
 }

@@ -280,6 +280,34 @@ fn lb_ctl_as_ipvsadm() {
             .count(),
         1
     );
-    assert!(c.ok(&["counters"]).contains("rx_packets"));
+    let counters = c.ok(&["counters"]);
+    assert!(counters.contains("rx_packets"), "{counters}");
+    assert!(
+        counters.contains("port net_pcap0 (net_pcap)"),
+        "per-port counters: {counters}"
+    );
+    assert!(
+        c.ok(&["route", "list"]).contains("10.0.0.1/24"),
+        "the port's address"
+    );
+    c.ok(&[
+        "route",
+        "add",
+        "10.20.0.0/16",
+        "--port",
+        "net_pcap0",
+        "--via",
+        "10.0.0.254",
+    ]);
+    assert!(c
+        .ok(&["route", "list"])
+        .contains("10.20.0.0/16             on net_pcap0 via 10.0.0.254"));
+    let e = c.fails(&["route", "add", "10.21.0.0/16", "--port", "eth7"], 1);
+    assert!(
+        e.contains("no port named \"eth7\" (ports: net_pcap0, net_pcap1)"),
+        "{e}"
+    );
+    c.ok(&["route", "del", "10.20.0.0/16"]);
+    c.fails(&["route", "del", "10.20.0.0/16"], 1);
     assert!(c.ok(&["completions", "bash"]).contains("lb-ctl"));
 }
