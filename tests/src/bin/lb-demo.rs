@@ -59,11 +59,15 @@ fn run() -> Result<(), String> {
         "== starting lb-dataplane with {} (Full-NAT, wlc, VIP 198.18.0.10:80)",
         config.display()
     );
+    let scratch = lb_tests::golden::TempDir::new("demo");
+    let socket = scratch.0.join("admin.sock");
     let mut lb = topo
         .lb
         .command(binary::path("lb-dataplane"))
         .arg("--config")
         .arg(&config)
+        .arg("--admin-socket")
+        .arg(&socket)
         .args(["--duration", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,11 +153,25 @@ fn run() -> Result<(), String> {
         let _ = c.kill();
         let _ = c.wait();
     }
+    for args in [&["-L", "-n", "--stats"][..], &["-L", "-n"][..]] {
+        println!("\n== lb-ctl {}", args.join(" "));
+        let out = Command::new(binary::path("lb-ctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &lb.id().to_string()])
         .status();
     let out = lb.wait_with_output().map_err(|e| e.to_string())?;
-    println!("\n== lb-dataplane's statistics at exit");
+    println!("\n== lb-dataplane's report at exit");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     println!("\n== distribution seen by the clients");
     for (server, n) in &total {
