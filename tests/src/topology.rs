@@ -12,6 +12,7 @@
 //! dropped, processes included.
 
 use std::io;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -43,6 +44,25 @@ pub enum ClientNet {
     SameSegment,
 }
 
+/// The IPIP decapsulator a TUN real server runs (the kernel here has no
+/// ipip module): a raw socket receives IPIP packets, the inner packet is
+/// written to a TUN device, and the kernel delivers it as if it had
+/// arrived there. Replies leave through eth0, straight to the client.
+const IPIP_DECAP: &str = r#"
+import fcntl, os, socket, struct, sys
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454ca, 0x0001, 0x1000
+tun = os.open('/dev/net/tun', os.O_RDWR)
+fcntl.ioctl(tun, TUNSETIFF, struct.pack('16sH', b'tunl0', IFF_TUN | IFF_NO_PI))
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
+count = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+n = 0
+while True:
+    pkt = raw.recv(65535)
+    os.write(tun, pkt[(pkt[0] & 0x0f) * 4:])
+    n += 1
+    os.pwrite(count, b'%d\n' % n, 0)
+"#;
+
 /// How real servers are set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerSetup {
@@ -52,6 +72,9 @@ pub enum ServerSetup {
     GatewayIsLb,
     /// The VIP on a loopback, arp_ignore=1, arp_announce=2 (DR).
     VipOnLoopback(&'static str),
+    /// The VIP on a TUN device fed by a user-space IPIP decapsulator, with
+    /// DR's ARP settings (TUN).
+    IpipDecap(&'static str),
 }
 
 /// A running topology.
@@ -62,6 +85,8 @@ pub struct OneArm {
     pub client: Netns,
     pub servers: Vec<Netns>,
     servers_running: Vec<Child>,
+    /// Per server, the file where its IPIP decapsulator counts packets.
+    decap_counts: Vec<PathBuf>,
 }
 
 fn run(cmd: &mut Command) -> io::Result<()> {
@@ -143,6 +168,7 @@ impl OneArm {
             }
         }
         let mut running = Vec::new();
+        let mut decap_counts = Vec::new();
         for (k, ns) in rs.iter().enumerate() {
             ns.ip(&["addr", "add", &format!("10.0.0.1{k}/24"), "dev", "eth0"])?;
             match setup {
@@ -160,6 +186,47 @@ impl OneArm {
                         }
                     }
                 }
+                ServerSetup::IpipDecap(vip) => {
+                    for (k, v) in [
+                        ("arp_ignore", "1"),
+                        ("arp_announce", "2"),
+                        ("rp_filter", "0"),
+                    ] {
+                        for dev in ["all", "eth0"] {
+                            run(ns
+                                .command("sysctl")
+                                .args(["-qw", &format!("net.ipv4.conf.{dev}.{k}={v}")]))?;
+                        }
+                    }
+                    let counts = std::env::temp_dir().join(format!("lb-tests-{}.ipip", ns.name()));
+                    let decap = ns
+                        .command("python3")
+                        .arg("-c")
+                        .arg(IPIP_DECAP)
+                        .arg(&counts)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?;
+                    running.push(decap);
+                    decap_counts.push(counts);
+                    let mut up = false;
+                    for _ in 0..100 {
+                        if ns.ip(&["link", "set", "tunl0", "up"]).is_ok() {
+                            up = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    if !up {
+                        return Err(io::Error::other(
+                            "the IPIP decapsulator did not create its TUN device",
+                        ));
+                    }
+                    ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "tunl0"])?;
+                    run(ns
+                        .command("sysctl")
+                        .args(["-qw", "net.ipv4.conf.tunl0.rp_filter=0"]))?;
+                }
             }
             let child = ns
                 .command("python3")
@@ -175,6 +242,7 @@ impl OneArm {
             client: cl,
             servers: rs,
             servers_running: running,
+            decap_counts,
         };
         for k in 0..servers {
             topo.wait_for_server(k, port)?;
@@ -235,6 +303,20 @@ impl OneArm {
         Ok(())
     }
 
+    /// With `ServerSetup::IpipDecap`, how many IPIP packets each real
+    /// server's decapsulator has unwrapped so far.
+    pub fn decapsulated(&self) -> Vec<u64> {
+        self.decap_counts
+            .iter()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// Waits until every real server listens on TCP `port`.
     pub fn wait_for_servers(&self, port: u16) -> io::Result<()> {
         (0..self.servers.len()).try_for_each(|k| self.wait_for_server(k, port))
@@ -261,6 +343,9 @@ impl Drop for OneArm {
         for c in &mut self.servers_running {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for path in &self.decap_counts {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -124,10 +124,22 @@ fn load(topo: &OneArm, url: &str) -> (BTreeMap<String, usize>, BTreeMap<String, 
 }
 
 fn service(mode: &str, sched: &str, port: u16, rport: u16, extra: &str) -> String {
+    weighted(mode, sched, port, rport, extra, [1, 1, 1])
+}
+
+fn weighted(
+    mode: &str,
+    sched: &str,
+    port: u16,
+    rport: u16,
+    extra: &str,
+    weights: [u32; 3],
+) -> String {
     let reals: String = (0..3)
         .map(|k| {
+            let weight = weights[k];
             format!(
-                "[[service.real]]\naddress = \"10.0.0.1{k}\"\nport = {rport}\nmode = \"{mode}\"\n"
+                "[[service.real]]\naddress = \"10.0.0.1{k}\"\nport = {rport}\nmode = \"{mode}\"\nweight = {weight}\n"
             )
         })
         .collect();
@@ -167,18 +179,17 @@ fn full_nat_carries_tcp_and_servers_see_the_local_address() {
 }
 
 #[test]
-fn nat_carries_tcp_and_servers_see_the_client() {
+fn nat_carries_tcp_wrr_by_weight_and_servers_see_the_client() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let topo = OneArm::new("na", 3, 8080, ClientNet::Routed, ServerSetup::GatewayIsLb).unwrap();
-    let lb = start(&topo, &service("nat", "wrr", 80, 8080, ""));
+    let lb = start(&topo, &weighted("nat", "wrr", 80, 8080, "", [3, 2, 1]));
     let (per_server, seen) = load(&topo, &format!("http://{VIP}/"));
     let report = lb.stop();
     assert_eq!(
-        per_server.values().sum::<usize>(),
-        REQUESTS,
-        "{per_server:?}"
+        per_server.values().copied().collect::<Vec<_>>(),
+        [150, 100, 50],
+        "wrr 3:2:1 exactly: {per_server:?}"
     );
-    assert_eq!(per_server.len(), 3, "{per_server:?}");
     assert_eq!(
         seen.keys().collect::<Vec<_>>(),
         ["10.9.0.2"],
@@ -224,5 +235,124 @@ fn direct_routing_replies_bypass_the_load_balancer() {
     assert!(
         svc["in_pkts"].as_u64().unwrap() >= 3 * REQUESTS as u64,
         "{svc}"
+    );
+}
+
+#[test]
+fn tunnel_carries_tcp_to_servers_that_decapsulate() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new(
+        "tu",
+        3,
+        80,
+        ClientNet::SameSegment,
+        ServerSetup::IpipDecap(VIP),
+    )
+    .unwrap();
+    let lb = start(&topo, &service("tun", "rr", 80, 80, ""));
+    let (per_server, seen) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.values().copied().collect::<Vec<_>>(),
+        [100, 100, 100],
+        "{per_server:?}"
+    );
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["10.0.0.2"],
+        "servers see the client"
+    );
+    let svc = &report["engine"]["services"][0];
+    assert_eq!(
+        svc["out_pkts"].as_u64(),
+        Some(0),
+        "no reply passed the LB: {svc}"
+    );
+    // Every packet the LB forwarded arrived wrapped: a bare DR frame would
+    // also be accepted (the VIP is local), so count what was unwrapped.
+    let unwrapped: u64 = topo.decapsulated().iter().sum();
+    assert_eq!(Some(unwrapped), svc["in_pkts"].as_u64(), "{svc}");
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_server() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("pe", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    let lb = start(
+        &topo,
+        &service(
+            "fnat",
+            "rr",
+            80,
+            8080,
+            "local_addresses = [\"10.0.0.100\"]\npersistence = 300",
+        ),
+    );
+    let (per_server, _) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.len(),
+        1,
+        "rr would rotate; the template keeps one server: {per_server:?}"
+    );
+    assert_eq!(engine_counter(&report, "templates_created"), 1);
+}
+
+/// Sends 30 datagrams through the VIP and expects each echoed back.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+ok = 0
+for i in range(30):
+    msg = b'datagram %d' % i
+    s.send(msg)
+    if s.recv(2048) == msg:
+        ok += 1
+print(ok)
+"#;
+
+const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"#;
+
+#[test]
+fn udp_through_full_nat() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = OneArm::new("ud", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    topo.spawn_on_servers(UDP_ECHO, &["5353"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let udp = service("fnat", "rr", 53, 5353, "local_addresses = [\"10.0.0.100\"]").replacen(
+        "protocol = \"tcp\"",
+        "protocol = \"udp\"",
+        1,
+    );
+    let lb = start(&topo, &udp);
+    let out = topo
+        .client
+        .command("python3")
+        .args(["-c", UDP_CLIENT, VIP, "53"])
+        .output()
+        .unwrap();
+    let report = lb.stop();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "30",
+        "every datagram echoed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = &report["engine"]["services"][0];
+    assert_eq!(svc["in_pkts"].as_u64(), Some(30), "{svc}");
+    assert_eq!(svc["out_pkts"].as_u64(), Some(30), "{svc}");
+    assert_eq!(
+        svc["conns"].as_u64(),
+        Some(1),
+        "one UDP session for one client socket: {svc}"
     );
 }
