@@ -586,6 +586,7 @@ fn launch_lb(
             stop: Arc::clone(stop),
             published: Arc::clone(&published),
             mailbox,
+            announce: w == 0,
         };
         let h = dpdk::launch(eal, lcore, move || worker.run())
             .map_err(|source| AppError::Launch { lcore, source })?;

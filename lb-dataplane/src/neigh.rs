@@ -196,22 +196,24 @@ impl Neighbors {
             u32::from(*a) & mask == u32::from(target) & mask
         };
         let src = addrs.iter().find(in_net).or(addrs.first())?.0;
-        let mut m = pool.alloc()?;
-        let frame = m.append(u16::try_from(ethernet::HEADER_LEN + arp::PACKET_LEN).ok()?)?;
-        {
-            let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
-            eth.set_dst(MacAddr::BROADCAST);
-            eth.set_src(*mac);
-            eth.set_ethertype(ethernet::ethertype::ARP);
+        broadcast_request(*mac, src, target, pool)
+    }
+
+    /// A gratuitous ARP for `ip` out of `port` (a request whose sender and
+    /// target are both `ip`), so that neighbours holding a stale MAC for it
+    /// update; `None` for a port without IPv4 addresses (an exception
+    /// port, say) or when the pool is empty.
+    pub fn announce(&self, port: u16, ip: Ipv4Addr, pool: &Mempool) -> Option<Mbuf> {
+        let (mac, addrs) = self.ports.get(usize::from(port))?;
+        if addrs.is_empty() {
+            return None;
         }
-        arp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]).fill(
-            arp::op::REQUEST,
-            *mac,
-            src,
-            MacAddr::ZERO,
-            target,
-        );
-        Some(m)
+        broadcast_request(*mac, ip, ip, pool)
+    }
+
+    /// Ports in the table.
+    pub fn ports(&self) -> usize {
+        self.ports.len()
     }
 
     /// Drops held frames that waited too long and forgets aged entries;
@@ -234,4 +236,29 @@ impl Neighbors {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// A broadcast ARP request from `mac`/`src` for `target`.
+fn broadcast_request(
+    mac: MacAddr,
+    src: Ipv4Addr,
+    target: Ipv4Addr,
+    pool: &Mempool,
+) -> Option<Mbuf> {
+    let mut m = pool.alloc()?;
+    let frame = m.append(u16::try_from(ethernet::HEADER_LEN + arp::PACKET_LEN).ok()?)?;
+    {
+        let mut eth = ethernet::Frame::new_unchecked(&mut frame[..]);
+        eth.set_dst(MacAddr::BROADCAST);
+        eth.set_src(mac);
+        eth.set_ethertype(ethernet::ethertype::ARP);
+    }
+    arp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]).fill(
+        arp::op::REQUEST,
+        mac,
+        src,
+        MacAddr::ZERO,
+        target,
+    );
+    Some(m)
 }

@@ -37,10 +37,12 @@ pub enum Counter {
     /// The longest time between two passes of the loop, in nanoseconds
     /// (a gauge: a blocked worker shows here).
     MaxLoopGapNs,
+    /// Gratuitous ARPs sent (at start, and for addresses a change added).
+    GarpSent,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -51,6 +53,7 @@ impl Counter {
         Counter::DropHandOver,
         Counter::DropNoPort,
         Counter::MaxLoopGapNs,
+        Counter::GarpSent,
     ];
 
     /// The counter's name in reports.
@@ -66,6 +69,7 @@ impl Counter {
             Counter::DropHandOver => "drop_hand_over",
             Counter::DropNoPort => "drop_no_port",
             Counter::MaxLoopGapNs => "max_loop_gap_ns",
+            Counter::GarpSent => "garp_sent",
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct LbWorker {
     /// The snapshot to follow, and this worker's requests.
     pub published: Arc<Published>,
     pub mailbox: Arc<Mailbox>,
+    /// Whether this worker sends the gratuitous ARPs (one worker does).
+    pub announce: bool,
 }
 
 /// What a worker hands back when it stops.
@@ -67,6 +69,8 @@ impl LbWorker {
         let mut released: Vec<(u16, Mbuf)> = Vec::with_capacity(crate::neigh::MAX_HELD);
         let mut last_expire = 0u32;
         let mut last_pass = dpdk::rdtsc();
+        let mut announced = Vec::new();
+        self.announce_new(&mut out, &mut announced);
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = dpdk::rdtsc();
             let gap_ns = u128::from(tsc - last_pass) * 1_000_000_000 / u128::from(hz);
@@ -125,6 +129,7 @@ impl LbWorker {
             }
             if self.published.version() != self.engine.snapshot().version {
                 self.engine.adopt(self.published.load());
+                self.announce_new(&mut out, &mut announced);
             }
             if let Some(requests) = self.mailbox.take() {
                 for r in requests {
@@ -138,6 +143,30 @@ impl LbWorker {
             sessions: self.engine.sessions.len(),
             neighbors: self.neigh.len(),
         }
+    }
+
+    /// Queues a gratuitous ARP, on every port with IPv4 addresses, for each
+    /// owned address not in `announced` (at start: all of them; after a
+    /// change: new VIPs and local addresses), then remembers what is owned.
+    /// Runs between bursts; it allocates.
+    fn announce_new(&mut self, out: &mut [MbufBurst], announced: &mut Vec<std::net::Ipv4Addr>) {
+        if !self.announce {
+            return;
+        }
+        let owned = self.engine.owned_v4();
+        for ip in owned
+            .iter()
+            .filter(|ip| announced.binary_search(ip).is_err())
+        {
+            for p in 0..self.neigh.ports() {
+                let port = u16::try_from(p).unwrap_or(u16::MAX);
+                if let Some(m) = self.neigh.announce(port, *ip, self.pool) {
+                    self.counters.add(Counter::GarpSent, 1);
+                    self.queue(out, p, m);
+                }
+            }
+        }
+        *announced = owned;
     }
 
     fn queue(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {

@@ -32,6 +32,16 @@ def stamp(pkts):
     return pkts
 
 
+def garps(*ips):
+    """The gratuitous ARPs the load balancer sends at start, before any
+    traffic: one broadcast request per owned IPv4 address (interface
+    addresses, VIPs, local addresses), sender and target both the address,
+    in ascending order, on every port that has an IPv4 address."""
+    order = sorted(ips, key=lambda ip: tuple(int(x) for x in ip.split(".")))
+    return [Ether(src=LB, dst="ff:ff:ff:ff:ff:ff") /
+            ARP(op=1, hwsrc=LB, psrc=ip, hwdst="00:00:00:00:00:00", pdst=ip) for ip in order]
+
+
 def tcp(src_mac, dst_mac, src, dst, flags, seq, ack=0, payload=b"", ttl=64, mss=False):
     opts = [("MSS", 1460)] if mss else []
     (s, sp), (d, dp) = src, dst
@@ -142,12 +152,12 @@ def tun_one_arm():
 def main():
     ins, exp0, exp1 = fnat_one_arm()
     wrpcap("lb-fnat-one-arm/in0.pcap", ins)
-    wrpcap("lb-fnat-one-arm/expect0.pcap", exp0)
+    wrpcap("lb-fnat-one-arm/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
     wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
     for name, make in [("nat", nat_one_arm), ("dr", dr_one_arm), ("tun", tun_one_arm)]:
         ins, exp = make()
         wrpcap(f"lb-{name}-one-arm/in0.pcap", ins)
-        wrpcap(f"lb-{name}-one-arm/expect0.pcap", exp)
+        wrpcap(f"lb-{name}-one-arm/expect0.pcap", garps(DIP, VIP) + exp)
         # Nothing of these goes to the kernel.
         write_empty(f"lb-{name}-one-arm/expect1.pcap")
 

@@ -191,3 +191,39 @@ fn admin_socket() {
     );
     c.call(json!({"op": "zero"})).unwrap();
 }
+
+/// Waits until the worker's `garp_sent` reaches `want` and returns it (or
+/// what it was after ten seconds).
+fn garps_reach(c: &mut Client, want: u64) -> u64 {
+    let mut got = 0;
+    for _ in 0..200 {
+        got = c.call(json!({"op": "counters"})).unwrap()["workers"][0]["dataplane"]["counters"]
+            ["garp_sent"]
+            .as_u64()
+            .unwrap();
+        if got >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    got
+}
+
+#[test]
+fn owned_addresses_are_announced_once() {
+    let dp = start();
+    let mut c = Client::new(&dp.socket);
+    // At start: the port's 10.0.0.1, the VIP and the local address.
+    assert_eq!(garps_reach(&mut c, 3), 3);
+    c.call(json!({"op": "add_service", "service": svc(80)}))
+        .unwrap();
+    assert_eq!(garps_reach(&mut c, 4), 4, "the new VIP");
+    // The same VIP on another port is nothing new; a new VIP with a new
+    // local address is two more.
+    c.call(json!({"op": "add_service", "service": svc(81)}))
+        .unwrap();
+    c.call(json!({"op": "add_service", "service": {"protocol": "udp", "vip": "198.18.0.21", "port": 53, "local_addresses": ["10.0.0.101"]}})).unwrap();
+    assert_eq!(garps_reach(&mut c, 6), 6);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(garps_reach(&mut c, 6), 6, "nothing announced twice");
+}

@@ -30,7 +30,7 @@ pub use counters::{Counter, Counters};
 pub use dests::{DestEntry, Dests, Stats, SvcEntry};
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::laddr::{owner_of, LaddrPool, DEFAULT_PORT_RANGE};
@@ -169,6 +169,22 @@ impl Worker {
     /// The snapshot this worker follows.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snap
+    }
+
+    /// The IPv4 addresses this worker answers ARP for (interface addresses,
+    /// VIPs, local addresses), in ascending order: what a gratuitous ARP
+    /// announces. Allocates; for between bursts.
+    pub fn owned_v4(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .owned
+            .iter()
+            .filter_map(|a| match session::ip(a) {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Follows a new snapshot: service and real-server entries are
