@@ -47,6 +47,7 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     pub exception: Option<ExceptionConfig>,
     pub admin: Option<AdminConfig>,
+    pub metrics: Option<MetricsConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
     /// The load balancer's part in lb-core's types, filled by validation.
@@ -130,6 +131,21 @@ pub struct AdminConfig {
     /// Its path (default [`DEFAULT_ADMIN_SOCKET`]).
     #[serde(default = "default_admin_socket")]
     pub socket: String,
+}
+
+/// `[metrics]`: the Prometheus endpoint (absent: off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`, e.g. "127.0.0.1:9110".
+    pub listen: Spanned<String>,
+}
+
+impl MetricsConfig {
+    /// The validated address.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.get_ref().parse().ok()
+    }
 }
 
 /// Where the admin socket is unless configured otherwise.
@@ -425,6 +441,25 @@ impl Config {
                     lcores.span(),
                     "[workers] lcores",
                     format!("lcore {l} is listed twice"),
+                ));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            if m.addr().is_none() {
+                return Err(c.error(
+                    m.listen.span(),
+                    "[metrics] listen",
+                    format!(
+                        "{:?} is not an address and port (e.g. \"127.0.0.1:9110\")",
+                        m.listen.get_ref()
+                    ),
+                ));
+            }
+            if self.services.is_empty() {
+                return Err(c.error(
+                    m.listen.span(),
+                    "[metrics] listen",
+                    "metrics are served in load-balancer mode only (add a [[service]])".into(),
                 ));
             }
         }
@@ -965,6 +1000,16 @@ to = "net_null0"
         let e = err(&GOOD.replace("lcores = [1]", "lcores = [1]\nlcoers = [2]"));
         assert_eq!(e.line, Some(7));
         assert!(e.message.contains("lcoers"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_must_be_an_address_in_load_balancer_mode() {
+        let e = err(&format!("{GOOD}\n[metrics]\nlisten = \"localhost:nope\"\n"));
+        assert_eq!(e.key, "[metrics] listen");
+        assert!(e.message.contains("\"localhost:nope\""), "{e}");
+        assert!(e.line.is_some());
+        let e = err(&format!("{GOOD}\n[metrics]\nlisten = \"127.0.0.1:9110\"\n"));
+        assert!(e.message.contains("load-balancer mode only"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub enum AppError {
     Services(#[from] ServiceError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot set up the exception path's kernel interface {interface}: {message}")]
     KernelInterface { interface: String, message: String },
 }
@@ -328,6 +333,23 @@ pub fn run(
             .as_ref()
             .map(|a| std::path::PathBuf::from(&a.socket))
     });
+    let metrics_at = config.metrics.as_ref().and_then(|m| m.addr());
+    let _metrics = match (&control, metrics_at) {
+        (Some(_), Some(addr)) => match crate::metrics::serve(addr, admin_tx.clone()) {
+            Ok(server) => {
+                tracing::info!(listen = %server.addr, "metrics endpoint ready");
+                Some(server)
+            }
+            Err(source) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(AppError::Metrics { addr, source });
+            }
+        },
+        _ => None,
+    };
     let _admin = match (&control, socket) {
         (Some(_), Some(path)) => match crate::admin::serve(path.as_path(), admin_tx) {
             Ok(server) => {

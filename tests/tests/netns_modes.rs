@@ -356,3 +356,114 @@ fn udp_through_full_nat() {
         "one UDP session for one client socket: {svc}"
     );
 }
+
+/// A sample's value in Prometheus text: the line that starts with `series`
+/// (name and labels exactly).
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_counts_what_it_carried() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("me", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    let lb = start(
+        &topo,
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:9110\"\n{}",
+            weighted(
+                "fnat",
+                "wrr",
+                80,
+                8080,
+                "local_addresses = [\"10.0.0.100\"]",
+                [1, 2, 3]
+            )
+        ),
+    );
+    for i in 0..30 {
+        topo.get(&format!("http://{VIP}/"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+    }
+    // Let the last connection's closing packets land, then scrape from
+    // inside the load balancer's namespace, on its loopback.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = topo
+        .lb
+        .command("curl")
+        .args(["-sS", "--max-time", "10", "http://127.0.0.1:9110/metrics"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let missing = topo
+        .lb
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9110/nothing",
+        ])
+        .output()
+        .unwrap();
+    let report = lb.stop();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svc = &report["engine"]["services"][0];
+    assert_eq!(
+        sample(&text, "node_ipvs_connections_total"),
+        Some(30),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "node_ipvs_incoming_packets_total"),
+        svc["in_pkts"].as_u64(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "node_ipvs_outgoing_packets_total"),
+        svc["out_pkts"].as_u64(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "node_ipvs_incoming_bytes_total"),
+        svc["in_bytes"].as_u64(),
+        "{text}"
+    );
+    for (k, weight) in [1, 2, 3].iter().enumerate() {
+        let labels = format!("{{local_address=\"{VIP}\",local_mark=\"\",local_port=\"80\",proto=\"TCP\",remote_address=\"10.0.0.1{k}\",remote_port=\"8080\"}}");
+        assert_eq!(
+            sample(&text, &format!("node_ipvs_backend_weight{labels}")),
+            Some(*weight),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                &format!("node_ipvs_backend_connections_inactive{labels}")
+            )
+            .is_some(),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "lb_engine_events_total{event=\"sessions_created\"}"),
+        Some(30),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "lb_worker_sessions{lcore=\"1\"}").is_some(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "lb_port_rx_packets_total{port=\"net_af_packet0\"}").unwrap_or(0) > 0,
+        "{text}"
+    );
+    assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}
