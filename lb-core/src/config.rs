@@ -83,6 +83,10 @@ pub struct SessionsConfig {
     /// Full-NAT local ports, inclusive.
     #[serde(default = "default_local_ports")]
     pub local_ports: Spanned<[u16; 2]>,
+    /// IPVS's `expire_nodest_conn`: end the sessions of a removed real
+    /// server at their next client packet instead of letting them finish.
+    #[serde(default)]
+    pub expire_nodest_conn: bool,
 }
 
 impl Default for SessionsConfig {
@@ -90,6 +94,7 @@ impl Default for SessionsConfig {
         SessionsConfig {
             capacity: default_capacity(),
             local_ports: default_local_ports(),
+            expire_nodest_conn: false,
         }
     }
 }
@@ -247,6 +252,7 @@ pub struct LbSetup {
     pub timeouts: Timeouts,
     pub capacity: u32,
     pub local_ports: (u16, u16),
+    pub expire_nodest_conn: bool,
 }
 
 /// `[eal]`: arguments for DPDK's environment abstraction layer.
@@ -606,6 +612,7 @@ impl Config {
 
         let mut setup = LbSetup {
             capacity: self.sessions.capacity,
+            expire_nodest_conn: self.sessions.expire_nodest_conn,
             ..LbSetup::default()
         };
         if setup.capacity == 0 {

@@ -581,6 +581,7 @@ fn launch_lb(
                 workers,
                 capacity: lb.capacity,
                 local_ports: lb.local_ports,
+                expire_nodest_conn: lb.expire_nodest_conn,
                 ..WorkerConfig::default()
             },
             Arc::clone(&snap),

@@ -49,10 +49,13 @@ pub enum Counter {
     DropNoHeadroom,
     /// A kind of packet the engine does not handle.
     DropUnsupported,
+    /// A packet of a session whose real server was removed, with
+    /// `expire_nodest_conn` on: the session went with it.
+    DropDestRemoved,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 26] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -78,6 +81,7 @@ impl Counter {
         Counter::DropTooBig,
         Counter::DropNoHeadroom,
         Counter::DropUnsupported,
+        Counter::DropDestRemoved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Counter {
             Counter::DropTooBig => "drop_too_big",
             Counter::DropNoHeadroom => "drop_no_headroom",
             Counter::DropUnsupported => "drop_unsupported",
+            Counter::DropDestRemoved => "drop_dest_removed",
         }
     }
 

@@ -81,6 +81,11 @@ pub struct WorkerConfig {
     pub local_ports: (u16, u16),
     /// Sessions examined per expiry call.
     pub expire_budget: u32,
+    /// IPVS's `expire_nodest_conn`: a client packet on a session whose real
+    /// server left the configuration ends the session (a TCP SYN or a UDP
+    /// datagram is scheduled anew; anything else is dropped) instead of
+    /// being forwarded to the removed server.
+    pub expire_nodest_conn: bool,
 }
 
 impl Default for WorkerConfig {
@@ -91,6 +96,7 @@ impl Default for WorkerConfig {
             capacity: 1 << 16,
             local_ports: DEFAULT_PORT_RANGE,
             expire_budget: 1024,
+            expire_nodest_conn: false,
         }
     }
 }
@@ -478,6 +484,20 @@ impl Worker {
     /// Client to real server on an existing session.
     fn inbound(&mut self, buf: &mut impl PacketBuf, p: &Parsed, id: SessionId) -> Action {
         let s = *self.sessions.get(id);
+        if self.cfg.expire_nodest_conn
+            && s.dest != NIL
+            && self.dests.dests[s.dest as usize].idx == NIL
+        {
+            self.close(id);
+            let starts = p.proto == ip_proto::UDP
+                || (p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack());
+            if let (true, Some(proto)) = (starts, Protocol::from_number(p.proto)) {
+                if let Some(si) = self.snap.lookup(proto, session::ip(&p.dst), p.dport) {
+                    return self.new_session(buf, p, si);
+                }
+            }
+            return self.drop(Counter::DropDestRemoved);
+        }
         // A new SYN on a closing connection's tuple starts a new connection.
         if p.proto == ip_proto::TCP
             && p.tcp_flags.syn()

@@ -626,6 +626,53 @@ fn quiescing_and_removing_a_server_keeps_its_connections() {
 }
 
 #[test]
+fn expire_nodest_conn_ends_sessions_of_removed_servers() {
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            expire_nodest_conn: true,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    );
+    let c = |port: u16, flags: u8| {
+        Builder::tcp_v4(&format!("10.0.0.2:{port}"), "198.18.0.10:80", flags).build()
+    };
+    assert_eq!(run(&mut w, &c(40000, SYN), 0, 1).0, tx(1, "10.1.0.5"));
+    assert_eq!(run(&mut w, &c(40002, SYN), 0, 1).0, tx(1, "10.1.0.6"));
+    assert_eq!(run(&mut w, &c(40004, SYN), 0, 1).0, tx(1, "10.1.0.5"));
+    // Weight 0 is not removal: the connection continues.
+    let mut quiesced = specs();
+    quiesced[0].reals[0].weight = 0;
+    w.adopt(snapshot(quiesced));
+    assert_eq!(run(&mut w, &c(40000, ACK), 0, 2).0, tx(1, "10.1.0.5"));
+    let mut removed = specs();
+    removed[0].reals.remove(0);
+    w.adopt(snapshot(removed));
+    assert_eq!(
+        run(&mut w, &c(40000, ACK), 0, 3).0,
+        Action::Drop(Counter::DropDestRemoved),
+        "not sent to the removed server"
+    );
+    assert_eq!(w.counters().get(Counter::DropDestRemoved), 1);
+    assert_eq!(
+        run(&mut w, &c(40000, ACK), 0, 3).0,
+        Action::Drop(Counter::DropTcpNotSyn),
+        "the session is gone"
+    );
+    assert_eq!(
+        run(&mut w, &c(40004, SYN), 0, 3).0,
+        tx(1, "10.1.0.6"),
+        "a SYN on the old tuple is scheduled anew"
+    );
+    assert_eq!(
+        run(&mut w, &c(40002, ACK), 0, 3).0,
+        tx(1, "10.1.0.6"),
+        "sessions of servers that stay are untouched"
+    );
+}
+
+#[test]
 fn icmp_errors_are_translated_to_the_other_side() {
     let mut w = worker();
     let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
