@@ -136,6 +136,29 @@ pub struct AdminConfig {
     /// Its path (default [`DEFAULT_ADMIN_SOCKET`]).
     #[serde(default = "default_admin_socket")]
     pub socket: String,
+    /// A group (name or number) whose members may use the socket too: the
+    /// socket then belongs to it with mode 0660 (else 0600, owner only).
+    pub group: Option<Spanned<String>>,
+}
+
+impl AdminConfig {
+    /// The group's id, if one is configured and exists.
+    pub fn gid(&self) -> Option<u32> {
+        self.group.as_ref().and_then(|g| group_id(g.get_ref()))
+    }
+}
+
+/// A group's id, from a number or from its name in /etc/group.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut fields = l.split(':');
+        (fields.next()? == group).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
 }
 
 /// `[metrics]`: the Prometheus endpoint (absent: off).
@@ -447,6 +470,15 @@ impl Config {
                     lcores.span(),
                     "[workers] lcores",
                     format!("lcore {l} is listed twice"),
+                ));
+            }
+        }
+        if let Some(g) = self.admin.as_ref().and_then(|a| a.group.as_ref()) {
+            if group_id(g.get_ref()).is_none() {
+                return Err(c.error(
+                    g.span(),
+                    "[admin] group",
+                    format!("no group named {:?} (see /etc/group)", g.get_ref()),
                 ));
             }
         }

@@ -1,4 +1,5 @@
-//! The admin socket: a Unix socket, mode 0600, speaking newline-delimited
+//! The admin socket: a Unix socket, mode 0600 (0660 with a configured
+//! group), speaking newline-delimited
 //! JSON. Each request is one line, `{"v": 1, "op": "...", ...}`; each answer
 //! one line, `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
 //!
@@ -192,8 +193,13 @@ impl Drop for AdminServer {
     }
 }
 
-/// Serves `path`, passing requests to `requests`.
-pub fn serve(path: &Path, requests: Sender<Pending>) -> Result<AdminServer, AdminError> {
+/// Serves `path`, passing requests to `requests`; with `group`, members of
+/// that group may connect too.
+pub fn serve(
+    path: &Path,
+    group: Option<u32>,
+    requests: Sender<Pending>,
+) -> Result<AdminServer, AdminError> {
     let io_err = |source| AdminError::Io {
         path: path.to_owned(),
         source,
@@ -213,6 +219,10 @@ pub fn serve(path: &Path, requests: Sender<Pending>) -> Result<AdminServer, Admi
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(io_err)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(&tmp, None, Some(gid)).map_err(io_err)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+    }
     std::fs::rename(&tmp, path).map_err(io_err)?;
     listener.set_nonblocking(true).map_err(io_err)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -351,7 +351,11 @@ pub fn run(
         _ => None,
     };
     let _admin = match (&control, socket) {
-        (Some(_), Some(path)) => match crate::admin::serve(path.as_path(), admin_tx) {
+        (Some(_), Some(path)) => match crate::admin::serve(
+            path.as_path(),
+            config.admin.as_ref().and_then(|a| a.gid()),
+            admin_tx,
+        ) {
             Ok(server) => {
                 tracing::info!(socket = %path.display(), "admin socket ready");
                 Some(server)

@@ -227,3 +227,23 @@ fn owned_addresses_are_announced_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(garps_reach(&mut c, 6), 6, "nothing announced twice");
 }
+
+#[test]
+fn a_configured_group_may_use_the_socket() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = lb_tests::golden::TempDir::new("group");
+    let config = tmp.0.join("lb.toml");
+    let base =
+        std::fs::read_to_string(lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"))
+            .unwrap();
+    std::fs::write(&config, format!("{base}\n[admin]\ngroup = \"nogroup\"\n")).unwrap();
+    let dp = Idle::start(&config);
+    let meta = std::fs::metadata(&dp.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 65534, "nogroup's id on Debian");
+    let mut c = Client::new(&dp.socket);
+    assert_eq!(
+        c.call(json!({"op": "version"})).unwrap()["protocol"],
+        json!(1)
+    );
+}
