@@ -521,7 +521,8 @@ impl Control {
                 total.merge(&s.counters);
                 let dataplane = self.worker_stats.get(i).map(|w| json!({"lcore": w.lcore(), "counters": w.snapshot()}));
                 json!({
-                    "sessions": s.sessions, "version": s.version, "dataplane": dataplane,
+                    "sessions": s.sessions, "capacity": s.capacity, "version": s.version, "dataplane": dataplane,
+                    "local_addresses": s.laddrs.iter().map(|(svc, a, n, ports)| json!({"service": svc, "address": a, "connections": n, "ports": ports})).collect::<Vec<_>>(),
                     "counters": s.counters.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
                 })
             })

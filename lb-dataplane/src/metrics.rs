@@ -278,9 +278,24 @@ pub fn render(list: &Value, counters: &Value) -> String {
     let mut worker_events = Vec::new();
     let mut gaps = Vec::new();
     let mut sessions = Vec::new();
+    let mut capacity = Vec::new();
+    let (mut laddr_conns, mut laddr_ports) = (Vec::new(), Vec::new());
     for w in counters["workers"].as_array().into_iter().flatten() {
         let lcore = num(&w["dataplane"]["lcore"]).to_string();
         sessions.push((labels(&[("lcore", lcore.clone())]), num(&w["sessions"])));
+        capacity.push((labels(&[("lcore", lcore.clone())]), num(&w["capacity"])));
+        for l in w["local_addresses"].as_array().into_iter().flatten() {
+            let ls = labels(&[
+                ("lcore", lcore.clone()),
+                (
+                    "local_address",
+                    l["address"].as_str().unwrap_or("").to_owned(),
+                ),
+                ("service", l["service"].as_str().unwrap_or("").to_owned()),
+            ]);
+            laddr_conns.push((ls.clone(), num(&l["connections"])));
+            laddr_ports.push((ls, num(&l["ports"])));
+        }
         for (name, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
             if name == "max_loop_gap_ns" {
                 gaps.push((labels(&[("lcore", lcore.clone())]), num(v)));
@@ -339,6 +354,21 @@ pub fn render(list: &Value, counters: &Value) -> String {
         "Sessions in the worker's table (templates included).",
         &sessions,
     );
+    family(
+        &mut out,
+        "lb_worker_session_capacity",
+        "gauge",
+        "Sessions the worker's table can hold.",
+        &capacity,
+    );
+    family(
+        &mut out,
+        "lb_laddr_connections",
+        "gauge",
+        "Full-NAT connections using a local address, per service and worker.",
+        &laddr_conns,
+    );
+    family(&mut out, "lb_laddr_ports", "gauge", "Local ports the worker owns on a local address (the most connections it can carry from it).", &laddr_ports);
 
     let mut ports: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
     for p in counters["ports"].as_array().into_iter().flatten() {
@@ -379,7 +409,9 @@ mod tests {
         ]});
         let counters = json!({
             "total": {"sessions_created": 4, "drop_tcp_not_syn": 7},
-            "workers": [{"sessions": 5, "dataplane": {"lcore": 1, "counters": {"rx_packets": 52, "drop_tx_full": 0, "max_loop_gap_ns": 900}}}],
+            "workers": [{"sessions": 5, "capacity": 64,
+                "local_addresses": [{"service": "TCP 198.18.0.10:80", "address": "10.0.0.100", "connections": 2, "ports": 64511}],
+                "dataplane": {"lcore": 1, "counters": {"rx_packets": 52, "drop_tx_full": 0, "max_loop_gap_ns": 900}}}],
             "ports": [{"name": "net_pcap0", "stats": {"rx_packets": 52, "tx_packets": 50}}]
         });
         let text = render(&list, &counters);
@@ -406,6 +438,9 @@ mod tests {
         has("lb_worker_events_total{event=\"rx_packets\",lcore=\"1\"} 52");
         has("lb_worker_max_loop_gap_nanoseconds{lcore=\"1\"} 900");
         has("lb_worker_sessions{lcore=\"1\"} 5");
+        has("lb_worker_session_capacity{lcore=\"1\"} 64");
+        has("lb_laddr_connections{lcore=\"1\",local_address=\"10.0.0.100\",service=\"TCP 198.18.0.10:80\"} 2");
+        has("lb_laddr_ports{lcore=\"1\",local_address=\"10.0.0.100\",service=\"TCP 198.18.0.10:80\"} 64511");
         has("lb_port_tx_packets_total{port=\"net_pcap0\"} 50");
         // Every sample line is `name{labels} value` or `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {

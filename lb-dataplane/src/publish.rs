@@ -70,6 +70,9 @@ pub struct WorkerSnapshot {
     pub counters: Counters,
     pub services: Vec<ServiceReport>,
     pub sessions: u32,
+    pub capacity: u32,
+    /// Full-NAT local-address use: (service, address, connections, ports).
+    pub laddrs: Vec<(String, String, u32, u32)>,
     pub version: u64,
 }
 

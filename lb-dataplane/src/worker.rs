@@ -235,6 +235,12 @@ fn handle(engine: &mut lb_core::engine::Worker, r: Request, now: u32) {
                 counters: engine.counters().clone(),
                 services: engine.report(),
                 sessions: engine.sessions.len(),
+                capacity: engine.sessions.capacity(),
+                laddrs: engine
+                    .laddr_use()
+                    .into_iter()
+                    .map(|(k, a, n, ports)| (k.to_string(), a.to_string(), n, ports))
+                    .collect(),
                 version: engine.snapshot().version,
             });
         }

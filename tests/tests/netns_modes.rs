@@ -461,6 +461,19 @@ fn metrics_endpoint_counts_what_it_carried() {
         sample(&text, "lb_worker_sessions{lcore=\"1\"}").is_some(),
         "{text}"
     );
+    assert_eq!(
+        sample(&text, "lb_worker_session_capacity{lcore=\"1\"}"),
+        Some(65536),
+        "{text}"
+    );
+    let laddr_ports = text
+        .lines()
+        .find(|l| l.starts_with("lb_laddr_ports{lcore=\"1\",local_address=\"10.0.0.100\""))
+        .unwrap_or_else(|| panic!("no local-address series in\n{text}"));
+    assert!(
+        laddr_ports.ends_with(" 64511"),
+        "one worker owns every port of 1025-65535: {laddr_ports}"
+    );
     assert!(
         sample(&text, "lb_port_rx_packets_total{port=\"net_af_packet0\"}").unwrap_or(0) > 0,
         "{text}"

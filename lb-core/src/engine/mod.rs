@@ -177,6 +177,20 @@ impl Worker {
         &self.snap
     }
 
+    /// Full-NAT local-address use, per live service and address: (service,
+    /// address, connections using it, ports this worker owns on it).
+    pub fn laddr_use(&self) -> Vec<(crate::service::ServiceKey, IpAddr, u32, u32)> {
+        let mut out = Vec::new();
+        for s in self.dests.svcs.iter().filter(|s| s.live) {
+            if let Some(pool) = &s.pool {
+                for (a, n) in pool.laddrs().iter().zip(pool.in_use()) {
+                    out.push((s.key, session::ip(a), *n, pool.ports_per_laddr()));
+                }
+            }
+        }
+        out
+    }
+
     /// The IPv4 addresses this worker answers ARP for (interface addresses,
     /// VIPs, local addresses), in ascending order: what a gratuitous ARP
     /// announces. Allocates; for between bursts.
