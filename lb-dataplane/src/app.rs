@@ -57,8 +57,12 @@ pub enum AppError {
     Network(#[from] NetError),
     #[error("the services are invalid: {0}")]
     Services(#[from] ServiceError),
+    #[error("the services are invalid: {0}")]
+    Workers(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    Ring(#[from] crate::dpdk::RingError),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -207,6 +211,9 @@ pub fn eal_args(config: &Config, extra: &[String]) -> Vec<String> {
     args
 }
 
+/// Slots of each worker's hand-over ring (a power of two).
+const HAND_OVER_SLOTS: u32 = 4096;
+
 fn mempool_size(config: &Config, queues: u16) -> u32 {
     if config.mempool.mbufs > 0 {
         return config.mempool.mbufs;
@@ -218,7 +225,11 @@ fn mempool_size(config: &Config, queues: u16) -> u32 {
         .sum();
     let workers = u32::try_from(config.workers.lcores.get_ref().len()).unwrap_or(u32::MAX);
     let per_worker = 2 * u32::from(dpdk::burst_len(MAX_BURST)) + config.mempool.cache;
-    let in_flight = workers.saturating_add(1).saturating_mul(per_worker);
+    let mut in_flight = workers.saturating_add(1).saturating_mul(per_worker);
+    if workers > 1 && !config.services.is_empty() {
+        // Each load-balancer worker's hand-over ring can hold mbufs too.
+        in_flight = in_flight.saturating_add(workers.saturating_mul(HAND_OVER_SLOTS));
+    }
     // A power of two minus one is the mempool's most efficient size.
     (rings.saturating_add(in_flight).saturating_add(1024)).next_power_of_two() - 1
 }
@@ -553,6 +564,7 @@ fn launch_lb(
     readers: &mut Vec<Arc<WorkerStats>>,
 ) -> Result<crate::control::Control, AppError> {
     let net = network(config, lb, ports)?;
+    crate::control::check_workers(&lb.services, per_worker.len()).map_err(AppError::Workers)?;
     let snap =
         Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net.clone()));
     let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
@@ -577,6 +589,21 @@ fn launch_lb(
             (MacAddr(p.mac()), v4)
         })
         .collect();
+    // With several workers, a ring each for the packets others receive for
+    // it (Full-NAT replies to its local ports).
+    let mut handover = Vec::new();
+    let mut inboxes = Vec::new();
+    if workers > 1 {
+        for w in 0..workers {
+            let (ring, inbox) = crate::dpdk::HandOverRing::create(
+                eal,
+                &format!("lb_hand_over_{w}"),
+                HAND_OVER_SLOTS,
+            )?;
+            handover.push(ring);
+            inboxes.push(Some(inbox));
+        }
+    }
     for (w, (&lcore, port_queues)) in lcores.iter().zip(per_worker).enumerate() {
         let (rx, tx): (Vec<RxQueue>, Vec<TxQueue>) = port_queues.into_iter().unzip();
         let engine = Engine::new(
@@ -614,6 +641,8 @@ fn launch_lb(
             published: Arc::clone(&published),
             mailbox,
             announce: w == 0,
+            handover: handover.clone(),
+            inbox: inboxes.get_mut(w).and_then(Option::take),
         };
         let h = dpdk::launch(eal, lcore, move || worker.run())
             .map_err(|source| AppError::Launch { lcore, source })?;

@@ -30,7 +30,8 @@ pub enum Counter {
     DropNeighbor,
     /// Dropped: for the kernel, but no exception path is configured.
     DropNoException,
-    /// Dropped: belongs to another worker, and there is no hand-over ring.
+    /// Dropped: belongs to another worker, whose hand-over ring is full (or
+    /// does not exist).
     DropHandOver,
     /// Dropped: to a port this worker has no queue on.
     DropNoPort,
@@ -39,10 +40,12 @@ pub enum Counter {
     MaxLoopGapNs,
     /// Gratuitous ARPs sent (at start, and for addresses a change added).
     GarpSent,
+    /// Packets other workers handed to this one (its Full-NAT replies).
+    HandOverIn,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -54,6 +57,7 @@ impl Counter {
         Counter::DropNoPort,
         Counter::MaxLoopGapNs,
         Counter::GarpSent,
+        Counter::HandOverIn,
     ];
 
     /// The counter's name in reports.
@@ -70,6 +74,7 @@ impl Counter {
             Counter::DropNoPort => "drop_no_port",
             Counter::MaxLoopGapNs => "max_loop_gap_ns",
             Counter::GarpSent => "garp_sent",
+            Counter::HandOverIn => "hand_over_in",
         }
     }
 }

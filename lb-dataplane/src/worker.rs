@@ -14,7 +14,9 @@ use lb_core::packet::PacketBuf;
 use lb_core::session;
 use lb_core::stats::ServiceReport;
 
-use crate::dpdk::{self, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, MAX_BURST};
+use crate::dpdk::{
+    self, HandOverRing, Mbuf, MbufBurst, Mempool, RingConsumer, RxQueue, TxQueue, MAX_BURST,
+};
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
 use crate::stats::{Counter, WorkerCounters};
@@ -45,6 +47,10 @@ pub struct LbWorker {
     pub mailbox: Arc<Mailbox>,
     /// Whether this worker sends the gratuitous ARPs (one worker does).
     pub announce: bool,
+    /// Every worker's hand-over ring, by worker index (empty with one
+    /// worker), and this worker's own end of its ring.
+    pub handover: Vec<&'static HandOverRing>,
+    pub inbox: Option<RingConsumer>,
 }
 
 /// What a worker hands back when it stops.
@@ -101,6 +107,20 @@ impl LbWorker {
                     .process_burst(rx.as_mut_slice(), port, now, &mut actions[..n]);
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(&mut out, port, m, *action, now, &mut released);
+                }
+            }
+            // Packets other workers received for this one.
+            let handed = match self.inbox.as_mut() {
+                Some(inbox) => inbox.dequeue(&mut rx),
+                None => 0,
+            };
+            if handed > 0 {
+                busy = true;
+                self.counters.add(Counter::HandOverIn, handed as u64);
+                for mut m in rx.drain() {
+                    let port = m.port();
+                    let action = self.engine.process(&mut m, port, now);
+                    self.dispatch(&mut out, port, m, action, now, &mut released);
                 }
             }
             for (port, m) in released.drain(..) {
@@ -221,7 +241,14 @@ impl LbWorker {
                 Some(e) => self.queue(out, usize::from(e.port), m),
                 None => self.counters.add(Counter::DropNoException, 1),
             },
-            Action::HandOver { .. } => self.counters.add(Counter::DropHandOver, 1),
+            Action::HandOver { worker } => match self.handover.get(usize::from(worker)) {
+                Some(ring) => {
+                    if ring.enqueue(m).is_err() {
+                        self.counters.add(Counter::DropHandOver, 1);
+                    }
+                }
+                None => self.counters.add(Counter::DropHandOver, 1),
+            },
             Action::Drop(_) => {}
         }
     }

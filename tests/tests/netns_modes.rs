@@ -26,6 +26,12 @@ struct Dataplane {
 }
 
 fn start(topo: &OneArm, services: &str) -> Dataplane {
+    start_with(topo, "[1]", "", "", services)
+}
+
+/// `lcores` is the workers' list, `vdev` options for the port, `eal` more
+/// EAL arguments (a TOML list's tail: `, "--lcores=..."`).
+fn start_with(topo: &OneArm, lcores: &str, vdev: &str, eal: &str, services: &str) -> Dataplane {
     let tmp = TempDir::new("netns");
     let config = tmp.0.join("lb.toml");
     let report = tmp.0.join("report.json");
@@ -34,9 +40,9 @@ fn start(topo: &OneArm, services: &str) -> Dataplane {
         format!(
             r#"
 [eal]
-args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0"]
+args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0{vdev}"{eal}]
 [workers]
-lcores = [1]
+lcores = {lcores}
 [sessions]
 capacity = 65536
 [[port]]
@@ -479,4 +485,69 @@ fn metrics_endpoint_counts_what_it_carried() {
         "{text}"
     );
     assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}
+
+#[test]
+fn two_workers_hand_full_nat_replies_to_their_owner() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("tw", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    // Neighbours are per worker, and an ARP reply reaches only the worker
+    // whose queue it hashes to: give every worker the MACs up front.
+    let neighbors: String = [("10.9.0.2", 2), ("10.0.0.10", 3), ("10.0.0.11", 4), ("10.0.0.12", 5)]
+        .iter()
+        .map(|(ip, k)| {
+            format!("[[neighbor]]\naddress = \"{ip}\"\nmac = \"02:00:00:00:00:{k:02x}\"\nport = \"net_af_packet0\"\n")
+        })
+        .collect();
+    // Two worker lcores sharing the second CPU; the kernel's fanout spreads
+    // flows over the port's two queues by a hash of their tuple, so a
+    // reply (server to local address) often lands on the other worker.
+    let lb = start_with(
+        &topo,
+        "[1, 2]",
+        ",qpairs=2",
+        ", \"--lcores=0@0,1@1,2@1\"",
+        &format!(
+            "{neighbors}\n{}",
+            service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]")
+        ),
+    );
+    let (per_server, _) = load(&topo, &format!("http://{VIP}/"));
+    let report = lb.stop();
+    assert_eq!(
+        per_server.values().sum::<usize>(),
+        REQUESTS,
+        "every request answered: {per_server:?}"
+    );
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{report}");
+    let worker_counter =
+        |w: &serde_json::Value, name: &str| w["counters"][name].as_u64().unwrap_or(0);
+    let handed_in: u64 = workers
+        .iter()
+        .map(|w| worker_counter(w, "hand_over_in"))
+        .sum();
+    assert_eq!(
+        workers
+            .iter()
+            .map(|w| worker_counter(w, "drop_hand_over"))
+            .sum::<u64>(),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        engine_counter(&report, "handed_over"),
+        handed_in,
+        "every hand-over arrived: {report}"
+    );
+    assert!(
+        handed_in > 0,
+        "some replies reached the other worker first: {report}"
+    );
+    eprintln!("{handed_in} packets handed over between the two workers");
+    assert_eq!(
+        engine_counter(&report, "sessions_created"),
+        REQUESTS as u64,
+        "{report}"
+    );
 }

@@ -40,6 +40,14 @@ impl Mbuf {
         Mbuf(raw)
     }
 
+    /// Gives up ownership: the caller must pass the pointer on to someone
+    /// who frees it (a ring, a driver) or take it back with `from_raw`.
+    pub(crate) fn into_raw(self) -> NonNull<dpdk_sys::rte_mbuf> {
+        let raw = self.0;
+        std::mem::forget(self);
+        raw
+    }
+
     fn raw(&self) -> &dpdk_sys::rte_mbuf {
         // SAFETY: we own a valid mbuf; its header is not shared with anyone.
         unsafe { self.0.as_ref() }

@@ -15,12 +15,14 @@ mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+mod ring;
 
 pub use eal::{Eal, EalError};
 pub use lcore::{launch, LaunchError, LcoreHandle};
 pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
+pub use ring::{HandOverRing, RingConsumer, RingError};
 
 use std::ffi::CStr;
 

@@ -238,7 +238,10 @@ impl Port {
         }
 
         let mut conf = dpdk_sys::rte_eth_conf::default();
-        if cfg.rx_queues > 1 {
+        // net_af_packet spreads flows over its queues itself: each queue is
+        // a socket of one PACKET_FANOUT group, hashed by the kernel.
+        let spreads_itself = driver == "net_af_packet";
+        if cfg.rx_queues > 1 && !spreads_itself {
             let wanted = u64::from(
                 dpdk_sys::RTE_ETH_RSS_IP | dpdk_sys::RTE_ETH_RSS_TCP | dpdk_sys::RTE_ETH_RSS_UDP,
             );
