@@ -568,7 +568,9 @@ fn launch_lb(
     let snap =
         Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net.clone()));
     let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
-    let mut mailboxes = Vec::new();
+    let mailboxes: Vec<Arc<crate::publish::Mailbox>> = (0..per_worker.len())
+        .map(|_| Arc::new(crate::publish::Mailbox::default()))
+        .collect();
     let lcores = config.workers.lcores.get_ref();
     let workers = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
     let exception = lb.exception_port.map(|p| ExceptionPath {
@@ -626,8 +628,13 @@ fn launch_lb(
             );
         }
         let (counters, reader) = WorkerStats::new(lcore);
-        let mailbox = Arc::new(crate::publish::Mailbox::default());
-        mailboxes.push(Arc::clone(&mailbox));
+        let mailbox = Arc::clone(&mailboxes[w]);
+        let peers = mailboxes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != w)
+            .map(|(_, m)| Arc::clone(m))
+            .collect();
         let worker = LbWorker {
             engine,
             rx,
@@ -640,6 +647,7 @@ fn launch_lb(
             stop: Arc::clone(stop),
             published: Arc::clone(&published),
             mailbox,
+            peers,
             announce: w == 0,
             handover: handover.clone(),
             inbox: inboxes.get_mut(w).and_then(Option::take),

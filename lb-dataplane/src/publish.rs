@@ -82,6 +82,13 @@ pub enum Request {
     Report(Sender<WorkerSnapshot>),
     /// Zero the statistics (ipvsadm -Z).
     Zero,
+    /// Another worker learned a neighbour from ARP (which RSS gives to one
+    /// queue only): learn it too.
+    Learn {
+        ip: std::net::Ipv4Addr,
+        mac: lb_core::wire::MacAddr,
+        port: u16,
+    },
     /// `limit` sessions from the `offset`-th on.
     Connections {
         offset: usize,

@@ -45,6 +45,8 @@ pub struct LbWorker {
     /// The snapshot to follow, and this worker's requests.
     pub published: Arc<Published>,
     pub mailbox: Arc<Mailbox>,
+    /// The other workers' mailboxes, to share what ARP taught this one.
+    pub peers: Vec<Arc<Mailbox>>,
     /// Whether this worker sends the gratuitous ARPs (one worker does).
     pub announce: bool,
     /// Every worker's hand-over ring, by worker index (empty with one
@@ -76,6 +78,7 @@ impl LbWorker {
         let mut last_expire = 0u32;
         let mut last_pass = dpdk::rdtsc();
         let mut announced = Vec::new();
+        let mailbox = Arc::clone(&self.mailbox);
         self.announce_new(&mut out, &mut announced);
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = dpdk::rdtsc();
@@ -151,9 +154,15 @@ impl LbWorker {
                 self.engine.adopt(self.published.load());
                 self.announce_new(&mut out, &mut announced);
             }
-            if let Some(requests) = self.mailbox.take() {
+            if let Some(requests) = mailbox.take() {
                 for r in requests {
-                    handle(&mut self.engine, r, now);
+                    match r {
+                        Request::Learn { ip, mac, port } => {
+                            self.neigh
+                                .learn(session::addr_v4(ip), mac, port, now, &mut released);
+                        }
+                        other => handle(&mut self.engine, other, now),
+                    }
                 }
             }
         }
@@ -230,6 +239,15 @@ impl LbWorker {
             Action::Arp { ip, mac, reply } => {
                 self.neigh
                     .learn(session::addr_v4(ip), mac, in_port, now, released);
+                for peer in &self.peers {
+                    // A full mailbox loses only this refresh; the peer asks
+                    // ARP itself if it needs the entry.
+                    let _ = peer.post(Request::Learn {
+                        ip,
+                        mac,
+                        port: in_port,
+                    });
+                }
                 if reply {
                     self.queue(out, usize::from(in_port), m);
                 } else if let Some(e) = self.exception {
@@ -272,6 +290,7 @@ fn handle(engine: &mut lb_core::engine::Worker, r: Request, now: u32) {
             });
         }
         Request::Zero => engine.zero_stats(),
+        Request::Learn { .. } => {}
         Request::Connections {
             offset,
             limit,

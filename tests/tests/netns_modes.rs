@@ -491,14 +491,6 @@ fn metrics_endpoint_counts_what_it_carried() {
 fn two_workers_hand_full_nat_replies_to_their_owner() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let topo = OneArm::new("tw", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
-    // Neighbours are per worker, and an ARP reply reaches only the worker
-    // whose queue it hashes to: give every worker the MACs up front.
-    let neighbors: String = [("10.9.0.2", 2), ("10.0.0.10", 3), ("10.0.0.11", 4), ("10.0.0.12", 5)]
-        .iter()
-        .map(|(ip, k)| {
-            format!("[[neighbor]]\naddress = \"{ip}\"\nmac = \"02:00:00:00:00:{k:02x}\"\nport = \"net_af_packet0\"\n")
-        })
-        .collect();
     // Two worker lcores sharing the second CPU; the kernel's fanout spreads
     // flows over the port's two queues by a hash of their tuple, so a
     // reply (server to local address) often lands on the other worker.
@@ -507,10 +499,9 @@ fn two_workers_hand_full_nat_replies_to_their_owner() {
         "[1, 2]",
         ",qpairs=2",
         ", \"--lcores=0@0,1@1,2@1\"",
-        &format!(
-            "{neighbors}\n{}",
-            service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]")
-        ),
+        // No static neighbours: what one worker learns from ARP, the other
+        // is told.
+        &service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]"),
     );
     let (per_server, _) = load(&topo, &format!("http://{VIP}/"));
     let report = lb.stop();
