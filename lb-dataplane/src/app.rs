@@ -57,8 +57,6 @@ pub enum AppError {
     Network(#[from] NetError),
     #[error("the services are invalid: {0}")]
     Services(#[from] ServiceError),
-    #[error("the services are invalid: {0}")]
-    Workers(String),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
@@ -564,7 +562,6 @@ fn launch_lb(
     readers: &mut Vec<Arc<WorkerStats>>,
 ) -> Result<crate::control::Control, AppError> {
     let net = network(config, lb, ports)?;
-    crate::control::check_workers(&lb.services, per_worker.len()).map_err(AppError::Workers)?;
     let snap =
         Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net.clone()));
     let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
@@ -595,6 +592,13 @@ fn launch_lb(
     // it (Full-NAT replies to its local ports).
     let mut handover = Vec::new();
     let mut inboxes = Vec::new();
+    // And a shared record of who holds each NAT session, for NAT replies.
+    let nat_owners = (workers > 1).then(|| {
+        let slots = usize::try_from(lb.capacity)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2 * usize::from(workers));
+        Arc::new(lb_core::session::NatOwners::new(slots))
+    });
     if workers > 1 {
         for w in 0..workers {
             let (ring, inbox) = crate::dpdk::HandOverRing::create(
@@ -608,7 +612,7 @@ fn launch_lb(
     }
     for (w, (&lcore, port_queues)) in lcores.iter().zip(per_worker).enumerate() {
         let (rx, tx): (Vec<RxQueue>, Vec<TxQueue>) = port_queues.into_iter().unzip();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             WorkerConfig {
                 id: u16::try_from(w).unwrap_or(u16::MAX),
                 workers,
@@ -619,6 +623,9 @@ fn launch_lb(
             },
             Arc::clone(&snap),
         );
+        if let Some(t) = &nat_owners {
+            engine.share_nat_owners(Arc::clone(t));
+        }
         let mut neigh = Neighbors::new(neighbor_ports.clone());
         for &(ip, mac, port) in &lb.neighbors {
             neigh.add_static(

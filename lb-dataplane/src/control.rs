@@ -109,25 +109,6 @@ fn rates_json(r: &Rates) -> Value {
     json!({"cps": r.cps, "in_pps": r.in_pps, "out_pps": r.out_pps, "in_bps": r.in_bps, "out_bps": r.out_bps})
 }
 
-/// NAT with several workers needs the reply hand-over table, which does not
-/// exist yet: a NAT reply hashed to a worker without the session would be
-/// lost. Refused, with what to do instead.
-pub fn check_workers(specs: &[ServiceSpec], workers: usize) -> Result<(), String> {
-    if workers <= 1 {
-        return Ok(());
-    }
-    for s in specs {
-        if let Some(rs) = s.reals.iter().find(|r| r.mode == ForwardMode::Nat) {
-            return Err(format!(
-                "{} -> {}:{}: NAT needs a single worker for now ({workers} are configured): its replies \
-                 cannot yet reach the worker that holds the session; use Full-NAT, DR or TUN, or one worker",
-                s.key, rs.addr, rs.port
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Control {
     pub fn new(
         published: Arc<Published>,
@@ -175,7 +156,6 @@ impl Control {
     /// Validates `specs` and `timeouts` as a whole and publishes them, with
     /// the health checks' verdicts applied to what the workers see.
     fn commit(&mut self, specs: Vec<ServiceSpec>, timeouts: Timeouts) -> Result<Value, String> {
-        check_workers(&specs, self.mailboxes.len())?;
         let configured = Snapshot::build(self.version + 1, specs, timeouts)
             .map_err(|e| e.to_string())?
             .specs();
@@ -365,7 +345,6 @@ impl Control {
         // Validate as a whole before saying anything.
         let built =
             Snapshot::build(self.version + 1, specs, timeouts).map_err(|e| e.to_string())?;
-        check_workers(&built.specs(), self.mailboxes.len())?;
         let specs = built.specs();
         let mut diff = Vec::new();
         for s in &specs {

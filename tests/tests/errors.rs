@@ -157,33 +157,3 @@ fn no_config_at_all_is_a_usage_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("pass --config FILE"), "{stderr}");
 }
-
-#[test]
-fn nat_with_two_workers_is_refused_until_replies_can_be_handed_over() {
-    let config = r#"
-[eal]
-args = ["--no-huge", "--no-shconf", "-m", "128", "--no-pci", "--lcores=0@0,1@0,2@0"]
-
-[workers]
-lcores = [1, 2]
-
-[[port]]
-name = "net_null0"
-device = "net_null0,no-rx=1"
-addresses = ["10.0.0.1/24"]
-
-[[service]]
-protocol = "tcp"
-vip = "198.18.0.10"
-port = 80
-
-[[service.real]]
-address = "10.0.0.5"
-mode = "nat"
-"#;
-    let e = fails(Some(config), &[]);
-    assert!(
-        e.contains("TCP 198.18.0.10:80 -> 10.0.0.5:80: NAT needs a single worker"),
-        "{e}"
-    );
-}

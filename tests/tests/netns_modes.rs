@@ -489,8 +489,27 @@ fn metrics_endpoint_counts_what_it_carried() {
 
 #[test]
 fn two_workers_hand_full_nat_replies_to_their_owner() {
+    two_workers(
+        "tw",
+        ServerSetup::Plain,
+        &service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]"),
+    );
+}
+
+#[test]
+fn two_workers_hand_nat_replies_to_their_owner() {
+    two_workers(
+        "tn",
+        ServerSetup::GatewayIsLb,
+        &service("nat", "rr", 80, 8080, ""),
+    );
+}
+
+/// 300 requests through two workers on one port; replies that reach the
+/// worker without the session are handed to its owner.
+fn two_workers(tag: &str, setup: ServerSetup, services: &str) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let topo = OneArm::new("tw", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    let topo = OneArm::new(tag, 3, 8080, ClientNet::Routed, setup).unwrap();
     // Two worker lcores sharing the second CPU; the kernel's fanout spreads
     // flows over the port's two queues by a hash of their tuple, so a
     // reply (server to local address) often lands on the other worker.
@@ -501,7 +520,7 @@ fn two_workers_hand_full_nat_replies_to_their_owner() {
         ", \"--lcores=0@0,1@1,2@1\"",
         // No static neighbours: what one worker learns from ARP, the other
         // is told.
-        &service("fnat", "rr", 80, 8080, "local_addresses = [\"10.0.0.100\"]"),
+        services,
     );
     let (per_server, _) = load(&topo, &format!("http://{VIP}/"));
     let report = lb.stop();
@@ -526,10 +545,12 @@ fn two_workers_hand_full_nat_replies_to_their_owner() {
         0,
         "{report}"
     );
-    assert_eq!(
-        engine_counter(&report, "handed_over"),
-        handed_in,
-        "every hand-over arrived: {report}"
+    // Every hand-over arrived, but for the few a worker may still have
+    // passed on after the other stopped reading (the last ACKs, at stop).
+    let handed_out = engine_counter(&report, "handed_over");
+    assert!(
+        handed_in <= handed_out && handed_out - handed_in <= 2,
+        "{handed_out} handed over, {handed_in} arrived: {report}"
     );
     assert!(
         handed_in > 0,

@@ -120,6 +120,8 @@ pub struct Worker {
     pub counters: Counters,
     ip_ident: u16,
     now: u32,
+    /// With several workers: who holds each NAT session, by reply tuple.
+    nat_owners: Option<Arc<session::NatOwners>>,
 }
 
 fn drop_of(e: ParseError) -> Counter {
@@ -163,9 +165,17 @@ impl Worker {
             counters: Counters::default(),
             ip_ident: 0,
             now: 0,
+            nat_owners: None,
         };
         w.adopt(snap);
         w
+    }
+
+    /// Shares the table of NAT session owners with the other workers: this
+    /// worker records its NAT sessions there and hands over the replies it
+    /// finds recorded for another.
+    pub fn share_nat_owners(&mut self, owners: Arc<session::NatOwners>) {
+        self.nat_owners = Some(owners);
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -383,6 +393,13 @@ impl Worker {
             }
             if let Some(id) = self.sessions.lookup_out_at(bucket_out, &key) {
                 return self.outbound(buf, &p, id);
+            }
+            // A NAT reply whose session another worker holds.
+            if let Some(owner) = self.nat_owners.as_ref().and_then(|t| t.get(&key)) {
+                if owner != self.cfg.id {
+                    self.count(Counter::HandedOver);
+                    return Action::HandOver { worker: owner };
+                }
             }
         }
         if let Some(proto) = Protocol::from_number(p.proto) {
@@ -740,6 +757,9 @@ impl Worker {
             Ok(id) => id,
             Err(_) => return self.drop(Counter::DropTableFull),
         };
+        if let (ForwardMode::Nat, Some(owners)) = (s.mode, &self.nat_owners) {
+            owners.set(&s.outbound_key(), self.cfg.id);
+        }
         let dest = self.dests.svcs[h as usize].dests[i];
         {
             let s = self.sessions.get_mut(id);

@@ -574,6 +574,38 @@ fn replies_of_another_worker_are_handed_over() {
 }
 
 #[test]
+fn nat_replies_find_their_owner_through_the_shared_table() {
+    let cfg = |id| WorkerConfig {
+        id,
+        workers: 2,
+        capacity: 64,
+        ..WorkerConfig::default()
+    };
+    let owners = Arc::new(crate::session::NatOwners::new(1 << 10));
+    let mut w0 = Worker::new(cfg(0), snapshot(specs()));
+    let mut w1 = Worker::new(cfg(1), snapshot(specs()));
+    w0.share_nat_owners(Arc::clone(&owners));
+    w1.share_nat_owners(owners);
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:81", SYN).build();
+    assert_eq!(run(&mut w1, &syn, 0, 1).0, tx(1, "10.1.0.5"));
+    let reply = from_rs(Builder::tcp_v4(
+        "10.1.0.5:8081",
+        "10.0.0.2:40000",
+        SYN | ACK,
+    ));
+    assert_eq!(run(&mut w0, &reply, 1, 1).0, Action::HandOver { worker: 1 });
+    assert_eq!(run(&mut w1, &reply, 1, 1).0, tx(0, "10.0.0.2"));
+    // Anything else without a session stays where it is.
+    let stray = from_rs(Builder::tcp_v4(
+        "10.1.0.5:8081",
+        "10.0.0.2:40001",
+        SYN | ACK,
+    ));
+    assert!(matches!(run(&mut w0, &stray, 1, 1).0, Action::Drop(_)));
+    assert_eq!(w0.counters.get(Counter::HandedOver), 1);
+}
+
+#[test]
 fn quiescing_and_removing_a_server_keeps_its_connections() {
     let mut w = worker();
     let c = |port: u16, flags: u8| {

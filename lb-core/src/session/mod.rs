@@ -9,9 +9,11 @@
 //! in its session; when the session's slot comes round, a session whose
 //! deadline moved is re-linked further on instead of expiring.
 
+mod owners;
 mod table;
 pub mod tcp;
 
+pub use owners::NatOwners;
 pub use table::{ExpireOutcome, SessionId, SessionTable, TableFull, SESSION_BYTES};
 pub use tcp::{next_state, Direction, State};
 
