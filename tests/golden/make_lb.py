@@ -7,15 +7,8 @@ the mode must do (see each case's README.md); scapy computes every checksum
 from scratch, so the dataplane's incremental updates are checked against
 independent values.
 """
-import struct
-
 from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
 
-
-def write_empty(path):
-    """A pcap with no packet (scapy writes none for an empty list)."""
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
 
 LB = "02:70:63:61:70:00"      # net_pcap0's MAC
 CLIENT = "02:00:00:00:01:02"
@@ -38,8 +31,8 @@ def garps(*ips):
     addresses, VIPs, local addresses), sender and target both the address,
     in ascending order, on every port that has an IPv4 address."""
     order = sorted(ips, key=lambda ip: tuple(int(x) for x in ip.split(".")))
-    return [Ether(src=LB, dst="ff:ff:ff:ff:ff:ff") /
-            ARP(op=1, hwsrc=LB, psrc=ip, hwdst="00:00:00:00:00:00", pdst=ip) for ip in order]
+    return stamp([Ether(src=LB, dst="ff:ff:ff:ff:ff:ff") /
+                  ARP(op=1, hwsrc=LB, psrc=ip, hwdst="00:00:00:00:00:00", pdst=ip) for ip in order])
 
 
 def tcp(src_mac, dst_mac, src, dst, flags, seq, ack=0, payload=b"", ttl=64, mss=False):
@@ -99,6 +92,28 @@ def fnat_one_arm():
     return stamp(ins), stamp(exp0), stamp(exp1)
 
 
+def common(ins, exp0, exp1):
+    """What every mode's case ends with, the same whatever the mode: ARP
+    and ping answered, the kernel's traffic to the exception port, and
+    three frames dropped, each with its counter."""
+    ins.append(Ether(src=RS1, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=RS1, psrc="10.0.0.5", pdst=DIP))
+    exp0.append(Ether(src=LB, dst=RS1) / ARP(op=2, hwsrc=LB, psrc=DIP, hwdst=RS1, pdst="10.0.0.5"))
+    for target in (DIP, VIP):
+        ins.append(Ether(src=CLIENT, dst=LB) / IP(src="10.0.0.2", dst=target) / ICMP(type=8, id=7, seq=1) / Raw(b"ping"))
+        exp0.append(Ether(src=LB, dst=CLIENT) / IP(src=target, dst="10.0.0.2", ttl=64) / ICMP(type=0, id=7, seq=1) / Raw(b"ping"))
+    ssh = tcp(CLIENT, LB, ("10.0.0.2", 41000), (DIP, 22), "S", 1)
+    ins.append(ssh)
+    exp1.append(ssh)
+    ins.append(Ether(src=CLIENT, dst=LB, type=0x0800) / Raw(b"\x45\x00\x00"))
+    ins.append(tcp(CLIENT, LB, ("10.0.0.2", 42000), (VIP, 80), "A", 1, 1))
+    ins.append(tcp(CLIENT, "02:00:00:00:09:09", ("10.0.0.2", 42001), (VIP, 80), "S", 1))
+
+
+def udp(src_mac, dst_mac, src, dst, payload, ttl=64):
+    (s, sp), (d, dp) = src, dst
+    return Ether(src=src_mac, dst=dst_mac) / IP(src=s, dst=d, ttl=ttl) / UDP(sport=sp, dport=dp) / Raw(payload)
+
+
 def nat_one_arm():
     c, v, r1, r2 = ("10.0.0.2", 40000), (VIP, 80), ("10.0.0.5", 8080), ("10.0.0.6", 8080)
     c2 = ("10.0.0.2", 40001)
@@ -113,10 +128,21 @@ def nat_one_arm():
         (tcp(RS1, LB, r1, c, "PA", 5001, 1006, b"hello"), tcp(LB, CLIENT, v, c, "PA", 5001, 1006, b"hello", ttl=63)),
         # rr: the next connection to the other server.
         (tcp(CLIENT, LB, c2, v, "S", 9000), tcp(LB, RS2, c2, r2, "S", 9000, ttl=63)),
+        # The first one closes, both directions.
+        (tcp(CLIENT, LB, c, v, "FA", 1006, 5006), tcp(LB, RS1, c, r1, "FA", 1006, 5006, ttl=63)),
+        (tcp(RS1, LB, r1, c, "FA", 5006, 1007), tcp(LB, CLIENT, v, c, "FA", 5006, 1007, ttl=63)),
+        (tcp(CLIENT, LB, c, v, "A", 1007, 5007), tcp(LB, RS1, c, r1, "A", 1007, 5007, ttl=63)),
+        # UDP 53 to 10.0.0.5:5353, and the answer back from the VIP.
+        (udp(CLIENT, LB, ("10.0.0.2", 5000), (VIP, 53), b"query"),
+         udp(LB, RS1, ("10.0.0.2", 5000), ("10.0.0.5", 5353), b"query", ttl=63)),
+        (udp(RS1, LB, ("10.0.0.5", 5353), ("10.0.0.2", 5000), b"answer"),
+         udp(LB, CLIENT, (VIP, 53), ("10.0.0.2", 5000), b"answer", ttl=63)),
     ]:
         ins.append(inp)
         exp.append(out)
-    return stamp(ins), stamp(exp)
+    exp1 = []
+    common(ins, exp, exp1)
+    return stamp(ins), stamp(exp), stamp(exp1)
 
 
 def dr_one_arm():
@@ -129,7 +155,15 @@ def dr_one_arm():
         exp.append(tcp(LB, dst_mac, c, v, flags, seq, 5001 if flags != "S" else 0, payload))
     ins.append(tcp(CLIENT, LB, ("10.0.0.2", 40001), v, "S", 7))
     exp.append(tcp(LB, RS2, ("10.0.0.2", 40001), v, "S", 7))
-    return stamp(ins), stamp(exp)
+    # The client closes (the server's half never passes the LB).
+    ins.append(tcp(CLIENT, LB, c, v, "FA", 1006, 5001))
+    exp.append(tcp(LB, RS1, c, v, "FA", 1006, 5001))
+    # UDP the same way: the datagram as it was, to the server's MAC.
+    ins.append(udp(CLIENT, LB, ("10.0.0.2", 5000), (VIP, 53), b"query"))
+    exp.append(udp(LB, RS1, ("10.0.0.2", 5000), (VIP, 53), b"query"))
+    exp1 = []
+    common(ins, exp, exp1)
+    return stamp(ins), stamp(exp), stamp(exp1)
 
 
 def tun_one_arm():
@@ -139,14 +173,21 @@ def tun_one_arm():
         (RS1, "10.0.0.5", c, "S", 1000),
         (RS1, "10.0.0.5", c, "A", 1001),
         (RS2, "10.0.0.6", ("10.0.0.2", 40001), "S", 77),
+        (RS1, "10.0.0.5", c, "FA", 1001),
+        (RS1, "10.0.0.5", None, "udp", 0),
     ], start=1):
-        inner = tcp(CLIENT, LB, client, v, flags, seq, 5001 if flags == "A" else 0)
+        if flags == "udp":
+            inner = udp(CLIENT, LB, ("10.0.0.2", 5000), (VIP, 53), b"query")
+        else:
+            inner = tcp(CLIENT, LB, client, v, flags, seq, 5001 if "A" in flags else 0)
         ins.append(inner)
         # The client's IP packet, unchanged, inside an outer IPv4 header
         # from the LB's address to the real server: protocol 4, TTL and TOS
         # and DF copied from the inner header, IP ids counting from 1.
         exp.append(Ether(src=LB, dst=rs_mac) / IP(src=DIP, dst=rs, proto=4, ttl=64, id=ident) / inner[IP])
-    return stamp(ins), stamp(exp)
+    exp1 = []
+    common(ins, exp, exp1)
+    return stamp(ins), stamp(exp), stamp(exp1)
 
 
 def main():
@@ -155,11 +196,10 @@ def main():
     wrpcap("lb-fnat-one-arm/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
     wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
     for name, make in [("nat", nat_one_arm), ("dr", dr_one_arm), ("tun", tun_one_arm)]:
-        ins, exp = make()
+        ins, exp, exp1 = make()
         wrpcap(f"lb-{name}-one-arm/in0.pcap", ins)
         wrpcap(f"lb-{name}-one-arm/expect0.pcap", garps(DIP, VIP) + exp)
-        # Nothing of these goes to the kernel.
-        write_empty(f"lb-{name}-one-arm/expect1.pcap")
+        wrpcap(f"lb-{name}-one-arm/expect1.pcap", exp1)
 
 
 if __name__ == "__main__":
