@@ -529,12 +529,17 @@ impl Worker {
             }
             return self.drop(Counter::DropDestRemoved);
         }
-        // A new SYN on a closing connection's tuple starts a new connection.
-        if p.proto == ip_proto::TCP
-            && p.tcp_flags.syn()
-            && !p.tcp_flags.ack()
-            && matches!(s.state, State::TimeWait | State::Close)
-        {
+        // A new SYN on a closing connection's tuple starts a new connection:
+        // after TIME_WAIT or CLOSE, and after FIN_WAIT when the LB never saw
+        // the server's side (DR, TUN: the client closed; IPVS's
+        // conn_reuse_mode bit 2). Otherwise a client reusing its port would
+        // stick to the old server and skip the scheduler.
+        let closing = match s.state {
+            State::TimeWait | State::Close => true,
+            State::FinWait => !s.has_outbound(),
+            _ => false,
+        };
+        if p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack() && closing {
             self.close(id);
             if let Some(si) = self
                 .snap

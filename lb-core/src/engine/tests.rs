@@ -490,6 +490,39 @@ fn fnat_ports_return_when_sessions_go_and_syn_reuses_time_wait() {
 }
 
 #[test]
+fn dr_syn_after_the_clients_fin_is_a_new_connection() {
+    let mut specs = specs();
+    specs[2] = svc(
+        Protocol::Tcp,
+        82,
+        SchedKind::Rr,
+        vec![
+            rs("10.1.0.5", 0, ForwardMode::Dr),
+            rs("10.1.0.6", 0, ForwardMode::Dr),
+        ],
+    );
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs),
+    );
+    let c = |flags: u8| Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:82", flags).build();
+    assert_eq!(run(&mut w, &c(SYN), 0, 1).0, tx(1, "10.1.0.5"));
+    assert_eq!(run(&mut w, &c(ACK), 0, 1).0, tx(1, "10.1.0.5"));
+    assert_eq!(run(&mut w, &c(Flags::FIN | ACK), 0, 1).0, tx(1, "10.1.0.5"));
+    let id = w
+        .sessions
+        .lookup_in(&parse(&c(SYN)).unwrap().key())
+        .unwrap();
+    assert_eq!(w.sessions.get(id).state, State::FinWait);
+    // The client reuses its port: scheduled anew, not stuck to 10.1.0.5.
+    assert_eq!(run(&mut w, &c(SYN), 0, 2).0, tx(1, "10.1.0.6"));
+    assert_eq!(w.sessions.len(), 1);
+}
+
+#[test]
 fn persistence_keeps_a_client_network_on_one_server() {
     let mut w = worker();
     let mut targets = std::collections::HashSet::new();
