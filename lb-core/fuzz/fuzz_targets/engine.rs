@@ -4,7 +4,11 @@
 //! Full-NAT, and a persistent one) on a two-port network. Each input is
 //! split into frames (a length byte, a port byte, the frame); every frame
 //! goes through `process` on its port, then the clock moves and sessions
-//! expire. The engine must never panic, and what it sends on must parse.
+//! expire. The worker is worker 0 of 2 with a shared NAT owners table and
+//! `expire_nodest_conn` on; a frame whose port byte has bit 1 set first
+//! switches to the snapshot without each service's first real server (and
+//! back), so removed servers' sessions are exercised. The engine must never
+//! panic, and what it sends on must parse.
 
 #![no_main]
 
@@ -16,6 +20,7 @@ use lb_core::engine::{Action, Worker, WorkerConfig};
 use lb_core::net::{Interface, Network, Route};
 use lb_core::packet::{parse, PacketBuf, VecBuf};
 use lb_core::sched::SchedKind;
+use lb_core::session::NatOwners;
 use lb_core::service::{ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts};
 use lb_core::testpkt::LB_MAC;
 use lb_core::wire::MacAddr;
@@ -26,7 +31,16 @@ fn ip(s: &str) -> IpAddr {
 
 fn snapshot() -> Arc<Snapshot> {
     static SNAP: OnceLock<Arc<Snapshot>> = OnceLock::new();
-    Arc::clone(SNAP.get_or_init(|| {
+    Arc::clone(SNAP.get_or_init(|| build(false)))
+}
+
+fn shrunk() -> Arc<Snapshot> {
+    static SNAP: OnceLock<Arc<Snapshot>> = OnceLock::new();
+    Arc::clone(SNAP.get_or_init(|| build(true)))
+}
+
+fn build(without_first: bool) -> Arc<Snapshot> {
+    {
         let svc = |proto, port, mode, sched| {
             let mut s = ServiceSpec::new(ServiceKey { proto, vip: ip("198.18.0.10"), port });
             s.sched = sched;
@@ -58,17 +72,33 @@ fn snapshot() -> Arc<Snapshot> {
             &[Route { prefix: ip("0.0.0.0"), len: 0, port: 0, gateway: Some(ip("10.0.0.254")) }],
         )
         .unwrap();
-        Arc::new(Snapshot::build(1, specs, Timeouts::default()).unwrap().with_network(net))
-    }))
+        let mut specs = specs;
+        if without_first {
+            for s in &mut specs {
+                s.reals.remove(0);
+            }
+        }
+        let version = if without_first { 2 } else { 1 };
+        Arc::new(Snapshot::build(version, specs, Timeouts::default()).unwrap().with_network(net))
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut w = Worker::new(WorkerConfig { capacity: 16, ..WorkerConfig::default() }, snapshot());
+    let mut w = Worker::new(
+        WorkerConfig { capacity: 16, workers: 2, expire_nodest_conn: true, ..WorkerConfig::default() },
+        snapshot(),
+    );
+    w.share_nat_owners(Arc::new(NatOwners::new(64)));
+    let mut small = false;
     let mut rest = data;
     let mut now = 0u32;
     while rest.len() >= 2 {
         let len = usize::from(rest[0]) * 8;
         let port = u16::from(rest[1] & 1);
+        if rest[1] & 2 != 0 {
+            small = !small;
+            w.adopt(if small { shrunk() } else { snapshot() });
+        }
         rest = &rest[2..];
         let n = len.min(rest.len());
         let (frame, tail) = rest.split_at(n);
