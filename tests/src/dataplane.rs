@@ -10,6 +10,23 @@ use std::time::{Duration, Instant};
 use crate::golden::TempDir;
 use crate::{binary, pcap};
 
+/// Reads a starting dataplane's `stderr` until it contains `marker` (a
+/// log line such as "forwarding" or "admin socket ready"); returns what it
+/// read. Panics, with the log so far, if the process exits first or 30 s
+/// pass.
+pub fn wait_for_log(stderr: &mut impl Read, marker: &str) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(marker) {
+        assert!(Instant::now() < deadline, "no {marker:?} in 30 s:\n{seen}");
+        let n = stderr.read(&mut buf).expect("read stderr");
+        assert!(n > 0, "the dataplane exited before {marker:?}:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
 /// The dataplane and its scratch directory.
 #[derive(Debug)]
 pub struct Idle {
@@ -47,15 +64,7 @@ impl Idle {
             .spawn()
             .expect("start lb-dataplane");
         let mut stderr = child.stderr.take().expect("piped");
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !seen.contains("admin socket ready") {
-            assert!(Instant::now() < deadline, "no admin socket:\n{seen}");
-            let n = stderr.read(&mut buf).expect("read stderr");
-            assert!(n > 0, "lb-dataplane exited:\n{seen}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
+        wait_for_log(&mut stderr, "admin socket ready");
         std::thread::spawn(move || {
             let mut sink = Vec::new();
             let _ = stderr.read_to_end(&mut sink);

@@ -107,15 +107,7 @@ mode = "fnat"
         .spawn()
         .unwrap();
     let mut stderr = lb.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("admin socket ready") {
-        assert!(Instant::now() < deadline, "not ready:\n{seen}");
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "exited:\n{seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    lb_tests::dataplane::wait_for_log(&mut stderr, "admin socket ready");
     let log = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = stderr.read_to_string(&mut rest);

@@ -66,18 +66,7 @@ addresses = ["10.0.0.1/24", "10.9.0.1/24"]
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("forwarding") {
-        assert!(
-            Instant::now() < deadline,
-            "the dataplane did not start:\n{seen}"
-        );
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "the dataplane exited:\n{seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    lb_tests::dataplane::wait_for_log(&mut stderr, "forwarding");
     // Keep draining stderr so the process never blocks on it.
     std::thread::spawn(move || {
         let mut sink = Vec::new();

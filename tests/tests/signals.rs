@@ -44,16 +44,8 @@ fn stops_on(signal: &str) {
         .spawn()
         .unwrap();
     // Wait until it forwards (the log says so), then signal it.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("forwarding") {
-        assert!(Instant::now() < deadline, "never started:\n{seen}");
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "exited before forwarding:\n{seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    lb_tests::dataplane::wait_for_log(&mut stderr, "forwarding");
     std::thread::sleep(Duration::from_millis(300));
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
