@@ -156,13 +156,7 @@ impl LbWorker {
             }
             if let Some(requests) = mailbox.take() {
                 for r in requests {
-                    match r {
-                        Request::Learn { ip, mac, port } => {
-                            self.neigh
-                                .learn(session::addr_v4(ip), mac, port, now, &mut released);
-                        }
-                        other => handle(&mut self.engine, other, now),
-                    }
+                    handle(&mut self.engine, &mut self.neigh, &mut released, r, now);
                 }
             }
         }
@@ -272,8 +266,15 @@ impl LbWorker {
     }
 }
 
-/// Answers a control request between bursts.
-fn handle(engine: &mut lb_core::engine::Worker, r: Request, now: u32) {
+/// Answers a control request (or learns what another worker's ARP taught it)
+/// between bursts.
+fn handle(
+    engine: &mut lb_core::engine::Worker,
+    neigh: &mut Neighbors,
+    released: &mut Vec<(u16, Mbuf)>,
+    r: Request,
+    now: u32,
+) {
     match r {
         Request::Report(reply) => {
             let _ = reply.send(WorkerSnapshot {
@@ -290,7 +291,9 @@ fn handle(engine: &mut lb_core::engine::Worker, r: Request, now: u32) {
             });
         }
         Request::Zero => engine.zero_stats(),
-        Request::Learn { .. } => {}
+        Request::Learn { ip, mac, port } => {
+            neigh.learn(session::addr_v4(ip), mac, port, now, released);
+        }
         Request::Connections {
             offset,
             limit,
