@@ -313,6 +313,10 @@ pub struct MempoolConfig {
     /// Per-lcore cache.
     #[serde(default = "default_cache")]
     pub cache: u32,
+    /// Bytes of buffer in each mbuf, headroom (128) included; 0 takes
+    /// DPDK's default (2176). Smaller buffers chain longer packets.
+    #[serde(default)]
+    pub data_room: u16,
 }
 
 impl Default for MempoolConfig {
@@ -320,6 +324,7 @@ impl Default for MempoolConfig {
         MempoolConfig {
             mbufs: 0,
             cache: default_cache(),
+            data_room: 0,
         }
     }
 }
@@ -381,6 +386,9 @@ fn default_descriptors() -> u16 {
 fn default_true() -> bool {
     true
 }
+
+/// The smallest `[mempool] data_room`: the headroom and a minimum frame.
+pub const MIN_DATA_ROOM: u16 = 256;
 
 /// The largest receive burst the dataplane supports.
 pub const MAX_BURST: u16 = 64;
@@ -508,6 +516,17 @@ impl Config {
                 "[workers] burst",
                 format!("{} is out of range: use 1 to {MAX_BURST}", burst.get_ref()),
             ));
+        }
+        let room = self.mempool.data_room;
+        if room != 0 && room < MIN_DATA_ROOM {
+            return Err(ConfigError {
+                line: None,
+                key: "[mempool] data_room".into(),
+                message: format!(
+                    "{room} bytes leave no room for a frame after the 128-byte headroom: \
+                     use at least {MIN_DATA_ROOM} (or 0 for DPDK's default)"
+                ),
+            });
         }
         if self.ports.is_empty() {
             return Err(ConfigError {
@@ -1019,6 +1038,7 @@ to = "net_null0"
         assert!(c.ports[1].device.is_none());
         assert_eq!(c.port_index("net_null0"), Some(1));
         assert_eq!(c.mempool.cache, 256);
+        assert_eq!(c.mempool.data_room, 0);
     }
 
     fn err(text: &str) -> ConfigError {
@@ -1049,6 +1069,15 @@ to = "net_null0"
         assert!(e.line.is_some());
         let e = err(&format!("{GOOD}\n[metrics]\nlisten = \"127.0.0.1:9110\"\n"));
         assert!(e.message.contains("load-balancer mode only"), "{e}");
+    }
+
+    #[test]
+    fn data_room_must_hold_headroom_and_a_frame() {
+        let e = err(&format!("{GOOD}\n[mempool]\ndata_room = 200\n"));
+        assert_eq!(e.key, "[mempool] data_room");
+        assert!(e.message.contains("at least 256"), "{e}");
+        let c = Config::from_toml(&format!("{GOOD}\n[mempool]\ndata_room = 384\n")).unwrap();
+        assert_eq!(c.mempool.data_room, 384);
     }
 
     #[test]

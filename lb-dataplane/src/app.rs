@@ -256,7 +256,10 @@ pub fn run(
         "lb_mbufs",
         mempool_size(config, queues),
         config.mempool.cache,
-        dpdk::DEFAULT_DATA_ROOM,
+        match config.mempool.data_room {
+            0 => dpdk::DEFAULT_DATA_ROOM,
+            room => room,
+        },
     )?;
 
     let mut ports = Vec::new();

@@ -1,0 +1,92 @@
+//! The generator on a real DPDK port, as Pktgen-DPDK runs: the profile's
+//! frames sent in order, round and round, flat out or at a target rate,
+//! and whatever the port receives counted.
+
+use std::time::{Duration, Instant};
+
+use lb_dataplane::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM};
+use serde::Serialize;
+
+/// What a run on a port did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub port: String,
+    pub driver: String,
+    pub seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Frames the driver refused (its queue full) and were sent again.
+    pub tx_busy: u64,
+    pub sent_pps: f64,
+    pub received_pps: f64,
+}
+
+/// Sends `frames` on the device `devargs` for `duration`, at `rate`
+/// packets per second or as fast as the port takes them.
+pub fn run(
+    eal_args: &[String],
+    devargs: &str,
+    frames: &[Vec<u8>],
+    rate: Option<f64>,
+    duration: Duration,
+) -> Result<PortReport, String> {
+    if frames.is_empty() {
+        return Err("the profile has no frames".into());
+    }
+    let eal = Eal::init(eal_args).map_err(|e| e.to_string())?;
+    eal.probe(devargs).map_err(|e| format!("{devargs}: {e}"))?;
+    let name = devargs.split(',').next().unwrap_or_default();
+    let pool = Mempool::create(&eal, "gen_mbufs", 16_383, 256, DEFAULT_DATA_ROOM)
+        .map_err(|e| e.to_string())?;
+    let (port, mut rx, mut tx) =
+        Port::open(&eal, name, pool, &PortConfig::default()).map_err(|e| e.to_string())?;
+    let (mut rxq, mut txq) = (rx.remove(0), tx.remove(0));
+    let mut out = MbufBurst::new();
+    let mut inbox = MbufBurst::new();
+    let (mut sent, mut received, mut busy) = (0u64, 0u64, 0u64);
+    let mut next = 0usize;
+    let start = Instant::now();
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        // Flat out, or as many as the rate allows by now.
+        let allowed = match rate {
+            None => u64::MAX,
+            // A rate times seconds, floored: saturating and non-negative.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(r) => (r * elapsed.as_secs_f64()) as u64,
+        };
+        while !out.is_full() && sent + (out.len() as u64) < allowed {
+            let Some(mut m) = pool.alloc() else { break };
+            let f = &frames[next];
+            let len = u16::try_from(f.len()).map_err(|_| "a frame is too long")?;
+            let Some(room) = m.append(len) else {
+                return Err(format!("a {len}-byte frame does not fit one buffer"));
+            };
+            room.copy_from_slice(f);
+            next = (next + 1) % frames.len();
+            let _ = out.push(m);
+        }
+        let before = out.len();
+        let n = txq.tx_burst(&mut out);
+        sent += n as u64;
+        busy += (before - n) as u64;
+        let got = rxq.rx_burst(&mut inbox);
+        received += got as u64;
+        inbox.clear();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    out.clear();
+    Ok(PortReport {
+        port: port.name().to_owned(),
+        driver: port.driver().to_owned(),
+        seconds,
+        sent,
+        received,
+        tx_busy: busy,
+        sent_pps: sent as f64 / seconds,
+        received_pps: received as f64 / seconds,
+    })
+}

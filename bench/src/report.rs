@@ -1,0 +1,238 @@
+//! Results on disk: `<date>-<host>.json` (and `latest.json`), a Markdown
+//! table with the goals checked, and a PNG chart drawn by `bench/chart.py`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::appliance::Mode;
+use crate::run::{CaseResult, Kind, Results};
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+fn find<'a>(
+    r: &'a Results,
+    mode: Mode,
+    kind: Kind,
+    flows: Option<u64>,
+    sched: &str,
+) -> Option<&'a CaseResult> {
+    r.cases.iter().find(|c| {
+        c.mode == mode
+            && c.kind == kind
+            && c.pkt_bytes == 64
+            && c.scheduler == sched
+            && flows.is_none_or(|f| c.sessions.abs_diff(f) * 100 <= f)
+    })
+}
+
+/// The goals of the benchmark issue, each with what this run measured.
+pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for (flows, want) in [(100_000u64, 0.5), (1_000_000, 0.3)] {
+        if let Some(c) = find(r, Mode::Fnat, Kind::Established, Some(flows), "rr") {
+            out.push((
+                format!("FNAT established at {}: >= {want} x 5tswap", human(flows)),
+                format!(
+                    "{:.3} x ({:.2} Mpps){}",
+                    c.ratio_5tswap,
+                    c.mpps,
+                    if c.ratio_5tswap >= want {
+                        String::new()
+                    } else {
+                        format!(", missed by {:.1}x", want / c.ratio_5tswap.max(1e-9))
+                    }
+                ),
+                c.ratio_5tswap >= want,
+            ));
+        }
+    }
+    if let Some(c) = find(r, Mode::Fnat, Kind::NewConn, None, "rr") {
+        let want = 1.5e6;
+        out.push((
+            "new FNAT connections >= 1.5M/s per worker".into(),
+            format!(
+                "{:.2}M/s{}",
+                c.conns_per_s / 1e6,
+                if c.conns_per_s >= want {
+                    String::new()
+                } else {
+                    format!(", missed by {:.1}x", want / c.conns_per_s.max(1.0))
+                }
+            ),
+            c.conns_per_s >= want,
+        ));
+    }
+    for mode in [Mode::Dr, Mode::Tun] {
+        for c in r
+            .cases
+            .iter()
+            .filter(|c| c.mode == mode && c.kind == Kind::Established && c.pkt_bytes == 64)
+        {
+            if let Some(f) = find(r, Mode::Fnat, Kind::Established, Some(c.sessions), "rr") {
+                out.push((
+                    format!(
+                        "{} >= FNAT at {} sessions",
+                        mode.name().to_uppercase(),
+                        human(c.sessions)
+                    ),
+                    format!("{:.2} vs {:.2} Mpps", c.mpps, f.mpps),
+                    c.mpps >= f.mpps,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The Markdown report of a run.
+pub fn markdown(r: &Results) -> String {
+    let m = &r.machine;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Run of {} on `{}`: {}, {} cores at {:.0} MHz, {} GiB, Linux {}, DPDK {}, {}; one worker core{}.\n",
+        r.date,
+        m.host,
+        m.cpu,
+        m.cores,
+        m.cpu_mhz,
+        m.memory_gib,
+        m.kernel,
+        m.dpdk,
+        m.memory_mode,
+        if r.quick { " (quick smoke run: short windows, not for comparison)" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "Ceiling (dpdk-testpmd, one core, same ports and profile):\n"
+    );
+    let _ = writeln!(s, "| packet | io Mpps | 5tswap Mpps |\n|---:|---:|---:|");
+    for b in &r.baselines {
+        let _ = writeln!(
+            s,
+            "| {} B | {:.2} | {:.2} |",
+            b.pkt_bytes, b.io_mpps, b.five_tuple_swap_mpps
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | ns/pkt | cycles/pkt | new conns/s | drops |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
+    );
+    for c in &r.cases {
+        let drops = if c.drops.is_empty() {
+            "0".to_owned()
+        } else {
+            c.drops
+                .iter()
+                .map(|(k, v)| format!("{}: {v}", k.trim_start_matches("drop_")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {:.0} | {:.0} | {} | {} |",
+            c.mode.name().to_uppercase(),
+            match c.kind {
+                Kind::Established => "established",
+                Kind::NewConn => "new conns",
+            },
+            human(c.sessions),
+            c.pkt_bytes,
+            c.scheduler,
+            c.reals,
+            c.mpps,
+            c.ratio_5tswap,
+            c.ns_per_pkt,
+            c.cycles_per_pkt,
+            if c.kind == Kind::NewConn {
+                format!("{:.0}", c.conns_per_s)
+            } else {
+                "-".into()
+            },
+            drops
+        );
+    }
+    let goals = goals(r);
+    if !goals.is_empty() {
+        let _ = writeln!(s, "\n| goal | measured | met |\n|---|---|---|");
+        for (goal, got, met) in goals {
+            let _ = writeln!(s, "| {goal} | {got} | {} |", if met { "yes" } else { "no" });
+        }
+    }
+    s
+}
+
+/// Writes the JSON, Markdown and chart of a run into `dir`; returns the JSON
+/// file's path.
+pub fn write(r: &Results, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let stem = format!("{}-{}", r.date, r.machine.host);
+    let json = serde_json::to_string_pretty(r).expect("results serialise") + "\n";
+    let md = markdown(r);
+    let put = |name: String, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    put(format!("{stem}.json"), &json)?;
+    put("latest.json".into(), &json)?;
+    put(format!("{stem}.md"), &md)?;
+    put("latest.md".into(), &md)?;
+    let png = dir.join(format!("{stem}.png"));
+    chart(&dir.join(format!("{stem}.json")), &png)?;
+    std::fs::copy(&png, dir.join("latest.png"))
+        .map_err(|e| format!("cannot copy the chart: {e}"))?;
+    Ok(dir.join(format!("{stem}.json")))
+}
+
+/// Draws the chart with matplotlib (Debian's python3-matplotlib).
+fn chart(json: &Path, png: &Path) -> Result<(), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("chart.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(json)
+        .arg(png)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the chart failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the part of `readme` between the bench markers with `table`.
+pub fn update_readme(readme: &Path, table: &str) -> Result<(), String> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let text = std::fs::read_to_string(readme)
+        .map_err(|e| format!("cannot read {}: {e}", readme.display()))?;
+    let (Some(a), Some(b)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(format!(
+            "{} has no {BEGIN} ... {END} section",
+            readme.display()
+        ));
+    };
+    let new = format!("{}{BEGIN}\n{table}{}", &text[..a], &text[b..]);
+    std::fs::write(readme, new).map_err(|e| format!("cannot write {}: {e}", readme.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_as_operators_write_them() {
+        assert_eq!(human(1000), "1k");
+        assert_eq!(human(1_000_000), "1M");
+        assert_eq!(human(100_000), "100k");
+        assert_eq!(human(1234), "1234");
+    }
+}

@@ -1,0 +1,596 @@
+//! `lb-bench run`: the matrix of cases, each on a fresh appliance process,
+//! with testpmd's `io` and `5tswap` rates on the same ports as the ceiling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lb_core::wire::MacAddr;
+use serde::Serialize;
+
+use crate::appliance::{Appliance, Mode, Sample, Setup, CLIENTS, VIP};
+use crate::memory::Memory;
+use crate::profile::{Profile, Template};
+use crate::testpmd::{Baseline, Fwd};
+
+/// Established flows or a new connection in every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Established,
+    NewConn,
+}
+
+/// One case of the matrix.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub mode: Mode,
+    pub kind: Kind,
+    /// Established: the flows (sessions) the traffic walks. New connections:
+    /// the unique SYNs in the profile.
+    pub flows: u32,
+    pub pkt_bytes: usize,
+    pub scheduler: &'static str,
+    pub reals: u32,
+}
+
+impl Case {
+    fn label(&self) -> String {
+        let kind = match self.kind {
+            Kind::Established => format!("established {} sessions", self.flows),
+            Kind::NewConn => "new connections".into(),
+        };
+        format!(
+            "{} {kind}, {} B, {} over {} reals",
+            self.mode.name(),
+            self.pkt_bytes,
+            self.scheduler,
+            self.reals
+        )
+    }
+
+    fn profile(&self, dst_mac: MacAddr) -> Profile {
+        let (template, rounds) = match self.kind {
+            // Enough passes for a quarter of a million packets at least, so
+            // the replay loop is long whatever the flow count.
+            Kind::Established => (Template::Data, (262_144 / self.flows).max(1)),
+            Kind::NewConn => (Template::Syn, 1),
+        };
+        Profile {
+            template,
+            pkt_bytes: self.pkt_bytes,
+            flows: self.flows,
+            clients: CLIENTS.parse().expect("a valid address"),
+            client_ports: (1024, 65535),
+            vip: VIP.parse().expect("a valid address"),
+            src_mac: MacAddr([0x02, 0, 0, 0, 0x01, 0x01]),
+            dst_mac,
+            rounds,
+            shuffle: true,
+            handshake: true,
+        }
+    }
+}
+
+/// The whole matrix (`quick`: the smoke subset).
+pub fn matrix(quick: bool) -> Vec<Case> {
+    let case = |mode, kind, flows, pkt_bytes, scheduler| Case {
+        mode,
+        kind,
+        flows,
+        pkt_bytes,
+        scheduler,
+        reals: 1000,
+    };
+    if quick {
+        return vec![
+            case(Mode::Fnat, Kind::Established, 1000, 64, "rr"),
+            case(Mode::Dr, Kind::Established, 1000, 64, "rr"),
+            case(Mode::Fnat, Kind::NewConn, 200_000, 64, "rr"),
+        ];
+    }
+    let mut cases = Vec::new();
+    for flows in [1000, 100_000, 1_000_000] {
+        for mode in Mode::ALL {
+            cases.push(case(mode, Kind::Established, flows, 64, "rr"));
+        }
+    }
+    for mode in Mode::ALL {
+        cases.push(case(mode, Kind::Established, 100_000, 1500, "rr"));
+    }
+    for mode in Mode::ALL {
+        cases.push(case(mode, Kind::NewConn, 3_000_000, 64, "rr"));
+    }
+    for scheduler in ["wlc", "mh"] {
+        cases.push(case(Mode::Fnat, Kind::NewConn, 3_000_000, 64, scheduler));
+    }
+    cases
+}
+
+/// What a case measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub mode: Mode,
+    pub kind: Kind,
+    pub sessions: u64,
+    pub pkt_bytes: usize,
+    pub scheduler: &'static str,
+    pub reals: u32,
+    /// Packets forwarded per second, millions.
+    pub mpps: f64,
+    /// Packets received per second, millions (what the worker kept up with).
+    pub rx_mpps: f64,
+    pub conns_per_s: f64,
+    pub ratio_5tswap: f64,
+    pub ratio_io: f64,
+    pub ns_per_pkt: f64,
+    pub cycles_per_pkt: f64,
+    pub window_s: f64,
+    /// Drops in the window, by reason (only those that happened).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The testpmd rates of one packet size.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ceiling {
+    pub pkt_bytes: usize,
+    pub io_mpps: f64,
+    #[serde(rename = "5tswap_mpps")]
+    pub five_tuple_swap_mpps: f64,
+}
+
+/// One full run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub machine: Machine,
+    /// The 64-byte ceiling.
+    pub baseline: Ceiling,
+    pub baselines: Vec<Ceiling>,
+    pub cases: Vec<CaseResult>,
+    pub quick: bool,
+}
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub host: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub cpu_mhz: f64,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub dpdk: String,
+    pub memory_mode: String,
+    pub worker_cores: u32,
+}
+
+/// Settings of `lb-bench run`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub quick: bool,
+    pub dataplane: PathBuf,
+    pub testpmd: PathBuf,
+    pub work: PathBuf,
+    pub allow_huge: bool,
+    pub warmup: Duration,
+    pub window: Duration,
+    /// Only the cases of these modes (all when empty).
+    pub modes: Vec<Mode>,
+}
+
+fn progress(i: usize, n: usize, what: &str) {
+    eprintln!("lb-bench [{i}/{n}] {what}");
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn cpuinfo(key: &str) -> Option<String> {
+    read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine(memory: &Memory) -> Machine {
+    let mem_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        host: command_output("hostname", &[]),
+        cpu: cpuinfo("model name").unwrap_or_default(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_mhz: cpuinfo("cpu MHz")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        memory_gib: (mem_kib / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+        kernel: command_output("uname", &["-r"]),
+        dpdk: command_output("pkg-config", &["--modversion", "libdpdk"]),
+        memory_mode: memory.describe(),
+        worker_cores: 1,
+    }
+}
+
+/// Per-mbuf buffer for frames of `pkt_bytes`: the headroom, the frame, and
+/// room for an outer header, in 64-byte steps.
+fn data_room(pkt_bytes: usize) -> u16 {
+    let want = (128 + pkt_bytes + 64).div_ceil(64) * 64;
+    u16::try_from(want.max(256)).unwrap_or(u16::MAX)
+}
+
+/// DPDK heap for `mbufs` buffers of `room` bytes, plus the rest.
+fn heap_megabytes(mbufs: u32, room: u16) -> u64 {
+    // The mbuf header (128) and the mempool's object header.
+    let per = u64::from(room) + 128 + 64;
+    (u64::from(mbufs) * per) / (1 << 20) * 11 / 10 + 384
+}
+
+/// The net_pcap port's MAC, asked of the dataplane's probe.
+fn pcap_port_mac(dataplane: &Path, pcap: &Path) -> Result<MacAddr, String> {
+    let out = std::process::Command::new(dataplane)
+        .args(["probe", "--json"])
+        .arg(format!("net_pcap0,rx_pcap={}", pcap.display()))
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", dataplane.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with('{')).unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|_| format!("probe said: {text}"))?;
+    v["mac"]
+        .as_str()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("probe gave no MAC: {text}"))
+}
+
+/// Writes the profile's pcap into `dir` unless it is there already.
+fn pcap_for(profile: &Profile, dir: &Path) -> Result<PathBuf, String> {
+    let name = format!(
+        "{:?}-{}flows-{}B-{}r.pcap",
+        profile.template, profile.flows, profile.pkt_bytes, profile.rounds
+    )
+    .to_lowercase();
+    let path = dir.join(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    let partial = path.with_extension("part");
+    let mut w = crate::pcap::Writer::create(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let mut err = None;
+    profile.for_each_frame(|f| {
+        if err.is_none() {
+            err = w.write(f).err();
+        }
+    });
+    if let Some(e) = err {
+        return Err(format!("cannot write {}: {e}", partial.display()));
+    }
+    w.finish()
+        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename: {e}"))?;
+    Ok(path)
+}
+
+struct Prepared {
+    pcap: PathBuf,
+    mbufs: u32,
+    room: u16,
+}
+
+fn prepare(profile: &Profile, dir: &Path) -> Result<Prepared, String> {
+    let pcap = pcap_for(profile, dir)?;
+    let packets = u32::try_from(profile.packets()).map_err(|_| "profile too large")?;
+    Ok(Prepared {
+        pcap,
+        // The stored profile, the descriptor rings and the caches.
+        mbufs: packets + 16_384,
+        room: data_room(profile.pkt_bytes),
+    })
+}
+
+fn measure_case(
+    opts: &Options,
+    case: &Case,
+    prepared: &Prepared,
+    memory: &Memory,
+    dir: &Path,
+) -> Result<(Sample, Sample), String> {
+    let laddrs = case.flows.div_ceil(60_000) + 1;
+    let setup = Setup {
+        mode: case.mode,
+        scheduler: case.scheduler.into(),
+        reals: case.reals,
+        capacity: (case.flows + case.flows / 4)
+            .next_power_of_two()
+            .max(1 << 16),
+        local_addresses: laddrs.min(250),
+        pcap: prepared.pcap.clone(),
+        mbufs: prepared.mbufs,
+        data_room: prepared.room,
+        eal_memory: memory.eal_args(),
+        admin_socket: dir.join("admin.sock"),
+    };
+    let app = Appliance::start(&opts.dataplane, &setup, dir)?;
+    let result = (|| {
+        if case.kind == Kind::Established {
+            // Warm up: every flow's session made, then the warm-up time.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while app.sample()?.sessions < u64::from(case.flows) {
+                if Instant::now() > deadline {
+                    return Err("the sessions were not all made within 120 s".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(opts.warmup);
+            let first = app.sample()?;
+            std::thread::sleep(opts.window);
+            let last = app.sample()?;
+            return Ok((first, last));
+        }
+        new_conn_window(&app, case.flows, opts.window)
+    })();
+    let stopped = app.stop();
+    let samples = result?;
+    stopped?;
+    Ok(samples)
+}
+
+/// New connections: the replay makes new sessions only on its first pass
+/// over the profile, so sample often from the start and keep the longest
+/// stretch in which (nearly) every packet received made a session.
+fn new_conn_window(
+    app: &Appliance,
+    flows: u32,
+    window: Duration,
+) -> Result<(Sample, Sample), String> {
+    let first = app.sample()?;
+    let mut best = None;
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        let s = app.sample()?;
+        let rx = s.rx.saturating_sub(first.rx);
+        let made = s.created.saturating_sub(first.created);
+        if rx == 0 || made * 100 < rx * 99 {
+            break;
+        }
+        let done = s.created >= u64::from(flows);
+        best = Some(s);
+        if done {
+            break;
+        }
+    }
+    best.map(|last| (first, last)).ok_or_else(|| {
+        "the replay wrapped before the first 50 ms were over: give the profile more SYNs".to_owned()
+    })
+}
+
+fn evaluate(case: &Case, a: &Sample, b: &Sample, ceiling: Ceiling, mhz: f64) -> CaseResult {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    let rx = b.rx.saturating_sub(a.rx) as f64;
+    let tx = b.tx.saturating_sub(a.tx) as f64;
+    let created = b.created.saturating_sub(a.created) as f64;
+    let before: BTreeMap<&str, u64> = a.drops.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let drops = b
+        .drops
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(*before.get(k.as_str()).unwrap_or(&0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let mpps = tx / secs / 1e6;
+    let ns = if rx > 0.0 { secs * 1e9 / rx } else { 0.0 };
+    let ratio = |c: f64| if c > 0.0 { mpps / c } else { 0.0 };
+    CaseResult {
+        mode: case.mode,
+        kind: case.kind,
+        sessions: b.sessions,
+        pkt_bytes: case.pkt_bytes,
+        scheduler: case.scheduler,
+        reals: case.reals,
+        mpps,
+        rx_mpps: rx / secs / 1e6,
+        conns_per_s: created / secs,
+        ratio_5tswap: ratio(ceiling.five_tuple_swap_mpps),
+        ratio_io: ratio(ceiling.io_mpps),
+        ns_per_pkt: ns,
+        cycles_per_pkt: ns * mhz / 1000.0,
+        window_s: secs,
+        drops,
+    }
+}
+
+/// Runs the matrix and returns the results.
+pub fn run(opts: &Options) -> Result<Results, String> {
+    let cases: Vec<Case> = matrix(opts.quick)
+        .into_iter()
+        .filter(|c| opts.modes.is_empty() || opts.modes.contains(&c.mode))
+        .collect();
+    if cases.is_empty() {
+        return Err("no case left to run".into());
+    }
+    let pcaps = opts.work.join("pcap");
+    std::fs::create_dir_all(&pcaps)
+        .map_err(|e| format!("cannot create {}: {e}", pcaps.display()))?;
+    let probe_pcap = pcaps.join("probe.pcap");
+    crate::pcap::Writer::create(&probe_pcap)
+        .and_then(|w| w.finish())
+        .map_err(|e| format!("cannot write {}: {e}", probe_pcap.display()))?;
+    let mac = pcap_port_mac(&opts.dataplane, &probe_pcap)?;
+
+    // Profiles first: the largest decides the memory every run gets, so
+    // the appliance and testpmd run on the same kind of memory.
+    let n = cases.len();
+    let mut prepared = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        progress(i + 1, n, &format!("writing the profile of {}", c.label()));
+        prepared.push(prepare(&c.profile(mac), &pcaps)?);
+    }
+    let heap = prepared
+        .iter()
+        .map(|p| heap_megabytes(p.mbufs, p.room))
+        .max()
+        .unwrap_or(512);
+    let memory = Memory::reserve(heap, opts.allow_huge, "run");
+    eprintln!(
+        "lb-bench: {n} cases, DPDK memory: {} MB of {}",
+        heap,
+        memory.describe()
+    );
+    let machine = machine(&memory);
+
+    // The ceilings, one per packet size, on the established profile of the
+    // most flows at that size.
+    let mut ceilings: Vec<Ceiling> = Vec::new();
+    let mut sizes: Vec<usize> = cases.iter().map(|c| c.pkt_bytes).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for size in sizes {
+        let (c, p) = cases
+            .iter()
+            .zip(&prepared)
+            .filter(|(c, _)| c.pkt_bytes == size)
+            .max_by_key(|(c, _)| (c.kind == Kind::Established, c.flows))
+            .expect("a case of this size");
+        let baseline = Baseline {
+            testpmd: &opts.testpmd,
+            pcap: &p.pcap,
+            eal_memory: &memory.eal_args(),
+            mbufs: p.mbufs,
+            data_room: p.room,
+            warmup: opts.warmup,
+            window: opts.window,
+        };
+        eprintln!(
+            "lb-bench: testpmd io and 5tswap at {size} B on the profile of {}",
+            c.label()
+        );
+        let io = baseline.measure(Fwd::Io)? / 1e6;
+        let swap = baseline.measure(Fwd::FiveTupleSwap)? / 1e6;
+        eprintln!("lb-bench: ceiling at {size} B: io {io:.2} Mpps, 5tswap {swap:.2} Mpps");
+        ceilings.push(Ceiling {
+            pkt_bytes: size,
+            io_mpps: io,
+            five_tuple_swap_mpps: swap,
+        });
+    }
+
+    let mut results = Vec::new();
+    for (i, (case, p)) in cases.iter().zip(&prepared).enumerate() {
+        progress(i + 1, n, &case.label());
+        let dir = opts.work.join(format!("case-{i}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let (a, b) = measure_case(opts, case, p, &memory, &dir)
+            .map_err(|e| format!("{}: {e}", case.label()))?;
+        let ceiling = *ceilings
+            .iter()
+            .find(|c| c.pkt_bytes == case.pkt_bytes)
+            .expect("a ceiling for every size");
+        let r = evaluate(case, &a, &b, ceiling, machine.cpu_mhz);
+        eprintln!(
+            "lb-bench [{}/{n}]   {:.2} Mpps ({:.2} x 5tswap), {:.0} ns/packet, {:.0} new conns/s, {} sessions, drops {:?}",
+            i + 1,
+            r.mpps,
+            r.ratio_5tswap,
+            r.ns_per_pkt,
+            r.conns_per_s,
+            r.sessions,
+            r.drops
+        );
+        results.push(r);
+    }
+    let baseline = *ceilings
+        .iter()
+        .find(|c| c.pkt_bytes == 64)
+        .unwrap_or(&ceilings[0]);
+    Ok(Results {
+        date: command_output("date", &["-u", "+%Y-%m-%d"]),
+        machine,
+        baseline,
+        baselines: ceilings,
+        cases: results,
+        quick: opts.quick,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_fit_the_frame_and_an_outer_header() {
+        assert_eq!(data_room(64), 256);
+        assert_eq!(data_room(1500), 1728);
+        assert!(heap_megabytes(2_000_000, 256) > 800);
+    }
+
+    #[test]
+    fn the_full_matrix_covers_modes_sizes_and_schedulers() {
+        let m = matrix(false);
+        for mode in Mode::ALL {
+            for flows in [1000, 100_000, 1_000_000] {
+                assert!(m
+                    .iter()
+                    .any(|c| c.mode == mode && c.kind == Kind::Established && c.flows == flows));
+            }
+            assert!(m.iter().any(|c| c.mode == mode && c.kind == Kind::NewConn));
+            assert!(m.iter().any(|c| c.mode == mode && c.pkt_bytes == 1500));
+        }
+        for s in ["rr", "wlc", "mh"] {
+            assert!(m.iter().any(|c| c.scheduler == s && c.reals == 1000));
+        }
+    }
+
+    #[test]
+    fn a_case_is_judged_on_its_window_only() {
+        let case = matrix(true).remove(0);
+        let t = Instant::now();
+        let a = Sample {
+            at: t,
+            rx: 100,
+            tx: 90,
+            created: 5,
+            sessions: 1000,
+            drops: vec![("drop_no_session".into(), 3), ("drop_tx_full".into(), 1)],
+        };
+        let b = Sample {
+            at: t + Duration::from_secs(2),
+            rx: 4_000_100,
+            tx: 4_000_090,
+            created: 5,
+            sessions: 1000,
+            drops: vec![("drop_no_session".into(), 7), ("drop_tx_full".into(), 1)],
+        };
+        let ceiling = Ceiling {
+            pkt_bytes: 64,
+            io_mpps: 20.0,
+            five_tuple_swap_mpps: 10.0,
+        };
+        let r = evaluate(&case, &a, &b, ceiling, 2000.0);
+        assert!((r.mpps - 2.0).abs() < 1e-9);
+        assert!((r.ratio_5tswap - 0.2).abs() < 1e-9);
+        assert!((r.ns_per_pkt - 500.0).abs() < 1e-6);
+        assert!((r.cycles_per_pkt - 1000.0).abs() < 1e-6);
+        assert_eq!(r.conns_per_s, 0.0);
+        assert_eq!(r.drops.len(), 1);
+        assert_eq!(r.drops["drop_no_session"], 4);
+    }
+}

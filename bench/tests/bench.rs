@@ -1,0 +1,184 @@
+//! `lb-bench` as a user runs it: profiles written to pcap, the generator on
+//! a DPDK port, and the quick benchmark run end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lb_tests::{binary, pcap};
+use serde_json::Value;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lb-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(binary::path("lb-bench"))
+        .args(args)
+        .output()
+        .expect("lb-bench runs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "lb-bench failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn gen_writes_ipv6_udp_profiles_whose_flows_walk_the_ranges() {
+    let dir = scratch("gen6");
+    let file = dir.join("udp6.pcap");
+    ok(&bench(&[
+        "gen",
+        "--template",
+        "udp",
+        "--flows",
+        "300",
+        "--rounds",
+        "2",
+        "--size",
+        "128",
+        "--clients",
+        "2001:db8::1",
+        "--client-ports",
+        "5000-5099",
+        "--vip",
+        "[2001:db8:1::10]:53",
+        "--out",
+        s(&file),
+    ]));
+    let cap = pcap::read(&file).unwrap();
+    assert_eq!(cap.packets.len(), 600);
+    let mut sources = std::collections::BTreeSet::new();
+    for p in &cap.packets {
+        let f = &p.data;
+        assert_eq!(f.len(), 124, "128 bytes on the wire less the FCS");
+        assert_eq!(&f[12..14], &[0x86, 0xdd], "IPv6");
+        assert_eq!(f[20], 17, "UDP");
+        assert_eq!(u16::from_be_bytes([f[56], f[57]]), 53);
+        let port = u16::from_be_bytes([f[54], f[55]]);
+        assert!((5000..=5099).contains(&port));
+        sources.insert((f[22 + 15], port));
+    }
+    // 300 flows over 100 ports: three client addresses.
+    assert_eq!(sources.len(), 300);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gen_refuses_bad_ranges_with_a_clear_error() {
+    let out = bench(&[
+        "gen",
+        "--client-ports",
+        "9-1",
+        "--out",
+        "/nonexistent/x.pcap",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a range of ports"));
+    let out = bench(&["gen", "--size", "9000", "--out", "/nonexistent/x.pcap"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 to 1518"));
+}
+
+#[test]
+fn gen_sends_on_a_port_at_the_rate_and_counts_what_comes_back() {
+    let dir = scratch("port");
+    let back = dir.join("back.pcap");
+    ok(&bench(&[
+        "gen",
+        "--template",
+        "udp",
+        "--flows",
+        "40",
+        "--out",
+        s(&back),
+    ]));
+    let sent_file = dir.join("sent.pcap");
+    let devargs = format!("net_pcap0,rx_pcap={},tx_pcap={}", s(&back), s(&sent_file));
+    let out = ok(&bench(&[
+        "gen",
+        "--template",
+        "syn",
+        "--flows",
+        "100",
+        "--port",
+        &devargs,
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+    ]));
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    let sent = r["sent"].as_u64().unwrap();
+    // One second at 2000/s, give or take the last burst.
+    assert!((1900..=2100).contains(&sent), "{r}");
+    assert_eq!(r["received"], 40, "{r}");
+    let cap = pcap::read(&sent_file).unwrap();
+    assert_eq!(cap.packets.len() as u64, sent);
+    // The SYNs go round the 100 flows in order.
+    let f = &cap.packets[100].data;
+    assert_eq!(f[47] & 0x02, 0x02);
+    assert_eq!(u16::from_be_bytes([f[34], f[35]]), 1024);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn quick_run_measures_the_appliance_against_testpmd() {
+    let dir = scratch("quick");
+    let results = dir.join("results");
+    let work = dir.join("work");
+    let dataplane = binary::path("lb-dataplane");
+    let md = ok(&bench(&[
+        "run",
+        "--quick",
+        "--out",
+        s(&results),
+        "--work",
+        s(&work),
+        "--dataplane",
+        s(&dataplane),
+    ]));
+    let latest: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("latest.json")).unwrap())
+            .unwrap();
+    assert!(
+        latest["baseline"]["io_mpps"].as_f64().unwrap() > 0.0,
+        "{latest}"
+    );
+    assert!(
+        latest["baseline"]["5tswap_mpps"].as_f64().unwrap() > 0.0,
+        "{latest}"
+    );
+    let cases = latest["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for c in cases {
+        assert!(c["mpps"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["ratio_5tswap"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["drops"].is_object(), "{c}");
+    }
+    let est = &cases[0];
+    assert_eq!(est["kind"], "established");
+    assert_eq!(est["sessions"], 1000, "every flow has its session");
+    assert_eq!(
+        est["conns_per_s"].as_f64().unwrap(),
+        0.0,
+        "no new session in the window"
+    );
+    let new = &cases[2];
+    assert_eq!(new["kind"], "new_conn");
+    assert!(new["conns_per_s"].as_f64().unwrap() > 0.0, "{new}");
+    assert!(md.contains("| FNAT | established | 1k | 64 B |"), "{md}");
+    let png = std::fs::read(results.join("latest.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
