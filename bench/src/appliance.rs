@@ -39,7 +39,9 @@ pub const VIP: &str = "198.18.0.10:80";
 /// The first client address of every profile.
 pub const CLIENTS: &str = "172.16.0.1";
 
-/// The appliance's side of a case.
+/// The appliance's side of a case. The real servers' port has an MTU of
+/// 1600, as IPIP deployments have, so a 1500-byte frame still fits after
+/// the tunnel's outer header.
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub mode: Mode,
@@ -85,7 +87,7 @@ impl Setup {
              [admin]\nsocket = {:?}\n\n\
              [[port]]\nname = \"net_pcap0\"\ndevice = \"net_pcap0,rx_pcap={},infinite_rx=1\"\n\
              addresses = [\"172.16.0.254/12\"]\n\n\
-             [[port]]\nname = \"net_null0\"\ndevice = \"net_null0,no-rx=1\"\n\
+             [[port]]\nname = \"net_null0\"\ndevice = \"net_null0,no-rx=1\"\nmtu = 1600\n\
              addresses = [\"10.1.0.254/16\"]\n\n",
             self.mbufs,
             self.data_room,
@@ -235,6 +237,11 @@ impl Appliance {
             sessions: n(&w["sessions"]),
             drops,
         })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the appliance (SIGTERM, then SIGKILL after 10 s).

@@ -12,6 +12,7 @@ use lb_core::wire::MacAddr;
 mod appliance;
 mod memory;
 mod pcap;
+mod perf;
 mod port_gen;
 mod profile;
 mod report;
@@ -154,6 +155,9 @@ enum Command {
         /// Put the Markdown table into this README's bench section.
         #[arg(long)]
         readme: Option<PathBuf>,
+        /// Record where each case's worker spends its cycles (`perf record`).
+        #[arg(long)]
+        perf: bool,
     },
 }
 
@@ -245,12 +249,13 @@ fn real_main() -> Result<(), String> {
             modes,
             window,
             readme,
+            perf,
         } => {
             let dataplane = match dataplane {
                 Some(p) => p,
                 None => beside_me("lb-dataplane")?,
             };
-            let default_window = if quick { 0.5 } else { 2.0 };
+            let default_window = if quick { 0.5 } else { 3.0 };
             let opts = run::Options {
                 quick,
                 dataplane,
@@ -260,6 +265,7 @@ fn real_main() -> Result<(), String> {
                 warmup: Duration::from_secs(1),
                 window: seconds(window.unwrap_or(default_window), "--window")?,
                 modes,
+                perf,
             };
             let results = run::run(&opts)?;
             let json = report::write(&results, &out)?;

@@ -90,6 +90,16 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
     out
 }
 
+/// A symbol without its crate path: `Worker::process_parsed`.
+fn short(sym: &str) -> String {
+    let parts: Vec<&str> = sym.split("::").collect();
+    if parts.len() > 2 {
+        parts[parts.len() - 2..].join("::")
+    } else {
+        sym.to_owned()
+    }
+}
+
 /// The Markdown report of a run.
 pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
@@ -157,6 +167,32 @@ pub fn markdown(r: &Results) -> String {
             },
             drops
         );
+    }
+    let profiled: Vec<&CaseResult> = r.cases.iter().filter(|c| !c.profile.is_empty()).collect();
+    if !profiled.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhere the worker's cycles go (`perf record -e cpu-clock` on its thread in the window; a library in parentheses is its code without symbols):\n"
+        );
+        for c in profiled {
+            let top: Vec<String> = c
+                .profile
+                .iter()
+                .map(|(sym, pct)| format!("{} {pct:.0}%", short(sym)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "- {} {} {} B, {}: {}",
+                c.mode.name().to_uppercase(),
+                match c.kind {
+                    Kind::Established => format!("established {}", human(c.sessions)),
+                    Kind::NewConn => format!("new conns ({})", c.scheduler),
+                },
+                c.pkt_bytes,
+                format_args!("{:.0} ns/pkt", c.ns_per_pkt),
+                top.join(", ")
+            );
+        }
     }
     let goals = goals(r);
     if !goals.is_empty() {

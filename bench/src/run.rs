@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::appliance::{Appliance, Mode, Sample, Setup, CLIENTS, VIP};
 use crate::memory::Memory;
+use crate::perf;
 use crate::profile::{Profile, Template};
 use crate::testpmd::{Baseline, Fwd};
 
@@ -128,6 +129,9 @@ pub struct CaseResult {
     pub window_s: f64,
     /// Drops in the window, by reason (only those that happened).
     pub drops: BTreeMap<String, u64>,
+    /// With `--perf`: the worker's top symbols in the window, percent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: perf::Profile,
 }
 
 /// The testpmd rates of one packet size.
@@ -177,6 +181,8 @@ pub struct Options {
     pub window: Duration,
     /// Only the cases of these modes (all when empty).
     pub modes: Vec<Mode>,
+    /// Profile each case's worker with perf.
+    pub perf: bool,
 }
 
 fn progress(i: usize, n: usize, what: &str) {
@@ -307,7 +313,7 @@ fn measure_case(
     prepared: &Prepared,
     memory: &Memory,
     dir: &Path,
-) -> Result<(Sample, Sample), String> {
+) -> Result<(Vec<Sample>, Option<perf::Profile>), String> {
     let laddrs = case.flows.div_ceil(60_000) + 1;
     let setup = Setup {
         mode: case.mode,
@@ -335,12 +341,19 @@ fn measure_case(
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(opts.warmup);
-            let first = app.sample()?;
-            std::thread::sleep(opts.window);
-            let last = app.sample()?;
-            return Ok((first, last));
+            let recording = opts.perf.then(|| perf::start(app.pid(), dir)).flatten();
+            // Five slices, so that a moment of noise on a shared machine
+            // moves one slice, not the median.
+            let mut samples = vec![app.sample()?];
+            for _ in 0..SLICES {
+                std::thread::sleep(opts.window / SLICES);
+                samples.push(app.sample()?);
+            }
+            return Ok((samples, recording.map(perf::Recording::finish)));
         }
-        new_conn_window(&app, case.flows, opts.window)
+        let recording = opts.perf.then(|| perf::start(app.pid(), dir)).flatten();
+        let (a, b) = new_conn_window(&app, case.flows, opts.window)?;
+        Ok((vec![a, b], recording.map(perf::Recording::finish)))
     })();
     let stopped = app.stop();
     let samples = result?;
@@ -378,11 +391,31 @@ fn new_conn_window(
     })
 }
 
-fn evaluate(case: &Case, a: &Sample, b: &Sample, ceiling: Ceiling, mhz: f64) -> CaseResult {
-    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
-    let rx = b.rx.saturating_sub(a.rx) as f64;
-    let tx = b.tx.saturating_sub(a.tx) as f64;
-    let created = b.created.saturating_sub(a.created) as f64;
+/// Slices of an established-traffic window.
+const SLICES: u32 = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The case's numbers from its samples: rates are the median over the
+/// slices between consecutive samples, drops the sum over the window.
+fn evaluate(case: &Case, samples: &[Sample], ceiling: Ceiling, mhz: f64) -> CaseResult {
+    let (a, b) = (&samples[0], &samples[samples.len() - 1]);
+    let rate = |f: fn(&Sample) -> u64| {
+        median(
+            samples
+                .windows(2)
+                .map(|w| {
+                    let secs = w[1].at.duration_since(w[0].at).as_secs_f64().max(1e-9);
+                    f(&w[1]).saturating_sub(f(&w[0])) as f64 / secs
+                })
+                .collect(),
+        )
+    };
+    let (tx, rx, created) = (rate(|s| s.tx), rate(|s| s.rx), rate(|s| s.created));
+    let secs = b.at.duration_since(a.at).as_secs_f64();
     let before: BTreeMap<&str, u64> = a.drops.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let drops = b
         .drops
@@ -395,8 +428,8 @@ fn evaluate(case: &Case, a: &Sample, b: &Sample, ceiling: Ceiling, mhz: f64) -> 
         })
         .filter(|(_, v)| *v > 0)
         .collect();
-    let mpps = tx / secs / 1e6;
-    let ns = if rx > 0.0 { secs * 1e9 / rx } else { 0.0 };
+    let mpps = tx / 1e6;
+    let ns = if rx > 0.0 { 1e9 / rx } else { 0.0 };
     let ratio = |c: f64| if c > 0.0 { mpps / c } else { 0.0 };
     CaseResult {
         mode: case.mode,
@@ -406,14 +439,15 @@ fn evaluate(case: &Case, a: &Sample, b: &Sample, ceiling: Ceiling, mhz: f64) -> 
         scheduler: case.scheduler,
         reals: case.reals,
         mpps,
-        rx_mpps: rx / secs / 1e6,
-        conns_per_s: created / secs,
+        rx_mpps: rx / 1e6,
+        conns_per_s: created,
         ratio_5tswap: ratio(ceiling.five_tuple_swap_mpps),
         ratio_io: ratio(ceiling.io_mpps),
         ns_per_pkt: ns,
         cycles_per_pkt: ns * mhz / 1000.0,
         window_s: secs,
         drops,
+        profile: Vec::new(),
     }
 }
 
@@ -498,13 +532,14 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         let dir = opts.work.join(format!("case-{i}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let (a, b) = measure_case(opts, case, p, &memory, &dir)
+        let (samples, profile) = measure_case(opts, case, p, &memory, &dir)
             .map_err(|e| format!("{}: {e}", case.label()))?;
         let ceiling = *ceilings
             .iter()
             .find(|c| c.pkt_bytes == case.pkt_bytes)
             .expect("a ceiling for every size");
-        let r = evaluate(case, &a, &b, ceiling, machine.cpu_mhz);
+        let mut r = evaluate(case, &samples, ceiling, machine.cpu_mhz);
+        r.profile = profile.unwrap_or_default();
         eprintln!(
             "lb-bench [{}/{n}]   {:.2} Mpps ({:.2} x 5tswap), {:.0} ns/packet, {:.0} new conns/s, {} sessions, drops {:?}",
             i + 1,
@@ -584,7 +619,7 @@ mod tests {
             io_mpps: 20.0,
             five_tuple_swap_mpps: 10.0,
         };
-        let r = evaluate(&case, &a, &b, ceiling, 2000.0);
+        let r = evaluate(&case, &[a.clone(), b.clone()], ceiling, 2000.0);
         assert!((r.mpps - 2.0).abs() < 1e-9);
         assert!((r.ratio_5tswap - 0.2).abs() < 1e-9);
         assert!((r.ns_per_pkt - 500.0).abs() < 1e-6);
@@ -592,5 +627,18 @@ mod tests {
         assert_eq!(r.conns_per_s, 0.0);
         assert_eq!(r.drops.len(), 1);
         assert_eq!(r.drops["drop_no_session"], 4);
+
+        // A slow slice (noise) does not move the median of three.
+        let mut c = b.clone();
+        c.at = b.at + Duration::from_secs(2);
+        c.rx = b.rx + 400_000;
+        c.tx = b.tx + 400_000;
+        let mut d = c.clone();
+        d.at = c.at + Duration::from_secs(2);
+        d.rx = c.rx + 4_000_000;
+        d.tx = c.tx + 4_000_000;
+        let r = evaluate(&case, &[a, b, c, d], ceiling, 2000.0);
+        assert!((r.mpps - 2.0).abs() < 1e-9, "{}", r.mpps);
+        assert!((r.window_s - 6.0).abs() < 1e-9);
     }
 }
