@@ -120,14 +120,24 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Ceiling (dpdk-testpmd, one core, same ports and profile):\n"
+        "Ceiling: dpdk-testpmd, one core, on the same ports replaying the same profile (each case's ratio is to its own profile's):\n"
     );
-    let _ = writeln!(s, "| packet | io Mpps | 5tswap Mpps |\n|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| profile | packet | io Mpps | 5tswap Mpps |\n|---|---:|---:|---:|"
+    );
     for b in &r.baselines {
         let _ = writeln!(
             s,
-            "| {} B | {:.2} | {:.2} |",
-            b.pkt_bytes, b.io_mpps, b.five_tuple_swap_mpps
+            "| {} {} | {} B | {:.2} | {:.2} |",
+            human(u64::from(b.flows)),
+            match b.kind {
+                Kind::Established => "established flows",
+                Kind::NewConn => "SYNs",
+            },
+            b.pkt_bytes,
+            b.io_mpps,
+            b.five_tuple_swap_mpps
         );
     }
     let _ = writeln!(

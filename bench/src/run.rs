@@ -87,7 +87,7 @@ pub fn matrix(quick: bool) -> Vec<Case> {
         return vec![
             case(Mode::Fnat, Kind::Established, 1000, 64, "rr"),
             case(Mode::Dr, Kind::Established, 1000, 64, "rr"),
-            case(Mode::Fnat, Kind::NewConn, 200_000, 64, "rr"),
+            case(Mode::Fnat, Kind::NewConn, 1_000_000, 64, "rr"),
         ];
     }
     let mut cases = Vec::new();
@@ -134,9 +134,13 @@ pub struct CaseResult {
     pub profile: perf::Profile,
 }
 
-/// The testpmd rates of one packet size.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The testpmd rates on one profile.
+#[derive(Debug, Clone, Serialize)]
 pub struct Ceiling {
+    /// The profile's pcap, e.g. `data-100000flows-64b-2r.pcap`.
+    pub profile: String,
+    pub kind: Kind,
+    pub flows: u32,
     pub pkt_bytes: usize,
     pub io_mpps: f64,
     #[serde(rename = "5tswap_mpps")]
@@ -148,7 +152,8 @@ pub struct Ceiling {
 pub struct Results {
     pub date: String,
     pub machine: Machine,
-    /// The 64-byte ceiling.
+    /// The ceiling on the 64-byte profile of 100k established flows (or
+    /// the first measured).
     pub baseline: Ceiling,
     pub baselines: Vec<Ceiling>,
     pub cases: Vec<CaseResult>,
@@ -351,9 +356,10 @@ fn measure_case(
             }
             return Ok((samples, recording.map(perf::Recording::finish)));
         }
+        let first = app.sample()?;
         let recording = opts.perf.then(|| perf::start(app.pid(), dir)).flatten();
-        let (a, b) = new_conn_window(&app, case.flows, opts.window)?;
-        Ok((vec![a, b], recording.map(perf::Recording::finish)))
+        let last = new_conn_window(&app, &first, case.flows, opts.window)?;
+        Ok((vec![first, last], recording.map(perf::Recording::finish)))
     })();
     let stopped = app.stop();
     let samples = result?;
@@ -366,10 +372,10 @@ fn measure_case(
 /// stretch in which (nearly) every packet received made a session.
 fn new_conn_window(
     app: &Appliance,
+    first: &Sample,
     flows: u32,
     window: Duration,
-) -> Result<(Sample, Sample), String> {
-    let first = app.sample()?;
+) -> Result<Sample, String> {
     let mut best = None;
     let end = Instant::now() + window;
     while Instant::now() < end {
@@ -386,7 +392,7 @@ fn new_conn_window(
             break;
         }
     }
-    best.map(|last| (first, last)).ok_or_else(|| {
+    best.ok_or_else(|| {
         "the replay wrapped before the first 50 ms were over: give the profile more SYNs".to_owned()
     })
 }
@@ -401,7 +407,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The case's numbers from its samples: rates are the median over the
 /// slices between consecutive samples, drops the sum over the window.
-fn evaluate(case: &Case, samples: &[Sample], ceiling: Ceiling, mhz: f64) -> CaseResult {
+fn evaluate(case: &Case, samples: &[Sample], ceiling: &Ceiling, mhz: f64) -> CaseResult {
     let (a, b) = (&samples[0], &samples[samples.len() - 1]);
     let rate = |f: fn(&Sample) -> u64| {
         median(
@@ -490,19 +496,17 @@ pub fn run(opts: &Options) -> Result<Results, String> {
     );
     let machine = machine(&memory);
 
-    // The ceilings, one per packet size, on the established profile of the
-    // most flows at that size.
+    // The ceilings: testpmd on every profile the cases replay.
     let mut ceilings: Vec<Ceiling> = Vec::new();
-    let mut sizes: Vec<usize> = cases.iter().map(|c| c.pkt_bytes).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    for size in sizes {
-        let (c, p) = cases
-            .iter()
-            .zip(&prepared)
-            .filter(|(c, _)| c.pkt_bytes == size)
-            .max_by_key(|(c, _)| (c.kind == Kind::Established, c.flows))
-            .expect("a case of this size");
+    for (c, p) in cases.iter().zip(&prepared) {
+        let name = p
+            .pcap
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if ceilings.iter().any(|x| x.profile == name) {
+            continue;
+        }
         let baseline = Baseline {
             testpmd: &opts.testpmd,
             pcap: &p.pcap,
@@ -512,15 +516,15 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             warmup: opts.warmup,
             window: opts.window,
         };
-        eprintln!(
-            "lb-bench: testpmd io and 5tswap at {size} B on the profile of {}",
-            c.label()
-        );
+        eprintln!("lb-bench: testpmd io and 5tswap on {name}");
         let io = baseline.measure(Fwd::Io)? / 1e6;
         let swap = baseline.measure(Fwd::FiveTupleSwap)? / 1e6;
-        eprintln!("lb-bench: ceiling at {size} B: io {io:.2} Mpps, 5tswap {swap:.2} Mpps");
+        eprintln!("lb-bench: ceiling on {name}: io {io:.2} Mpps, 5tswap {swap:.2} Mpps");
         ceilings.push(Ceiling {
-            pkt_bytes: size,
+            profile: name,
+            kind: c.kind,
+            flows: c.flows,
+            pkt_bytes: c.pkt_bytes,
             io_mpps: io,
             five_tuple_swap_mpps: swap,
         });
@@ -534,10 +538,11 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let (samples, profile) = measure_case(opts, case, p, &memory, &dir)
             .map_err(|e| format!("{}: {e}", case.label()))?;
-        let ceiling = *ceilings
+        let name = p.pcap.file_name().map(|n| n.to_string_lossy());
+        let ceiling = ceilings
             .iter()
-            .find(|c| c.pkt_bytes == case.pkt_bytes)
-            .expect("a ceiling for every size");
+            .find(|c| Some(c.profile.as_str()) == name.as_deref())
+            .expect("a ceiling for every profile");
         let mut r = evaluate(case, &samples, ceiling, machine.cpu_mhz);
         r.profile = profile.unwrap_or_default();
         eprintln!(
@@ -552,10 +557,11 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         );
         results.push(r);
     }
-    let baseline = *ceilings
+    let baseline = ceilings
         .iter()
-        .find(|c| c.pkt_bytes == 64)
-        .unwrap_or(&ceilings[0]);
+        .find(|c| c.pkt_bytes == 64 && c.kind == Kind::Established && c.flows == 100_000)
+        .unwrap_or(&ceilings[0])
+        .clone();
     Ok(Results {
         date: command_output("date", &["-u", "+%Y-%m-%d"]),
         machine,
@@ -615,11 +621,14 @@ mod tests {
             drops: vec![("drop_no_session".into(), 7), ("drop_tx_full".into(), 1)],
         };
         let ceiling = Ceiling {
+            profile: "t.pcap".into(),
+            kind: Kind::Established,
+            flows: 1000,
             pkt_bytes: 64,
             io_mpps: 20.0,
             five_tuple_swap_mpps: 10.0,
         };
-        let r = evaluate(&case, &[a.clone(), b.clone()], ceiling, 2000.0);
+        let r = evaluate(&case, &[a.clone(), b.clone()], &ceiling, 2000.0);
         assert!((r.mpps - 2.0).abs() < 1e-9);
         assert!((r.ratio_5tswap - 0.2).abs() < 1e-9);
         assert!((r.ns_per_pkt - 500.0).abs() < 1e-6);
@@ -637,7 +646,7 @@ mod tests {
         d.at = c.at + Duration::from_secs(2);
         d.rx = c.rx + 4_000_000;
         d.tx = c.tx + 4_000_000;
-        let r = evaluate(&case, &[a, b, c, d], ceiling, 2000.0);
+        let r = evaluate(&case, &[a, b, c, d], &ceiling, 2000.0);
         assert!((r.mpps - 2.0).abs() < 1e-9, "{}", r.mpps);
         assert!((r.window_s - 6.0).abs() < 1e-9);
     }
