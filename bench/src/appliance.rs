@@ -51,11 +51,17 @@ pub struct Setup {
     pub capacity: u32,
     /// Full-NAT local addresses.
     pub local_addresses: u32,
-    pub pcap: PathBuf,
+    /// Port 0's device: the profile's replay (see [`replay`]) or a memif.
+    pub input: String,
     pub mbufs: u32,
     pub data_room: u16,
     pub eal_memory: Vec<String>,
     pub admin_socket: PathBuf,
+}
+
+/// The device that replays `pcap` forever.
+pub fn replay(pcap: &Path) -> String {
+    format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display())
 }
 
 /// Real server `i`: 10.1.x.y on the null port's network.
@@ -85,7 +91,7 @@ impl Setup {
              [mempool]\nmbufs = {}\ndata_room = {}\n\n\
              [sessions]\ncapacity = {}\n\n\
              [admin]\nsocket = {:?}\n\n\
-             [[port]]\nname = \"net_pcap0\"\ndevice = \"net_pcap0,rx_pcap={},infinite_rx=1\"\n\
+             [[port]]\nname = \"{}\"\ndevice = \"{}\"\n\
              addresses = [\"172.16.0.254/12\"]\n\n\
              [[port]]\nname = \"net_null0\"\ndevice = \"net_null0,no-rx=1\"\nmtu = 1600\n\
              addresses = [\"10.1.0.254/16\"]\n\n",
@@ -93,7 +99,8 @@ impl Setup {
             self.data_room,
             self.capacity,
             self.admin_socket.display().to_string(),
-            self.pcap.display(),
+            self.input.split(',').next().unwrap_or_default(),
+            self.input,
         );
         for i in 0..self.reals {
             c += &format!(
@@ -134,6 +141,8 @@ pub struct Sample {
     pub tx: u64,
     pub created: u64,
     pub sessions: u64,
+    /// The worker's longest gap between two loop passes so far, ns.
+    pub max_loop_gap_ns: u64,
     /// Every drop counter: the engine's and the worker's.
     pub drops: Vec<(String, u64)>,
 }
@@ -235,6 +244,7 @@ impl Appliance {
             tx: n(&dp["tx_packets"]),
             created: n(&c["total"]["sessions_created"]),
             sessions: n(&w["sessions"]),
+            max_loop_gap_ns: n(&dp["max_loop_gap_ns"]),
             drops,
         })
     }
@@ -286,7 +296,7 @@ mod tests {
                 reals: 1000,
                 capacity: 1 << 12,
                 local_addresses: 4,
-                pcap: "/tmp/x.pcap".into(),
+                input: replay(Path::new("/tmp/x.pcap")),
                 mbufs: 8191,
                 data_room: 384,
                 eal_memory: vec!["--no-huge".into(), "-m".into(), "512".into()],

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use lb_core::wire::MacAddr;
 
 mod appliance;
+mod loss;
 mod memory;
 mod pcap;
 mod perf;
@@ -266,6 +267,7 @@ fn real_main() -> Result<(), String> {
                 window: seconds(window.unwrap_or(default_window), "--window")?,
                 modes,
                 perf,
+                generator: std::env::current_exe().map_err(|e| format!("where am I? {e}"))?,
             };
             let results = run::run(&opts)?;
             let json = report::write(&results, &out)?;

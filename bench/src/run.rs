@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use lb_core::wire::MacAddr;
 use serde::Serialize;
 
-use crate::appliance::{Appliance, Mode, Sample, Setup, CLIENTS, VIP};
+use crate::appliance::{self, Appliance, Mode, Sample, Setup, CLIENTS, VIP};
+use crate::loss::{LossResult, LossRun};
 use crate::memory::Memory;
 use crate::perf;
 use crate::profile::{Profile, Template};
@@ -157,6 +158,8 @@ pub struct Results {
     pub baseline: Ceiling,
     pub baselines: Vec<Ceiling>,
     pub cases: Vec<CaseResult>,
+    /// Loss at fractions of the measured maximum, fed by the generator.
+    pub losses: Vec<LossResult>,
     pub quick: bool,
 }
 
@@ -188,6 +191,8 @@ pub struct Options {
     pub modes: Vec<Mode>,
     /// Profile each case's worker with perf.
     pub perf: bool,
+    /// The generator binary (this one).
+    pub generator: PathBuf,
 }
 
 fn progress(i: usize, n: usize, what: &str) {
@@ -312,15 +317,10 @@ fn prepare(profile: &Profile, dir: &Path) -> Result<Prepared, String> {
     })
 }
 
-fn measure_case(
-    opts: &Options,
-    case: &Case,
-    prepared: &Prepared,
-    memory: &Memory,
-    dir: &Path,
-) -> Result<(Vec<Sample>, Option<perf::Profile>), String> {
+/// The appliance's configuration for `case`.
+fn setup_for(case: &Case, prepared: &Prepared, memory: &Memory, dir: &Path) -> Setup {
     let laddrs = case.flows.div_ceil(60_000) + 1;
-    let setup = Setup {
+    Setup {
         mode: case.mode,
         scheduler: case.scheduler.into(),
         reals: case.reals,
@@ -328,12 +328,22 @@ fn measure_case(
             .next_power_of_two()
             .max(1 << 16),
         local_addresses: laddrs.min(250),
-        pcap: prepared.pcap.clone(),
+        input: appliance::replay(&prepared.pcap),
         mbufs: prepared.mbufs,
         data_room: prepared.room,
         eal_memory: memory.eal_args(),
         admin_socket: dir.join("admin.sock"),
-    };
+    }
+}
+
+fn measure_case(
+    opts: &Options,
+    case: &Case,
+    prepared: &Prepared,
+    memory: &Memory,
+    dir: &Path,
+) -> Result<(Vec<Sample>, Option<perf::Profile>), String> {
+    let setup = setup_for(case, prepared, memory, dir);
     let app = Appliance::start(&opts.dataplane, &setup, dir)?;
     let result = (|| {
         if case.kind == Kind::Established {
@@ -356,10 +366,11 @@ fn measure_case(
             }
             return Ok((samples, recording.map(perf::Recording::finish)));
         }
+        // No profile here: perf takes about a second to attach, longer than
+        // the first pass over the SYNs may last.
         let first = app.sample()?;
-        let recording = opts.perf.then(|| perf::start(app.pid(), dir)).flatten();
         let last = new_conn_window(&app, &first, case.flows, opts.window)?;
-        Ok((vec![first, last], recording.map(perf::Recording::finish)))
+        Ok((vec![first, last], None))
     })();
     let stopped = app.stop();
     let samples = result?;
@@ -557,6 +568,61 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         );
         results.push(r);
     }
+    // Loss below the maximum, through the generator.
+    let mut losses = Vec::new();
+    let loss_cases: Vec<(usize, f64)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.kind == Kind::Established
+                && c.pkt_bytes == 64
+                && c.flows == if opts.quick { 1000 } else { 100_000 }
+                && (!opts.quick || c.mode == Mode::Fnat)
+        })
+        .flat_map(|(i, _)| {
+            let fractions: &[f64] = if opts.quick { &[0.5] } else { &[0.5, 0.9] };
+            fractions.iter().map(move |&f| (i, f))
+        })
+        .collect();
+    for (k, &(i, fraction)) in loss_cases.iter().enumerate() {
+        let case = &cases[i];
+        let max = results[i].mpps;
+        eprintln!(
+            "lb-bench [loss {}/{}] {} at {:.0}% of its {max:.2} Mpps, through memif from the generator",
+            k + 1,
+            loss_cases.len(),
+            case.label(),
+            fraction * 100.0
+        );
+        let dir = opts.work.join(format!("loss-{k}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let run = LossRun {
+            generator: &opts.generator,
+            dataplane: &opts.dataplane,
+            mode: case.mode,
+            flows: case.flows,
+            pkt_bytes: case.pkt_bytes,
+            max_mpps: max,
+            fraction,
+            duration: opts.window,
+            dir: dir.clone(),
+        };
+        let r = run
+            .run(&setup_for(case, &prepared[i], &memory, &dir))
+            .map_err(|e| format!("loss run of {}: {e}", case.label()))?;
+        eprintln!(
+            "lb-bench [loss {}/{}]   offered {:.2} Mpps: {} refused, {} dropped ({:.4}% lost)",
+            k + 1,
+            loss_cases.len(),
+            r.offered_mpps,
+            r.refused,
+            r.dropped,
+            r.loss_pct
+        );
+        losses.push(r);
+    }
+
     let baseline = ceilings
         .iter()
         .find(|c| c.pkt_bytes == 64 && c.kind == Kind::Established && c.flows == 100_000)
@@ -568,6 +634,7 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         baseline,
         baselines: ceilings,
         cases: results,
+        losses,
         quick: opts.quick,
     })
 }
@@ -610,6 +677,7 @@ mod tests {
             tx: 90,
             created: 5,
             sessions: 1000,
+            max_loop_gap_ns: 0,
             drops: vec![("drop_no_session".into(), 3), ("drop_tx_full".into(), 1)],
         };
         let b = Sample {
@@ -618,6 +686,7 @@ mod tests {
             tx: 4_000_090,
             created: 5,
             sessions: 1000,
+            max_loop_gap_ns: 0,
             drops: vec![("drop_no_session".into(), 7), ("drop_tx_full".into(), 1)],
         };
         let ceiling = Ceiling {
