@@ -1,6 +1,6 @@
 //! Loss below the maximum rate: the generator (`lb-bench gen` in a process
-//! of its own, on the main lcore) feeds the appliance through a memif pair
-//! at a fraction of the rate the case measured. A memif ring that is full
+//! of its own, on the main lcore's CPU) feeds the appliance through a
+//! memif pair at fractions of the most the appliance takes on that path. A memif ring that is full
 //! refuses the frame, which the generator drops and counts, as a wire
 //! would; the appliance counts its own drops. Pcap replay cannot show
 //! this: the worker pulls from it at its own pace.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::appliance::{Appliance, Mode, Setup, CLIENTS, VIP};
+use crate::appliance::{Appliance, Mode, Sample, Setup, CLIENTS, VIP};
 
 /// The appliance's memif port's MAC, where the generator's frames go.
 const MEMIF_MAC: &str = "02:6d:65:6d:69:66";
@@ -22,7 +22,9 @@ pub struct LossResult {
     pub mode: Mode,
     pub sessions: u64,
     pub pkt_bytes: usize,
-    /// The fraction of the case's measured maximum offered.
+    /// The most the appliance took through memif, the generator flat out.
+    pub max_mpps: f64,
+    /// The fraction of that maximum offered.
     pub fraction: f64,
     pub target_mpps: f64,
     /// What the generator achieved, refused frames included.
@@ -69,8 +71,7 @@ pub struct LossRun<'a> {
     pub mode: Mode,
     pub flows: u32,
     pub pkt_bytes: usize,
-    pub max_mpps: f64,
-    pub fraction: f64,
+    pub fractions: Vec<f64>,
     pub duration: Duration,
     pub dir: PathBuf,
 }
@@ -123,9 +124,41 @@ impl LossRun<'_> {
         }
     }
 
-    /// Opens every flow (SYNs at a rate the worker takes easily), then
-    /// offers the data at `fraction` of the maximum for `duration`.
-    pub fn run(&self, setup: &Setup) -> Result<LossResult, String> {
+    /// Offers the data for the window at `rate` (flat out when `None`);
+    /// returns the generator's report and the appliance's samples around it.
+    fn offer(
+        &self,
+        app: &Appliance,
+        socket: &str,
+        rate: Option<f64>,
+    ) -> Result<(serde_json::Value, Sample, Sample, u64), String> {
+        let before = app.sample()?;
+        let preempted_before = preemptions(app.pid());
+        let mut args: Vec<String> = [
+            "--template",
+            "data",
+            "--no-handshake",
+            "--rounds",
+            "2",
+            "--duration",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(self.duration.as_secs_f64().to_string());
+        if let Some(r) = rate {
+            args.push("--rate".into());
+            args.push(format!("{r:.0}"));
+        }
+        let report = self.gen(socket, &args)?;
+        let after = app.sample()?;
+        let preempted = preemptions(app.pid()).saturating_sub(preempted_before);
+        Ok((report, before, after, preempted))
+    }
+
+    /// Opens every flow (SYNs at a rate the worker takes easily), finds the
+    /// most the appliance takes through memif (the generator flat out),
+    /// then offers each fraction of that for the window.
+    pub fn run(&self, setup: &Setup) -> Result<Vec<LossResult>, String> {
         // An abstract socket (memif's default): nothing to clean up.
         let socket = format!(
             "/lb-bench-{}-{}.sock",
@@ -159,57 +192,46 @@ impl LossRun<'_> {
                 opened.sessions, self.flows
             ));
         }
-        let preempted_before = preemptions(app.pid());
-        let target = self.max_mpps * self.fraction * 1e6;
-        let r = self.gen(
-            &socket,
-            &[
-                "--template".into(),
-                "data".into(),
-                "--no-handshake".into(),
-                "--rounds".into(),
-                "2".into(),
-                "--rate".into(),
-                format!("{target:.0}"),
-                "--duration".into(),
-                self.duration.as_secs_f64().to_string(),
-            ],
-        )?;
-        let after = app.sample()?;
-        let preempted = preemptions(app.pid()).saturating_sub(preempted_before);
+        // The maximum on this path: what the appliance accepted with the
+        // generator offering more than it could take.
+        let (flat, ..) = self.offer(&app, &socket, None)?;
+        let max = n(&flat["sent"]) as f64 / flat["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
+        let mut out = Vec::new();
+        for &fraction in &self.fractions {
+            let target = max * fraction;
+            let (r, before, after, preempted) = self.offer(&app, &socket, Some(target))?;
+            let dropped: u64 = after
+                .drops
+                .iter()
+                .map(|(k, v)| {
+                    let b = before.drops.iter().find(|(x, _)| x == k).map_or(0, |(_, v)| *v);
+                    v.saturating_sub(b)
+                })
+                .sum();
+            let (sent, refused) = (n(&r["sent"]), n(&r["refused"]));
+            let offered = sent + refused;
+            let seconds = r["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
+            out.push(LossResult {
+                mode: self.mode,
+                sessions: after.sessions,
+                pkt_bytes: self.pkt_bytes,
+                max_mpps: max / 1e6,
+                fraction,
+                target_mpps: target / 1e6,
+                offered_mpps: offered as f64 / seconds / 1e6,
+                offered,
+                refused,
+                dropped,
+                max_loop_gap_ms: after.max_loop_gap_ns as f64 / 1e6,
+                preempted,
+                loss_pct: if offered > 0 {
+                    (refused + dropped) as f64 * 100.0 / offered as f64
+                } else {
+                    0.0
+                },
+            });
+        }
         app.stop()?;
-        let dropped: u64 = after
-            .drops
-            .iter()
-            .map(|(k, v)| {
-                let before = opened
-                    .drops
-                    .iter()
-                    .find(|(b, _)| b == k)
-                    .map_or(0, |(_, v)| *v);
-                v.saturating_sub(before)
-            })
-            .sum();
-        let (sent, refused) = (n(&r["sent"]), n(&r["refused"]));
-        let offered = sent + refused;
-        let seconds = r["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
-        Ok(LossResult {
-            mode: self.mode,
-            sessions: opened.sessions,
-            pkt_bytes: self.pkt_bytes,
-            fraction: self.fraction,
-            target_mpps: target / 1e6,
-            offered_mpps: offered as f64 / seconds / 1e6,
-            offered,
-            refused,
-            dropped,
-            max_loop_gap_ms: after.max_loop_gap_ns as f64 / 1e6,
-            preempted,
-            loss_pct: if offered > 0 {
-                (refused + dropped) as f64 * 100.0 / offered as f64
-            } else {
-                0.0
-            },
-        })
+        Ok(out)
     }
 }

@@ -46,6 +46,17 @@ pub fn run(
     let (port, mut rx, mut tx) =
         Port::open(&eal, name, pool, &PortConfig::default()).map_err(|e| e.to_string())?;
     let (mut rxq, mut txq) = (rx.remove(0), tx.remove(0));
+    // Like pktgen, send only once the link is up, and give the far side a
+    // moment to finish its own half of the connection (a memif server's
+    // control thread shares a core with us).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !port.link().up {
+        if Instant::now() > deadline {
+            return Err(format!("{name}: the link did not come up within 5 s"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     let mut out = MbufBurst::new();
     let mut inbox = MbufBurst::new();
     let (mut sent, mut received, mut refused) = (0u64, 0u64, 0u64);

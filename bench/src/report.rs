@@ -224,18 +224,19 @@ pub fn markdown(r: &Results) -> String {
     if !r.losses.is_empty() {
         let _ = writeln!(
             s,
-            "\nLoss below the maximum: `lb-bench gen` on the other core feeds the appliance through a memif pair (4096-slot ring) at a fraction of the rate measured above; a full ring refuses the frame, as a NIC's would:\n"
+            "\nLoss below the maximum: `lb-bench gen` on the other core feeds the appliance through a memif pair (4096-slot ring), first flat out (the maximum on this path), then at fractions of that; a full ring refuses the frame, as a NIC's would:\n"
         );
         let _ = writeln!(
             s,
-            "| mode | sessions | offered | of max | refused | dropped | lost | worker's longest stall | worker preempted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| mode | sessions | max via memif | offered | of max | refused | dropped | lost | worker's longest stall | worker preempted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for l in &r.losses {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} Mpps | {:.0}% | {} | {} | {:.3}% | {:.1} ms | {} times |",
+                "| {} | {} | {:.2} Mpps | {:.2} Mpps | {:.0}% | {} | {} | {:.3}% | {:.1} ms | {} times |",
                 l.mode.name().to_uppercase(),
                 human(l.sessions),
+                l.max_mpps,
                 l.offered_mpps,
                 l.fraction * 100.0,
                 l.refused,
