@@ -204,7 +204,11 @@ impl LossRun<'_> {
                 .drops
                 .iter()
                 .map(|(k, v)| {
-                    let b = before.drops.iter().find(|(x, _)| x == k).map_or(0, |(_, v)| *v);
+                    let b = before
+                        .drops
+                        .iter()
+                        .find(|(x, _)| x == k)
+                        .map_or(0, |(_, v)| *v);
                     v.saturating_sub(b)
                 })
                 .sum();

@@ -598,7 +598,11 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             mode: case.mode,
             flows: case.flows,
             pkt_bytes: case.pkt_bytes,
-            fractions: if opts.quick { vec![0.5] } else { vec![0.5, 0.9] },
+            fractions: if opts.quick {
+                vec![0.5]
+            } else {
+                vec![0.5, 0.9]
+            },
             duration: opts.window,
             dir: dir.clone(),
         };

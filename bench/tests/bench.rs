@@ -179,7 +179,10 @@ fn quick_run_measures_the_appliance_against_testpmd() {
     assert!(new["conns_per_s"].as_f64().unwrap() > 0.0, "{new}");
     let loss = &latest["losses"][0];
     assert_eq!(loss["mode"], "fnat", "{latest}");
-    assert_eq!(loss["sessions"], 1000, "the generator's handshake made every session");
+    assert_eq!(
+        loss["sessions"], 1000,
+        "the generator's handshake made every session"
+    );
     assert!(loss["offered"].as_u64().unwrap() > 0, "{loss}");
     assert!(loss["loss_pct"].as_f64().unwrap() >= 0.0, "{loss}");
     assert!(md.contains("| FNAT | established | 1k | 64 B |"), "{md}");
