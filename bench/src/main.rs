@@ -159,6 +159,10 @@ enum Command {
         /// Record where each case's worker spends its cycles (`perf record`).
         #[arg(long)]
         perf: bool,
+        /// Runs of each case, on a fresh appliance each; the median counts
+        /// (default 3, 1 with --quick).
+        #[arg(long)]
+        repeat: Option<u32>,
     },
 }
 
@@ -251,6 +255,7 @@ fn real_main() -> Result<(), String> {
             window,
             readme,
             perf,
+            repeat,
         } => {
             let dataplane = match dataplane {
                 Some(p) => p,
@@ -268,6 +273,7 @@ fn real_main() -> Result<(), String> {
                 modes,
                 perf,
                 generator: std::env::current_exe().map_err(|e| format!("where am I? {e}"))?,
+                repeat: repeat.unwrap_or(if quick { 1 } else { 3 }),
             };
             let results = run::run(&opts)?;
             let json = report::write(&results, &out)?;

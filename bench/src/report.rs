@@ -159,7 +159,7 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\n| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | ns/pkt | cycles/pkt | new conns/s | drops |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
+        "\n| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | ns/pkt | cycles/pkt | new conns/s | drops | repeats' Mpps |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"
     );
     for c in &r.cases {
         let drops = if c.drops.is_empty() {
@@ -173,7 +173,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {:.0} | {:.0} | {} | {} | {} |",
             c.mode.name().to_uppercase(),
             match c.kind {
                 Kind::Established => "established",
@@ -192,7 +192,12 @@ pub fn markdown(r: &Results) -> String {
             } else {
                 "-".into()
             },
-            drops
+            drops,
+            c.runs_mpps
+                .iter()
+                .map(|m| format!("{m:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let profiled: Vec<&CaseResult> = r.cases.iter().filter(|c| !c.profile.is_empty()).collect();
