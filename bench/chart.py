@@ -50,13 +50,13 @@ def main(src, out):
                 ax.text(x1, b["5tswap_mpps"], f" {b['5tswap_mpps']:.1f}", va="center", fontsize=7, color="red")
                 ax.text(x1, b["io_mpps"], f" {b['io_mpps']:.1f}", va="center", fontsize=7)
                 top = max(top, b["io_mpps"])
-    ax.set_ylim(0, max(top, max((c["mpps"] for c in cases), default=1)) * 1.15)
+    ax.set_ylim(0, max(top, max((c["mpps"] for c in cases), default=1)) * 1.25)
     ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(sizes))])
     ax.set_xticklabels([f"{human(s)} sessions" for s in sizes])
     ax.set_ylabel("Mpps forwarded, one worker core")
     m = r["machine"]
     ax.set_title(f"Established TCP, 64 B: {r['date']} on {m['host']} ({m['memory_mode']})", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=6)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
