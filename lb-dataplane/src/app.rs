@@ -209,6 +209,10 @@ pub fn eal_args(config: &Config, extra: &[String]) -> Vec<String> {
     args
 }
 
+/// The exit report's count of packets handed to a worker after it stopped
+/// reading its ring (the last few of a run, freed at exit).
+pub const LATE_HAND_OVER: &str = "drop_hand_over_at_stop";
+
 /// Slots of each worker's hand-over ring (a power of two).
 const HAND_OVER_SLOTS: u32 = 4096;
 
@@ -431,6 +435,24 @@ pub fn run(
     if let Some(lcore) = panicked {
         return Err(AppError::WorkerPanicked(lcore));
     }
+    // No worker runs now, so nothing more can be handed over: what waits in
+    // a ring came after its owner stopped reading. Count it, then free it.
+    let mut late: Vec<u64> = Vec::with_capacity(results.len());
+    for r in &mut results {
+        let mut n = 0u64;
+        if let Some(inbox) = r.inbox.as_mut() {
+            let mut burst = crate::dpdk::MbufBurst::new();
+            loop {
+                let got = inbox.dequeue(&mut burst);
+                if got == 0 {
+                    break;
+                }
+                n += got as u64;
+                burst.clear();
+            }
+        }
+        late.push(n);
+    }
     let engine = config.lb.as_ref().map(|_| engine_report(&results));
     let report = RunReport {
         elapsed_secs: elapsed.as_secs_f64(),
@@ -446,9 +468,18 @@ pub fn run(
             .collect(),
         workers: readers
             .iter()
-            .map(|r| WorkerReport {
-                lcore: r.lcore(),
-                counters: r.snapshot(),
+            .enumerate()
+            .map(|(i, r)| {
+                let mut counters = r.snapshot();
+                if config.lb.is_some() {
+                    // Load-balancer workers are launched, and so joined, in
+                    // the order of their readers.
+                    counters.insert(LATE_HAND_OVER, late.get(i).copied().unwrap_or(0));
+                }
+                WorkerReport {
+                    lcore: r.lcore(),
+                    counters,
+                }
             })
             .collect(),
         engine,
@@ -777,6 +808,15 @@ impl RunReport {
                 let _ = write!(s, " {:>14}", w.counters[c.name()]);
             }
             s.push('\n');
+        }
+        for w in &self.workers {
+            if let Some(&n) = w.counters.get(LATE_HAND_OVER).filter(|&&n| n > 0) {
+                let _ = writeln!(
+                    s,
+                    "lcore {}: {n} handed over after it stopped reading ({LATE_HAND_OVER})",
+                    w.lcore
+                );
+            }
         }
         if let Some(e) = &self.engine {
             let _ = writeln!(

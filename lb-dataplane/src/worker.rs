@@ -56,12 +56,15 @@ pub struct LbWorker {
 }
 
 /// What a worker hands back when it stops.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WorkerResult {
     pub engine: Counters,
     pub services: Vec<ServiceReport>,
     pub sessions: u32,
     pub neighbors: usize,
+    /// This worker's end of its hand-over ring, for the packets other
+    /// workers handed it after it stopped reading (counted once all stop).
+    pub inbox: Option<RingConsumer>,
 }
 
 impl LbWorker {
@@ -165,6 +168,7 @@ impl LbWorker {
             services: self.engine.report(),
             sessions: self.engine.sessions.len(),
             neighbors: self.neigh.len(),
+            inbox: self.inbox.take(),
         }
     }
 
