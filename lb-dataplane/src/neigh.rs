@@ -45,12 +45,28 @@ pub enum Resolved {
     Dropped,
 }
 
+/// The MAC last resolved for a real-server handle (the engine's `dest`):
+/// one load on the packet path instead of a hash lookup. It holds while the
+/// table's generation is unchanged, the packet's next hop is its `hop`, and
+/// it has not aged.
+#[derive(Debug, Clone, Copy, Default)]
+struct Remembered {
+    hop: Addr,
+    mac: MacAddr,
+    expires: u32,
+    generation: u32,
+}
+
 /// One worker's neighbours.
 #[derive(Debug)]
 pub struct Neighbors {
     entries: HashMap<Addr, Entry, ahash::RandomState>,
     asked: HashMap<Addr, u32, ahash::RandomState>,
     held: ArrayVec<(Addr, u16, u32, Mbuf), MAX_HELD>,
+    /// By real-server handle; sized between bursts ([`Self::size_dests`]).
+    by_dest: Vec<Remembered>,
+    /// Moves on every change to `entries`, which forgets all of `by_dest`.
+    generation: u32,
     /// Each port's MAC and IPv4 addresses (prefix lengths), by port index.
     ports: Vec<(MacAddr, Vec<(Ipv4Addr, u8)>)>,
     pub table_full: u64,
@@ -66,6 +82,8 @@ impl Neighbors {
             entries: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
             asked: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
             held: ArrayVec::new(),
+            by_dest: Vec::new(),
+            generation: 1,
             ports,
             table_full: 0,
             hold_full: 0,
@@ -74,8 +92,22 @@ impl Neighbors {
         }
     }
 
+    /// Room for real-server handles below `n` (call between bursts: it may
+    /// allocate).
+    pub fn size_dests(&mut self, n: usize) {
+        if n > self.by_dest.len() {
+            self.by_dest.resize(n, Remembered::default());
+        }
+    }
+
+    fn changed(&mut self) {
+        // 0 is the generation of a slot never filled.
+        self.generation = self.generation.wrapping_add(1).max(1);
+    }
+
     /// A configured neighbour; it never ages.
     pub fn add_static(&mut self, ip: Addr, mac: MacAddr, port: u16) {
+        self.changed();
         self.entries.insert(
             ip,
             Entry {
@@ -119,6 +151,7 @@ impl Neighbors {
                 );
             }
         }
+        self.changed();
         self.asked.remove(&ip);
         let mut i = 0;
         while i < self.held.len() {
@@ -142,21 +175,48 @@ impl Neighbors {
         eth.set_src(src);
     }
 
-    /// Prepares `m` for `next_hop` behind `port`.
+    /// `next_hop`'s MAC if known and not aged: first where `dest` remembers
+    /// it, then in the table (remembering it there for next time).
+    fn lookup(&mut self, next_hop: Addr, dest: u32, now: u32) -> Option<MacAddr> {
+        let slot = usize::try_from(dest).unwrap_or(usize::MAX);
+        if let Some(r) = self.by_dest.get(slot) {
+            if r.generation == self.generation
+                && r.hop == next_hop
+                && (r.expires == 0 || r.expires > now)
+            {
+                return Some(r.mac);
+            }
+        }
+        let e = self.entries.get(&next_hop)?;
+        if e.expires != 0 && e.expires <= now {
+            return None;
+        }
+        let (mac, expires) = (e.mac, e.expires);
+        if let Some(r) = self.by_dest.get_mut(slot) {
+            *r = Remembered {
+                hop: next_hop,
+                mac,
+                expires,
+                generation: self.generation,
+            };
+        }
+        Some(mac)
+    }
+
+    /// Prepares `m` for `next_hop` behind `port`; `dest` is the engine's
+    /// handle of the real server it goes to, or `NO_DEST`.
     pub fn resolve(
         &mut self,
         mut m: Mbuf,
         port: u16,
         next_hop: Addr,
+        dest: u32,
         now: u32,
         pool: &Mempool,
     ) -> Resolved {
-        if let Some(e) = self.entries.get(&next_hop) {
-            if e.expires == 0 || e.expires > now {
-                let mac = e.mac;
-                self.set_macs(&mut m, port, mac);
-                return Resolved::Send(m);
-            }
+        if let Some(mac) = self.lookup(next_hop, dest, now) {
+            self.set_macs(&mut m, port, mac);
+            return Resolved::Send(m);
         }
         let std::net::IpAddr::V4(target) = session::ip(&next_hop) else {
             // IPv6 next hops need configured neighbours.
@@ -223,8 +283,12 @@ impl Neighbors {
         self.held.retain(|(_, _, deadline, _)| *deadline > now);
         let dropped = before - self.held.len();
         self.hold_expired += dropped as u64;
+        let entries = self.entries.len();
         self.entries
             .retain(|_, e| e.expires == 0 || e.expires > now);
+        if self.entries.len() != entries {
+            self.changed();
+        }
         dropped
     }
 
@@ -261,4 +325,65 @@ fn broadcast_request(
         target,
     );
     Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::engine::NO_DEST;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+
+    fn ip(s: &str) -> Addr {
+        session::addr(s.parse().unwrap())
+    }
+
+    fn table() -> Neighbors {
+        let mut n = Neighbors::new(vec![(MacAddr([2, 0, 0, 0, 0, 1]), vec![])]);
+        n.size_dests(8);
+        n
+    }
+
+    #[test]
+    fn remembers_by_real_server_and_forgets_on_any_change() {
+        let mut n = table();
+        n.add_static(ip("10.1.0.5"), A, 0);
+        assert_eq!(n.lookup(ip("10.1.0.5"), 3, 10), Some(A));
+        assert_eq!(n.by_dest[3].generation, n.generation, "remembered");
+        assert_eq!(n.lookup(ip("10.1.0.5"), 3, 10), Some(A));
+
+        // A learned MAC for another next hop moves the generation: the slot
+        // no longer answers, and the table does.
+        let mut out = Vec::new();
+        n.learn(ip("10.1.0.6"), B, 0, 10, &mut out);
+        assert_ne!(n.by_dest[3].generation, n.generation);
+        assert_eq!(n.lookup(ip("10.1.0.5"), 3, 11), Some(A));
+
+        // A handle reused for another server answers for that one only.
+        assert_eq!(n.lookup(ip("10.1.0.6"), 3, 11), Some(B));
+        assert_eq!(n.lookup(ip("10.1.0.5"), 3, 11), Some(A));
+    }
+
+    #[test]
+    fn a_remembered_mac_ages_with_its_entry() {
+        let mut n = table();
+        let mut out = Vec::new();
+        n.learn(ip("10.1.0.7"), A, 0, 100, &mut out);
+        assert_eq!(n.lookup(ip("10.1.0.7"), 1, 100), Some(A));
+        assert_eq!(n.lookup(ip("10.1.0.7"), 1, 100 + AGE_SECS), None);
+        // Refreshed, it answers again.
+        n.learn(ip("10.1.0.7"), B, 0, 100 + AGE_SECS, &mut out);
+        assert_eq!(n.lookup(ip("10.1.0.7"), 1, 100 + AGE_SECS), Some(B));
+    }
+
+    #[test]
+    fn no_dest_and_unknown_handles_use_the_table_alone() {
+        let mut n = table();
+        n.add_static(ip("10.1.0.5"), A, 0);
+        assert_eq!(n.lookup(ip("10.1.0.5"), NO_DEST, 1), Some(A));
+        assert_eq!(n.lookup(ip("10.1.0.5"), 1000, 1), Some(A));
+        assert!(n.by_dest.iter().all(|r| r.generation == 0));
+        assert_eq!(n.lookup(ip("10.9.9.9"), 2, 1), None);
+    }
 }

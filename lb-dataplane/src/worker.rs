@@ -82,6 +82,7 @@ impl LbWorker {
         let mut last_pass = dpdk::rdtsc();
         let mut announced = Vec::new();
         let mailbox = Arc::clone(&self.mailbox);
+        self.neigh.size_dests(self.engine.dest_slots());
         self.announce_new(&mut out, &mut announced);
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = dpdk::rdtsc();
@@ -155,6 +156,7 @@ impl LbWorker {
             }
             if self.published.version() != self.engine.snapshot().version {
                 self.engine.adopt(self.published.load());
+                self.neigh.size_dests(self.engine.dest_slots());
                 self.announce_new(&mut out, &mut announced);
             }
             if let Some(requests) = mailbox.take() {
@@ -222,17 +224,19 @@ impl LbWorker {
         released: &mut Vec<(u16, Mbuf)>,
     ) {
         match action {
-            Action::Transmit { port, next_hop } => {
-                match self.neigh.resolve(m, port, next_hop, now, self.pool) {
-                    Resolved::Send(m) => self.queue(out, usize::from(port), m),
-                    Resolved::Held { request } => {
-                        if let Some(r) = request {
-                            self.queue(out, usize::from(port), r);
-                        }
+            Action::Transmit {
+                port,
+                next_hop,
+                dest,
+            } => match self.neigh.resolve(m, port, next_hop, dest, now, self.pool) {
+                Resolved::Send(m) => self.queue(out, usize::from(port), m),
+                Resolved::Held { request } => {
+                    if let Some(r) = request {
+                        self.queue(out, usize::from(port), r);
                     }
-                    Resolved::Dropped => self.counters.add(Counter::DropNeighbor, 1),
                 }
-            }
+                Resolved::Dropped => self.counters.add(Counter::DropNeighbor, 1),
+            },
             Action::Reply { port } => self.queue(out, usize::from(port), m),
             Action::Arp { ip, mac, reply } => {
                 self.neigh

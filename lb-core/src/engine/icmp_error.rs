@@ -99,6 +99,7 @@ pub(super) fn translate(w: &mut Worker, buf: &mut impl PacketBuf, p: &Parsed) ->
     Some(Action::Transmit {
         port,
         next_hop: hop,
+        dest: super::NO_DEST,
     })
 }
 
@@ -157,5 +158,6 @@ pub(super) fn frag_needed(
     Some(Action::Transmit {
         port,
         next_hop: hop,
+        dest: super::NO_DEST,
     })
 }

@@ -50,8 +50,14 @@ pub const BURST: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Send out of `port` to `next_hop`'s MAC (the dataplane's neighbour
-    /// table sets the Ethernet addresses).
-    Transmit { port: u16, next_hop: Addr },
+    /// table sets the Ethernet addresses). `dest` is the worker's handle of
+    /// the real server the packet goes to (below [`Worker::dest_slots`]),
+    /// or [`NO_DEST`]: the dataplane keeps the next hop's MAC by it.
+    Transmit {
+        port: u16,
+        next_hop: Addr,
+        dest: u32,
+    },
     /// Answered in place (Ethernet addresses set): send back out of `port`.
     Reply { port: u16 },
     /// ARP seen: learn `ip` -> `mac`; if `reply`, the frame is now the
@@ -68,6 +74,9 @@ pub enum Action {
     /// Dropped, and why.
     Drop(Counter),
 }
+
+/// [`Action::Transmit`]'s `dest` when the packet goes to no real server.
+pub const NO_DEST: u32 = u32::MAX;
 
 /// A worker's fixed parameters.
 #[derive(Debug, Clone)]
@@ -568,6 +577,7 @@ impl Worker {
                 Action::Transmit {
                     port,
                     next_hop: mode::dr::next_hop(&s.rs),
+                    dest: s.dest,
                 }
             }
             ForwardMode::Nat | ForwardMode::Fnat => {
@@ -583,6 +593,7 @@ impl Worker {
                 Action::Transmit {
                     port,
                     next_hop: hop,
+                    dest: s.dest,
                 }
             }
             ForwardMode::Tun => {
@@ -599,6 +610,7 @@ impl Worker {
                         Action::Transmit {
                             port,
                             next_hop: hop,
+                            dest: s.dest,
                         }
                     }
                     Err(tun::TunError::NoHeadroom) => self.drop(Counter::DropNoHeadroom),
@@ -629,6 +641,7 @@ impl Worker {
         Action::Transmit {
             port,
             next_hop: hop,
+            dest: NO_DEST,
         }
     }
 
@@ -808,6 +821,13 @@ impl Worker {
     fn close(&mut self, id: SessionId) {
         release(&mut self.dests, &mut self.counters, &mut self.sessions, id);
         self.sessions.remove(id);
+    }
+
+    /// How many real-server handles this worker has (each `dest` of an
+    /// [`Action::Transmit`] is below it); grows only when a snapshot is
+    /// adopted.
+    pub fn dest_slots(&self) -> usize {
+        self.dests.dests.len()
     }
 
     /// Expires sessions whose time has come (call between bursts).

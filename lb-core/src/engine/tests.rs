@@ -151,20 +151,55 @@ fn worker() -> Worker {
 
 fn run(w: &mut Worker, f: &[u8], port: u16, now: u32) -> (Action, Vec<u8>) {
     let mut b = VecBuf::new(f, 64);
-    let act = w.process(&mut b, port, now);
+    let act = without_dest(w.process(&mut b, port, now));
     (act, b.data().to_vec())
+}
+
+/// The action with its real-server handle left out, for comparing with
+/// [`tx`] (`dest_names_the_real_server` checks the handles).
+fn without_dest(act: Action) -> Action {
+    match act {
+        Action::Transmit { port, next_hop, .. } => Action::Transmit {
+            port,
+            next_hop,
+            dest: NO_DEST,
+        },
+        other => other,
+    }
 }
 
 fn tx(port: u16, hop: &str) -> Action {
     Action::Transmit {
         port,
         next_hop: a(hop),
+        dest: NO_DEST,
     }
 }
 
 /// From the real servers' side, addressed to the LB's port 1.
 fn from_rs(b: Builder) -> Vec<u8> {
     b.macs(RS_MAC, RS_SIDE_MAC).build()
+}
+
+#[test]
+fn dest_names_the_real_server_towards_it_and_none_back() {
+    let mut w = worker();
+    let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
+    let mut b = VecBuf::new(&syn, 64);
+    let Action::Transmit { dest, next_hop, .. } = w.process(&mut b, 0, 1) else {
+        panic!("the SYN is forwarded");
+    };
+    assert!((dest as usize) < w.dest_slots());
+    assert_eq!(w.dests.dests[dest as usize].addr, next_hop);
+    assert_eq!(next_hop, a("10.1.0.5"));
+    let reply =
+        from_rs(Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1025", SYN | ACK).seq_ack(5000, 1001));
+    let mut b = VecBuf::new(&reply, 64);
+    let act = w.process(&mut b, 1, 1);
+    assert!(
+        matches!(act, Action::Transmit { dest: NO_DEST, .. }),
+        "{act:?}"
+    );
 }
 
 #[test]
@@ -947,7 +982,7 @@ fn bursts_match_frame_by_frame_processing() {
         got.extend(
             bufs.iter()
                 .zip(actions)
-                .map(|(b, a)| (port, a, b.data().to_vec())),
+                .map(|(b, a)| (port, without_dest(a), b.data().to_vec())),
         );
         i = j;
     }
