@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use crate::packet::{PacketBuf, Parsed};
-use crate::wire::{ip_proto, ipv4};
+use crate::wire::{checksum, ip_proto, ipv4};
 
 /// Why a packet could not be encapsulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,21 @@ pub fn encap(
     outer.set_protocol(ip_proto::IPIP);
     outer.set_src_addr(src);
     outer.set_dst_addr(dst);
-    outer.fill_checksum();
+    // Summed from the values just written rather than read back: reading
+    // freshly stored narrow fields as wide words stalls store forwarding,
+    // which cost TUN a tenth of its cycles.
+    let word = |hi: u8, lo: u8| u64::from(u16::from_be_bytes([hi, lo]));
+    let (s, d) = (src.octets(), dst.octets());
+    let sum = word(0x45, tos)
+        + total as u64
+        + u64::from(ident)
+        + if df { 0x4000 } else { 0 }
+        + word(ttl, ip_proto::IPIP)
+        + word(s[0], s[1])
+        + word(s[2], s[3])
+        + word(d[0], d[1])
+        + word(d[2], d[3]);
+    outer.set_checksum(!checksum::fold(sum));
     Ok(())
 }
 
@@ -112,6 +126,41 @@ mod tests {
             b.data(),
             frame(PEER_MAC, LB_MAC, Some(7), ethertype::IPV4, &outer)
         );
+    }
+
+    #[test]
+    fn outer_checksum_holds_for_every_tos_flag_and_ident() {
+        for (tos, df, ident) in [(0, true, 0), (0xb8, false, 0xffff), (0x10, true, 0x8001)] {
+            let mut input = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+                .dont_frag(df)
+                .build();
+            // The inner TOS, with the inner header checksum fixed up.
+            input[15] = tos;
+            input[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(0, &input[14..34]);
+            input[24..26].copy_from_slice(&c.to_be_bytes());
+            let p = parse(&input).unwrap();
+            let mut b = VecBuf::new(&input, 64);
+            encap(
+                &mut b,
+                &p,
+                [10, 0, 0, 1].into(),
+                [10, 255, 254, 253].into(),
+                ident,
+                1500,
+            )
+            .unwrap();
+            let outer = ipv4::Packet::new_unchecked(&b.data()[14..34]);
+            assert_eq!(
+                checksum::checksum(0, outer.header()),
+                0,
+                "{tos} {df} {ident}"
+            );
+            assert_eq!(
+                (outer.tos(), outer.dont_frag(), outer.ident()),
+                (tos, df, ident)
+            );
+        }
     }
 
     #[test]
