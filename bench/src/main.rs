@@ -196,20 +196,7 @@ fn real_main() -> Result<(), String> {
         } => {
             let p = profile.profile()?;
             if let Some(out) = out {
-                let mut w = pcap::Writer::create(&out)
-                    .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-                let mut err = None;
-                p.for_each_frame(|f| {
-                    if err.is_none() {
-                        err = w.write(f).err();
-                    }
-                });
-                if let Some(e) = err {
-                    return Err(format!("cannot write {}: {e}", out.display()));
-                }
-                let n = w
-                    .finish()
-                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                let n = p.write_pcap(&out)?;
                 println!("{}: {n} packets", out.display());
             }
             if let Some(devargs) = port {

@@ -167,6 +167,22 @@ impl Profile {
             }
         }
     }
+
+    /// Writes every frame to a pcap file at `path`; returns how many.
+    pub fn write_pcap(&self, path: &std::path::Path) -> Result<u64, String> {
+        let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+        let mut w = crate::pcap::Writer::create(path).map_err(failed)?;
+        let mut err = None;
+        self.for_each_frame(|f| {
+            if err.is_none() {
+                err = w.write(f).err();
+            }
+        });
+        if let Some(e) = err {
+            return Err(failed(e));
+        }
+        w.finish().map_err(failed)
+    }
 }
 
 fn v4(a: IpAddr) -> Ipv4Addr {

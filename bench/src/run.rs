@@ -287,19 +287,7 @@ fn pcap_for(profile: &Profile, dir: &Path) -> Result<PathBuf, String> {
         return Ok(path);
     }
     let partial = path.with_extension("part");
-    let mut w = crate::pcap::Writer::create(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let mut err = None;
-    profile.for_each_frame(|f| {
-        if err.is_none() {
-            err = w.write(f).err();
-        }
-    });
-    if let Some(e) = err {
-        return Err(format!("cannot write {}: {e}", partial.display()));
-    }
-    w.finish()
-        .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    profile.write_pcap(&partial)?;
     std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename: {e}"))?;
     Ok(path)
 }
