@@ -298,6 +298,16 @@ struct Prepared {
     room: u16,
 }
 
+impl Prepared {
+    /// The profile's file name: what names its ceiling.
+    fn name(&self) -> String {
+        self.pcap
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 fn prepare(profile: &Profile, dir: &Path) -> Result<Prepared, String> {
     let pcap = pcap_for(profile, dir)?;
     let packets = u32::try_from(profile.packets()).map_err(|_| "profile too large")?;
@@ -503,11 +513,7 @@ pub fn run(opts: &Options) -> Result<Results, String> {
     // The ceilings: testpmd on every profile the cases replay.
     let mut ceilings: Vec<Ceiling> = Vec::new();
     for (c, p) in cases.iter().zip(&prepared) {
-        let name = p
-            .pcap
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.name();
         if ceilings.iter().any(|x| x.profile == name) {
             continue;
         }
@@ -540,10 +546,10 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         let dir = opts.work.join(format!("case-{i}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let name = p.pcap.file_name().map(|n| n.to_string_lossy());
+        let name = p.name();
         let ceiling = ceilings
             .iter()
-            .find(|c| Some(c.profile.as_str()) == name.as_deref())
+            .find(|c| c.profile == name)
             .expect("a ceiling for every profile");
         // Each repeat on a fresh appliance; the one with the median rate
         // stands for the case, the others' rates are kept beside it.
