@@ -113,7 +113,7 @@ fn worker_with(sessions: u32) -> Worker {
 }
 
 fn established(c: &mut Criterion) {
-    println!("memory per session: {SESSION_BYTES} bytes (session + bucket heads)");
+    println!("memory per session: {SESSION_BYTES} bytes (session + its share of the index)");
     let mut g = c.benchmark_group("fnat_established");
     g.throughput(Throughput::Elements(1));
     for n in [1_000u32, 100_000, 1_000_000] {

@@ -39,7 +39,8 @@ use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
 use crate::sched::FlowInfo;
 use crate::service::{ForwardMode, Protocol, Snapshot};
 use crate::session::{
-    self, flags, next_state, Addr, Direction, FlowKey, Session, SessionId, SessionTable, State, NIL,
+    self, flags, next_state, Addr, Direction, FlowKey, Hashed, Session, SessionId, SessionTable,
+    Side, State, NIL,
 };
 use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr};
 
@@ -322,19 +323,19 @@ impl Worker {
     pub fn process(&mut self, buf: &mut impl PacketBuf, in_port: u16, now: u32) -> Action {
         self.now = now;
         let p = parse(buf.data());
-        let buckets = match &p {
-            Ok(p) => self.sessions.buckets(&p.key()),
-            Err(_) => (0, 0),
+        let h = match &p {
+            Ok(p) => self.sessions.hash(&p.key()),
+            Err(_) => Hashed::default(),
         };
-        self.process_parsed(buf, p, buckets, in_port)
+        self.process_parsed(buf, p, h, in_port)
     }
 
     /// Processes a burst of frames that arrived on `in_port`, writing one
     /// action per frame (at most [`BURST`] frames; more are processed in
     /// chunks). Same results as [`process`](Self::process) frame by frame,
     /// but the session lookups' cache misses overlap: every frame is parsed
-    /// and hashed first, then every bucket and first session is read, and
-    /// only then is each frame handled.
+    /// and hashed and its index bucket read first, then the session its tag
+    /// points to is read, and only then is each frame handled.
     pub fn process_burst<B: PacketBuf>(
         &mut self,
         bufs: &mut [B],
@@ -347,27 +348,26 @@ impl Worker {
             let n = bufs.len().min(actions.len());
             let mut parsed: [Result<Parsed, ParseError>; BURST] =
                 [Err(ParseError::L2(crate::wire::WireError::Truncated)); BURST];
-            let mut buckets = [(0usize, 0usize); BURST];
-            let mut heads = [(NIL, NIL); BURST];
+            let mut hashed = [Hashed::default(); BURST];
+            let mut warm = 0u32;
             for i in 0..n {
                 parsed[i] = parse(bufs[i].data());
                 if let Ok(p) = &parsed[i] {
-                    buckets[i] = self.sessions.buckets(&p.key());
+                    hashed[i] = self.sessions.hash(&p.key());
                 }
             }
-            for i in 0..n {
-                heads[i] = (
-                    self.sessions.warm_bucket(buckets[i].0),
-                    self.sessions.warm_bucket(buckets[i].1),
-                );
+            // The warming loads wait in the reorder buffer until their line
+            // arrives, so they go in loops of their own, where little else
+            // competes for it.
+            for h in &hashed[..n] {
+                warm ^= self.sessions.warm_bucket(*h);
             }
-            let mut warm = 0u32;
-            for &(a, b) in &heads[..n] {
-                warm ^= self.sessions.warm_session(a) ^ self.sessions.warm_session(b);
+            for h in &hashed[..n] {
+                warm ^= self.sessions.warm_session(self.sessions.candidate(*h));
             }
             std::hint::black_box(warm);
             for i in 0..n {
-                actions[i] = self.process_parsed(&mut bufs[i], parsed[i], buckets[i], in_port);
+                actions[i] = self.process_parsed(&mut bufs[i], parsed[i], hashed[i], in_port);
             }
         }
     }
@@ -376,7 +376,7 @@ impl Worker {
         &mut self,
         buf: &mut impl PacketBuf,
         p: Result<Parsed, ParseError>,
-        (bucket_in, bucket_out): (usize, usize),
+        h: Hashed,
         in_port: u16,
     ) -> Action {
         self.count(Counter::RxPackets);
@@ -397,11 +397,10 @@ impl Worker {
         }
         let key = p.key();
         if !p.later_fragment {
-            if let Some(id) = self.sessions.lookup_in_at(bucket_in, &key) {
-                return self.inbound(buf, &p, id);
-            }
-            if let Some(id) = self.sessions.lookup_out_at(bucket_out, &key) {
-                return self.outbound(buf, &p, id);
+            match self.sessions.lookup_at(h, &key) {
+                Some((id, Side::In)) => return self.inbound(buf, &p, id),
+                Some((id, Side::Out)) => return self.outbound(buf, &p, id),
+                None => {}
             }
             // A NAT reply whose session another worker holds.
             if let Some(owner) = self.nat_owners.as_ref().and_then(|t| t.get(&key)) {

@@ -1,10 +1,49 @@
-//! The session table: a preallocated array, chained hash index, timer wheel.
+//! The session table: a preallocated array of sessions, an index of
+//! cache-line buckets, and a timer wheel.
+//!
+//! The index is open-addressed: a tuple's hash picks its home bucket and a
+//! 16-bit tag. A bucket is one cache line holding [`SLOTS`] entries (tag
+//! and session reference); an entry whose home is full goes to the next
+//! bucket with room, and every bucket it passes counts it in `overflow`, so
+//! a lookup stops at the first bucket that nothing passed. Both tuples of
+//! a session are indexed by the same hash of their bytes, so a packet,
+//! whichever way it goes, reads one bucket line and then its session.
 
 use super::{flags, FlowKey, Session, NIL};
 
-/// Bytes of table per session: the session plus its share of the heads
-/// (at most two per session, one per tuple).
-pub const SESSION_BYTES: usize = std::mem::size_of::<Session>() + 8;
+/// Entries in one bucket.
+const SLOTS: usize = 10;
+
+/// Index entries per bucket on average when the table is full (of
+/// [`SLOTS`]): the rest is room that keeps overflow rare.
+const REFS_PER_BUCKET: usize = 7;
+
+/// One cache line of the index.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    tags: [u16; SLOTS],
+    /// Entries placed beyond this bucket whose home is this one or an
+    /// earlier one.
+    overflow: u32,
+    /// Session refs (index * 2 + direction), NIL when free.
+    refs: [u32; SLOTS],
+}
+
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket {
+        tags: [0; SLOTS],
+        overflow: 0,
+        refs: [NIL; SLOTS],
+    };
+}
+
+/// Bytes of table per session: the session plus its share of the index
+/// (at most two entries per session, one per tuple).
+pub const SESSION_BYTES: usize =
+    std::mem::size_of::<Session>() + (2 * std::mem::size_of::<Bucket>()).div_ceil(REFS_PER_BUCKET);
 const _: () = assert!(
     SESSION_BYTES <= 128,
     "a session must cost at most 128 bytes"
@@ -15,6 +54,22 @@ const WHEEL_SLOTS: u32 = 4096;
 
 /// A session's index in its table.
 pub type SessionId = u32;
+
+/// Which of its tuples a lookup matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's tuple (towards the VIP).
+    In,
+    /// The reply tuple (from the real server).
+    Out,
+}
+
+/// A tuple's place in the index, computed once per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hashed {
+    bucket: u32,
+    tag: u16,
+}
 
 /// The table has no free session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +90,9 @@ pub struct ExpireOutcome {
 #[derive(Debug)]
 pub struct SessionTable {
     sessions: Box<[Session]>,
-    /// Bucket heads: refs (index * 2 + direction), NIL when empty.
-    heads: Box<[u32]>,
-    mask: u64,
-    seed: [u64; 2],
+    index: Box<[Bucket]>,
+    seed: [u64; 4],
+    /// Free sessions, linked through `timer_next`.
     free: u32,
     len: u32,
     wheel: Box<[u32]>,
@@ -75,10 +129,10 @@ impl SessionTable {
     /// A table for `capacity` sessions, all memory allocated now.
     pub fn with_capacity(capacity: u32) -> SessionTable {
         let capacity = capacity.clamp(1, NIL / 2 - 1);
-        let buckets = (u64::from(capacity) * 2).next_power_of_two();
+        let buckets = (capacity as usize * 2).div_ceil(REFS_PER_BUCKET).max(2);
         let mut sessions = vec![Session::EMPTY; capacity as usize].into_boxed_slice();
         for (i, s) in sessions.iter_mut().enumerate() {
-            s.next_in = u32::try_from(i + 1)
+            s.timer_next = u32::try_from(i + 1)
                 .ok()
                 .filter(|&n| n < capacity)
                 .unwrap_or(NIL);
@@ -86,9 +140,13 @@ impl SessionTable {
         let rs = ahash::RandomState::new();
         SessionTable {
             sessions,
-            heads: vec![NIL; usize::try_from(buckets).unwrap_or(usize::MAX)].into_boxed_slice(),
-            mask: buckets - 1,
-            seed: [rs.hash_one(1u8), rs.hash_one(2u8) | 1],
+            index: vec![Bucket::EMPTY; buckets].into_boxed_slice(),
+            seed: [
+                rs.hash_one(1u8),
+                rs.hash_one(2u8),
+                rs.hash_one(3u8),
+                rs.hash_one(4u8),
+            ],
             free: 0,
             len: 0,
             wheel: vec![NIL; WHEEL_SLOTS as usize].into_boxed_slice(),
@@ -124,56 +182,59 @@ impl SessionTable {
         self.clock = now;
     }
 
+    /// Where a tuple sits in the index. The three products are independent,
+    /// so their latencies overlap; the last one mixes them.
     #[inline]
-    fn bucket(&self, k: &FlowKey, dir: u32) -> usize {
-        let mix = (u64::from(k.sport) << 32)
-            | (u64::from(k.dport) << 16)
-            | (u64::from(k.proto) << 8)
-            | u64::from(dir);
-        let mut h = fold(self.seed[0] ^ mix, 0x9e37_79b9_7f4a_7c15);
-        h = fold(h ^ word(&k.src, 0), self.seed[1]);
-        h = fold(h ^ word(&k.src, 8), 0xc2b2_ae3d_27d4_eb4f);
-        h = fold(h ^ word(&k.dst, 0), self.seed[1]);
-        h = fold(h ^ word(&k.dst, 8), 0x1656_67b1_9e37_79f9);
-        // The mask keeps the value below the bucket count, a usize.
-        usize::try_from(h & self.mask).unwrap_or(0)
-    }
-
-    #[inline]
-    fn next_of(&self, r: u32) -> u32 {
-        let s = &self.sessions[(r >> 1) as usize];
-        if r & 1 == DIR_IN {
-            s.next_in
-        } else {
-            s.next_out
+    pub fn hash(&self, k: &FlowKey) -> Hashed {
+        let ports = (u64::from(k.sport) << 32) | (u64::from(k.dport) << 16) | u64::from(k.proto);
+        let src = fold(
+            word(&k.src, 0) ^ self.seed[0],
+            word(&k.src, 8) ^ self.seed[1],
+        );
+        let dst = fold(
+            word(&k.dst, 0) ^ self.seed[2],
+            word(&k.dst, 8) ^ self.seed[3],
+        );
+        let h = fold(src ^ dst.rotate_left(29) ^ ports, self.seed[1] | 1);
+        let n = self.index.len() as u64;
+        Hashed {
+            // Multiply-shift maps the high half onto the bucket count.
+            bucket: u32::try_from(((h >> 32) * n) >> 32).unwrap_or(0),
+            tag: (h & 0xffff) as u16,
         }
     }
 
-    fn set_next(&mut self, r: u32, next: u32) {
-        let s = &mut self.sessions[(r >> 1) as usize];
-        if r & 1 == DIR_IN {
-            s.next_in = next;
+    #[inline]
+    fn next_bucket(&self, b: usize) -> usize {
+        if b + 1 == self.index.len() {
+            0
         } else {
-            s.next_out = next;
+            b + 1
         }
     }
 
-    /// The buckets a tuple falls in as an inbound and as a reply tuple,
-    /// for a burst to compute once and warm up ahead of the lookups.
-    #[inline]
-    pub fn buckets(&self, k: &FlowKey) -> (usize, usize) {
-        (self.bucket(k, DIR_IN), self.bucket(k, DIR_OUT))
-    }
-
-    /// Reads a bucket's first entry: a burst does this for all its packets
+    /// Reads a tuple's home bucket: a burst does this for all its packets
     /// in one go, so the cache misses overlap instead of queueing.
     #[inline]
-    pub fn warm_bucket(&self, bucket: usize) -> u32 {
-        self.heads[bucket]
+    pub fn warm_bucket(&self, h: Hashed) -> u32 {
+        u32::from(self.index[h.bucket as usize].tags[0])
     }
 
-    /// Reads the start, middle and end of an entry's session (116 bytes
-    /// span up to three cache lines), for the same purpose.
+    /// The first entry of the home bucket whose tag matches, or NIL: the
+    /// session a burst should read ahead.
+    #[inline]
+    pub fn candidate(&self, h: Hashed) -> u32 {
+        let b = &self.index[h.bucket as usize];
+        for j in 0..SLOTS {
+            if b.tags[j] == h.tag && b.refs[j] != NIL {
+                return b.refs[j];
+            }
+        }
+        NIL
+    }
+
+    /// Reads the start, middle and end of an entry's session (it spans up
+    /// to three cache lines), for the same purpose.
     #[inline]
     pub fn warm_session(&self, r: u32) -> u32 {
         if r == NIL {
@@ -184,50 +245,78 @@ impl SessionTable {
         }
     }
 
-    /// The session whose client packets have this tuple.
+    /// Calls `found` on every entry whose tag matches, in probe order,
+    /// until it returns true.
     #[inline]
-    pub fn lookup_in(&self, k: &FlowKey) -> Option<SessionId> {
-        self.lookup_in_at(self.bucket(k, DIR_IN), k)
+    fn probe(&self, h: Hashed, mut found: impl FnMut(u32) -> bool) {
+        let mut b = h.bucket as usize;
+        for _ in 0..self.index.len() {
+            let bucket = &self.index[b];
+            for j in 0..SLOTS {
+                if bucket.tags[j] == h.tag && bucket.refs[j] != NIL && found(bucket.refs[j]) {
+                    return;
+                }
+            }
+            if bucket.overflow == 0 {
+                return;
+            }
+            b = self.next_bucket(b);
+        }
     }
 
-    /// [`lookup_in`](Self::lookup_in) with the bucket already known.
     #[inline]
-    pub fn lookup_in_at(&self, bucket: usize, k: &FlowKey) -> Option<SessionId> {
-        let mut r = self.heads[bucket];
-        while r != NIL {
-            let s = &self.sessions[(r >> 1) as usize];
-            if r & 1 == DIR_IN
-                && s.cport == k.sport
+    fn matches(&self, r: u32, k: &FlowKey) -> bool {
+        let s = &self.sessions[(r >> 1) as usize];
+        if r & 1 == DIR_IN {
+            s.cport == k.sport
                 && s.vport == k.dport
                 && s.proto == k.proto
                 && s.client == k.src
                 && s.vip == k.dst
-            {
-                return Some(r >> 1);
-            }
-            r = self.next_of(r);
+        } else {
+            s.outbound_key() == *k
         }
-        None
+    }
+
+    /// The session a packet with this tuple belongs to, and which of its
+    /// tuples it matched; a client tuple wins over a reply tuple.
+    #[inline]
+    pub fn lookup_at(&self, h: Hashed, k: &FlowKey) -> Option<(SessionId, Side)> {
+        let mut out = None;
+        self.probe(h, |r| {
+            if !self.matches(r, k) {
+                return false;
+            }
+            if r & 1 == DIR_IN {
+                out = Some((r >> 1, Side::In));
+                return true;
+            }
+            out.get_or_insert((r >> 1, Side::Out));
+            false
+        });
+        out
+    }
+
+    fn lookup_dir(&self, k: &FlowKey, dir: u32) -> Option<SessionId> {
+        let mut out = None;
+        self.probe(self.hash(k), |r| {
+            if r & 1 == dir && self.matches(r, k) {
+                out = Some(r >> 1);
+                return true;
+            }
+            false
+        });
+        out
+    }
+
+    /// The session whose client packets have this tuple.
+    pub fn lookup_in(&self, k: &FlowKey) -> Option<SessionId> {
+        self.lookup_dir(k, DIR_IN)
     }
 
     /// The session whose real server's replies have this tuple.
-    #[inline]
     pub fn lookup_out(&self, k: &FlowKey) -> Option<SessionId> {
-        self.lookup_out_at(self.bucket(k, DIR_OUT), k)
-    }
-
-    /// [`lookup_out`](Self::lookup_out) with the bucket already known.
-    #[inline]
-    pub fn lookup_out_at(&self, bucket: usize, k: &FlowKey) -> Option<SessionId> {
-        let mut r = self.heads[bucket];
-        while r != NIL {
-            let s = &self.sessions[(r >> 1) as usize];
-            if r & 1 == DIR_OUT && s.outbound_key() == *k {
-                return Some(r >> 1);
-            }
-            r = self.next_of(r);
-        }
-        None
+        self.lookup_dir(k, DIR_OUT)
     }
 
     /// Whether a reply tuple is taken (Full-NAT port allocation checks it).
@@ -236,31 +325,43 @@ impl SessionTable {
     }
 
     fn link(&mut self, id: SessionId, dir: u32, k: &FlowKey) {
-        let b = self.bucket(k, dir);
+        let h = self.hash(k);
         let r = id << 1 | dir;
-        let head = self.heads[b];
-        self.set_next(r, head);
-        self.heads[b] = r;
+        let mut b = h.bucket as usize;
+        // There are more slots than entries, so a free one exists.
+        for _ in 0..self.index.len() {
+            let bucket = &mut self.index[b];
+            if let Some(j) = bucket.refs.iter().position(|&x| x == NIL) {
+                bucket.refs[j] = r;
+                bucket.tags[j] = h.tag;
+                return;
+            }
+            bucket.overflow += 1;
+            b = self.next_bucket(b);
+        }
+        debug_assert!(false, "the index has no free slot");
     }
 
     fn unlink(&mut self, id: SessionId, dir: u32, k: &FlowKey) {
-        let b = self.bucket(k, dir);
+        let h = self.hash(k);
         let r = id << 1 | dir;
-        let next = self.next_of(r);
-        if self.heads[b] == r {
-            self.heads[b] = next;
-            return;
-        }
-        let mut prev = self.heads[b];
-        while prev != NIL {
-            let after = self.next_of(prev);
-            if after == r {
-                self.set_next(prev, next);
+        let mut b = h.bucket as usize;
+        for _ in 0..self.index.len() {
+            let bucket = &mut self.index[b];
+            if let Some(j) = bucket.refs.iter().position(|&x| x == r) {
+                bucket.refs[j] = NIL;
+                bucket.tags[j] = 0;
+                // Undo the overflow counts of the buckets it passed.
+                let mut p = h.bucket as usize;
+                while p != b {
+                    self.index[p].overflow -= 1;
+                    p = self.next_bucket(p);
+                }
                 return;
             }
-            prev = after;
+            b = self.next_bucket(b);
         }
-        debug_assert!(false, "unlinking a session that is not in its bucket");
+        debug_assert!(false, "unlinking a session that is not in the index");
     }
 
     fn wheel_link(&mut self, id: SessionId) {
@@ -309,7 +410,7 @@ impl SessionTable {
             return Err(TableFull);
         }
         let id = self.free;
-        self.free = self.sessions[id as usize].next_in;
+        self.free = self.sessions[id as usize].timer_next;
         s.flags |= flags::USED;
         s.expires = expires;
         self.sessions[id as usize] = s;
@@ -337,7 +438,7 @@ impl SessionTable {
     fn release(&mut self, id: SessionId) {
         let s = &mut self.sessions[id as usize];
         *s = Session::EMPTY;
-        s.next_in = self.free;
+        s.timer_next = self.free;
         self.free = id;
         self.len -= 1;
     }
@@ -529,6 +630,97 @@ mod tests {
             assert_eq!(t.lookup_in(&s.inbound_key()), want);
             assert_eq!(t.lookup_out(&s.outbound_key()), want);
         }
+    }
+
+    /// Recomputes every bucket's overflow count from where entries sit,
+    /// and checks that each entry is found from its tuple.
+    fn check_index(t: &SessionTable) -> u32 {
+        let mut overflow = vec![0u32; t.index.len()];
+        let mut placed_away = 0;
+        for (b, bucket) in t.index.iter().enumerate() {
+            for &r in bucket.refs.iter().filter(|&&r| r != NIL) {
+                let s = t.get(r >> 1);
+                let k = if r & 1 == DIR_IN {
+                    s.inbound_key()
+                } else {
+                    s.outbound_key()
+                };
+                let mut p = t.hash(&k).bucket as usize;
+                while p != b {
+                    overflow[p] += 1;
+                    placed_away += 1;
+                    p = t.next_bucket(p);
+                }
+                let found = if r & 1 == DIR_IN {
+                    t.lookup_in(&k)
+                } else {
+                    t.lookup_out(&k)
+                };
+                assert_eq!(found, Some(r >> 1));
+            }
+        }
+        let counted: Vec<u32> = t.index.iter().map(|b| b.overflow).collect();
+        assert_eq!(counted, overflow);
+        placed_away
+    }
+
+    #[test]
+    fn overflowing_buckets_stay_consistent() {
+        // 35 sessions: 70 entries in 10 buckets of 10, so some spill over.
+        let mut t = SessionTable::with_capacity(35);
+        assert_eq!(t.index.len(), 10);
+        let mut live: Vec<(u32, SessionId)> = Vec::new();
+        let mut x = 12345u32;
+        let mut spilled = 0;
+        for step in 0..5000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if !t.is_full() && (live.is_empty() || !x.is_multiple_of(3)) {
+                let i = step + 100;
+                live.push((i, t.insert(fnat(i), 60).unwrap()));
+            } else {
+                let (i, id) = live.swap_remove(x as usize % live.len());
+                t.remove(id);
+                assert_eq!(t.lookup_in(&fnat(i).inbound_key()), None);
+                assert_eq!(t.lookup_out(&fnat(i).outbound_key()), None);
+            }
+            if step.is_multiple_of(7) {
+                spilled += check_index(&t);
+            }
+        }
+        assert!(spilled > 0, "the test never made a bucket overflow");
+        for (_, id) in live.drain(..) {
+            t.remove(id);
+        }
+        assert_eq!(check_index(&t), 0);
+        assert!(t.index.iter().all(|b| b.overflow == 0));
+    }
+
+    #[test]
+    fn one_lookup_finds_either_tuple_preferring_the_client_side() {
+        let mut t = SessionTable::with_capacity(8);
+        let s = fnat(1);
+        let id = t.insert(s, 60).unwrap();
+        let k_in = s.inbound_key();
+        let k_out = s.outbound_key();
+        assert_eq!(t.lookup_at(t.hash(&k_in), &k_in), Some((id, Side::In)));
+        assert_eq!(t.lookup_at(t.hash(&k_out), &k_out), Some((id, Side::Out)));
+        // A session whose client tuple equals the first one's reply tuple:
+        // the client side wins, as it did when the two were separate lookups.
+        let twin = Session::new(
+            6,
+            (k_out.src, k_out.sport),
+            (k_out.dst, k_out.dport),
+            (a(0x0a01_0009), 8080),
+            (a(0x0a02_0009), 2000),
+            ForwardMode::Fnat,
+            State::SynRecv,
+        );
+        let id2 = t.insert(twin, 60).unwrap();
+        assert_eq!(t.lookup_at(t.hash(&k_out), &k_out), Some((id2, Side::In)));
+        assert_eq!(t.lookup_out(&k_out), Some(id));
+        assert_eq!(t.lookup_in(&k_out), Some(id2));
     }
 
     #[test]
