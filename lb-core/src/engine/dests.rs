@@ -52,6 +52,8 @@ pub struct DestEntry {
     pub stats: Stats,
     /// Sessions referencing it.
     pub refs: u32,
+    /// The port and next hop towards it, looked up once per snapshot.
+    pub route: Option<(u16, Addr)>,
 }
 
 /// A service, as one worker knows it.
@@ -129,6 +131,7 @@ impl Dests {
             lower: 0,
             stats: Stats::default(),
             refs: 0,
+            route: None,
         };
         let h = if let Some(h) = self.free_dests.pop() {
             self.dests[h as usize] = e;

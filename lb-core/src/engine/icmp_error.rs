@@ -90,8 +90,7 @@ pub(super) fn translate(w: &mut Worker, buf: &mut impl PacketBuf, p: &Parsed) ->
         let c = checksum::checksum(0, &q[..ihl]);
         q[10..12].copy_from_slice(&c.to_be_bytes());
     }
-    crate::mode::rewrite(data, p, Some((osrc, 0)), Some((odst, 0)));
-    if !crate::mode::decrement_ttl(data, p) {
+    if !crate::mode::forward(data, p, Some((&osrc, 0)), Some((&odst, 0))) {
         return Some(w.drop(Counter::DropTtlExceeded));
     }
     icmp::Packet::new_unchecked(&mut data[p.l4_offset..p.l3_end]).fill_checksum(0);

@@ -33,6 +33,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use arrayvec::ArrayVec;
+
 use crate::laddr::{owner_of, LaddrPool, DEFAULT_PORT_RANGE};
 use crate::mode::{self, tun};
 use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
@@ -306,6 +308,11 @@ impl Worker {
             self.svc_of_snap.push(h);
         }
         self.dests.collect();
+        // Routes change only with a snapshot; sessions of removed real
+        // servers still need theirs.
+        for d in &mut self.dests.dests {
+            d.route = snap.network.route(&d.addr);
+        }
         self.snap = snap;
     }
 
@@ -327,7 +334,7 @@ impl Worker {
             Ok(p) => self.sessions.hash(&p.key()),
             Err(_) => Hashed::default(),
         };
-        self.process_parsed(buf, p, h, in_port)
+        self.process_parsed(buf, &p, h, in_port)
     }
 
     /// Processes a burst of frames that arrived on `in_port`, writing one
@@ -346,15 +353,16 @@ impl Worker {
         self.now = now;
         for (bufs, actions) in bufs.chunks_mut(BURST).zip(actions.chunks_mut(BURST)) {
             let n = bufs.len().min(actions.len());
-            let mut parsed: [Result<Parsed, ParseError>; BURST] =
-                [Err(ParseError::L2(crate::wire::WireError::Truncated)); BURST];
+            // Filled as the frames are parsed, not initialised first.
+            let mut parsed = ArrayVec::<Result<Parsed, ParseError>, BURST>::new();
             let mut hashed = [Hashed::default(); BURST];
             let mut warm = 0u32;
-            for i in 0..n {
-                parsed[i] = parse(bufs[i].data());
-                if let Ok(p) = &parsed[i] {
-                    hashed[i] = self.sessions.hash(&p.key());
+            for (buf, h) in bufs[..n].iter().zip(&mut hashed) {
+                let p = parse(buf.data());
+                if let Ok(p) = &p {
+                    *h = self.sessions.hash(&p.key());
                 }
+                parsed.push(p);
             }
             // The warming loads wait in the reorder buffer until their line
             // arrives, so they go in loops of their own, where little else
@@ -367,7 +375,7 @@ impl Worker {
             }
             std::hint::black_box(warm);
             for i in 0..n {
-                actions[i] = self.process_parsed(&mut bufs[i], parsed[i], hashed[i], in_port);
+                actions[i] = self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port);
             }
         }
     }
@@ -375,14 +383,14 @@ impl Worker {
     fn process_parsed(
         &mut self,
         buf: &mut impl PacketBuf,
-        p: Result<Parsed, ParseError>,
+        p: &Result<Parsed, ParseError>,
         h: Hashed,
         in_port: u16,
     ) -> Action {
         self.count(Counter::RxPackets);
         let p = match p {
             Ok(p) => p,
-            Err(e) => return self.drop(drop_of(e)),
+            Err(e) => return self.drop(drop_of(*e)),
         };
         let dst_mac = ethernet::Frame::new_unchecked(buf.data()).dst();
         if let Some(Some(mac)) = self.port_macs.get(usize::from(in_port)) {
@@ -391,15 +399,15 @@ impl Worker {
             }
         }
         match p.l3 {
-            L3::Arp => return self.arp(buf, &p, in_port),
+            L3::Arp => return self.arp(buf, p, in_port),
             L3::Other(_) => return self.drop(Counter::DropUnsupported),
             L3::Ipv4 | L3::Ipv6 => {}
         }
         let key = p.key();
         if !p.later_fragment {
             match self.sessions.lookup_at(h, &key) {
-                Some((id, Side::In)) => return self.inbound(buf, &p, id),
-                Some((id, Side::Out)) => return self.outbound(buf, &p, id),
+                Some((id, Side::In)) => return self.inbound(buf, p, id),
+                Some((id, Side::Out)) => return self.outbound(buf, p, id),
                 None => {}
             }
             // A NAT reply whose session another worker holds.
@@ -412,7 +420,7 @@ impl Worker {
         }
         if let Some(proto) = Protocol::from_number(p.proto) {
             if let Some(si) = self.snap.lookup(proto, session::ip(&p.dst), p.dport) {
-                return self.new_session(buf, &p, si);
+                return self.new_session(buf, p, si);
             }
         }
         if self.laddrs.contains(&p.dst) && matches!(p.proto, ip_proto::TCP | ip_proto::UDP) {
@@ -424,7 +432,7 @@ impl Worker {
             return self.drop(Counter::DropNoSession);
         }
         if matches!(p.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
-            if let Some(a) = self.icmp(buf, &p, in_port) {
+            if let Some(a) = self.icmp(buf, p, in_port) {
                 return a;
             }
         }
@@ -567,7 +575,11 @@ impl Worker {
     }
 
     fn send_to_rs(&mut self, buf: &mut impl PacketBuf, p: &Parsed, s: &Session) -> Action {
-        let Some((port, hop)) = self.route(&s.rs) else {
+        let route = match self.dests.dests.get(s.dest as usize) {
+            Some(d) => d.route,
+            None => self.route(&s.rs),
+        };
+        let Some((port, hop)) = route else {
             return self.drop(Counter::DropNoRoute);
         };
         match s.mode {
@@ -580,13 +592,13 @@ impl Worker {
                 }
             }
             ForwardMode::Nat | ForwardMode::Fnat => {
-                if !mode::decrement_ttl(buf.data_mut(), p) {
-                    return self.drop(Counter::DropTtlExceeded);
-                }
-                if s.mode == ForwardMode::Nat {
-                    mode::nat::inbound(buf.data_mut(), p, s);
+                let forwarded = if s.mode == ForwardMode::Nat {
+                    mode::nat::forward_inbound(buf.data_mut(), p, s)
                 } else {
-                    mode::fnat::inbound(buf.data_mut(), p, s);
+                    mode::fnat::forward_inbound(buf.data_mut(), p, s)
+                };
+                if !forwarded {
+                    return self.drop(Counter::DropTtlExceeded);
                 }
                 self.count(Counter::Forwarded);
                 Action::Transmit {
@@ -628,13 +640,13 @@ impl Worker {
         let Some((port, hop)) = self.route(&s.client) else {
             return self.drop(Counter::DropNoRoute);
         };
-        if !mode::decrement_ttl(buf.data_mut(), p) {
-            return self.drop(Counter::DropTtlExceeded);
-        }
-        if s.mode == ForwardMode::Nat {
-            mode::nat::outbound(buf.data_mut(), p, &s);
+        let forwarded = if s.mode == ForwardMode::Nat {
+            mode::nat::forward_outbound(buf.data_mut(), p, &s)
         } else {
-            mode::fnat::outbound(buf.data_mut(), p, &s);
+            mode::fnat::forward_outbound(buf.data_mut(), p, &s)
+        };
+        if !forwarded {
+            return self.drop(Counter::DropTtlExceeded);
         }
         self.count(Counter::Forwarded);
         Action::Transmit {

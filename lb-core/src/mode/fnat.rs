@@ -3,18 +3,40 @@
 //! client. The real server sees the LIP, not the client, and may be
 //! anywhere routable.
 
-use super::rewrite;
+use super::{forward, rewrite};
 use crate::packet::Parsed;
 use crate::session::Session;
 
 /// Client to real server: source := LIP:lport, destination := RS:rport.
 pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, Some((s.laddr, s.lport)), Some((s.rs, s.rport)));
+    rewrite(frame, p, Some((&s.laddr, s.lport)), Some((&s.rs, s.rport)));
+}
+
+/// [`inbound`] with the TTL decremented, as the engine forwards it;
+/// `false`, unchanged, when the TTL has run out.
+pub fn forward_inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+    forward(frame, p, Some((&s.laddr, s.lport)), Some((&s.rs, s.rport)))
 }
 
 /// Real server to client: source := VIP:vport, destination := client:cport.
 pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, Some((s.vip, s.vport)), Some((s.client, s.cport)));
+    rewrite(
+        frame,
+        p,
+        Some((&s.vip, s.vport)),
+        Some((&s.client, s.cport)),
+    );
+}
+
+/// [`outbound`] with the TTL decremented; `false`, unchanged, when the TTL
+/// has run out.
+pub fn forward_outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+    forward(
+        frame,
+        p,
+        Some((&s.vip, s.vport)),
+        Some((&s.client, s.cport)),
+    )
 }
 
 #[cfg(test)]

@@ -29,7 +29,36 @@ fn v4(a: &Addr) -> std::net::Ipv4Addr {
 /// described by `p`, updating every checksum. TCP and UDP carry ports; other
 /// protocols change addresses only. The changes are summed into one delta
 /// per checksum, so each checksum is updated once.
-pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Option<(Addr, u16)>) {
+pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(&Addr, u16)>, dst: Option<(&Addr, u16)>) {
+    translate(frame, p, src, dst, false);
+}
+
+/// Forwards the packet as a router that translates it: decrements the TTL
+/// or hop limit and [rewrites](rewrite) it, with the TTL's change folded
+/// into the same IPv4 checksum update. `false`, unchanged, when the TTL
+/// does not allow forwarding.
+pub fn forward(
+    frame: &mut [u8],
+    p: &Parsed,
+    src: Option<(&Addr, u16)>,
+    dst: Option<(&Addr, u16)>,
+) -> bool {
+    let ttl_at = p.l3_offset + if p.is_v4() { 8 } else { 7 };
+    if frame.get(ttl_at).is_none_or(|&ttl| ttl <= 1) {
+        return false;
+    }
+    translate(frame, p, src, dst, true);
+    true
+}
+
+#[inline]
+fn translate(
+    frame: &mut [u8],
+    p: &Parsed,
+    src: Option<(&Addr, u16)>,
+    dst: Option<(&Addr, u16)>,
+    ttl: bool,
+) {
     let (l3, l4) = (p.l3_offset, p.l4_offset);
     // The address changes: they enter both the IP header's checksum (IPv4)
     // and the transport's pseudo-header.
@@ -37,24 +66,36 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
     if p.is_v4() {
         let mut ip = ipv4::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
         if let Some((a, _)) = src {
-            addrs.add32(u32::from(ip.src_addr()), u32::from(v4(&a)));
-            ip.set_src_addr(v4(&a));
+            addrs.add32(u32::from(ip.src_addr()), u32::from(v4(a)));
+            ip.set_src_addr(v4(a));
         }
         if let Some((a, _)) = dst {
-            addrs.add32(u32::from(ip.dst_addr()), u32::from(v4(&a)));
-            ip.set_dst_addr(v4(&a));
+            addrs.add32(u32::from(ip.dst_addr()), u32::from(v4(a)));
+            ip.set_dst_addr(v4(a));
         }
-        let c = addrs.apply(ip.checksum());
+        let mut header = addrs;
+        if ttl {
+            // TTL shares its 16-bit word with the protocol.
+            let (old, new) = (ip.ttl(), ip.ttl() - 1);
+            let proto = u16::from(ip.protocol());
+            header.add16(u16::from(old) << 8 | proto, u16::from(new) << 8 | proto);
+            ip.set_ttl(new);
+        }
+        let c = header.apply(ip.checksum());
         ip.set_checksum(c);
     } else {
         let mut ip = ipv6::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
         if let Some((a, _)) = src {
-            addrs.add_bytes(&ip.src_addr().octets(), &a);
-            ip.set_src_addr(a.into());
+            addrs.add_bytes(&ip.src_addr().octets(), a);
+            ip.set_src_addr((*a).into());
         }
         if let Some((a, _)) = dst {
-            addrs.add_bytes(&ip.dst_addr().octets(), &a);
-            ip.set_dst_addr(a.into());
+            addrs.add_bytes(&ip.dst_addr().octets(), a);
+            ip.set_dst_addr((*a).into());
+        }
+        if ttl {
+            let hop = ip.hop_limit();
+            ip.set_hop_limit(hop - 1);
         }
     }
     if p.later_fragment {
@@ -94,17 +135,6 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
     }
 }
 
-/// Decrements the TTL or hop limit as a router does; `false` (unchanged)
-/// when the packet must not be forwarded.
-pub fn decrement_ttl(frame: &mut [u8], p: &Parsed) -> bool {
-    let ip = &mut frame[p.l3_offset..p.l3_end];
-    if p.is_v4() {
-        ipv4::Packet::new_unchecked(ip).decrement_ttl()
-    } else {
-        ipv6::Packet::new_unchecked(ip).decrement_hop_limit()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use crate::packet::{parse, VecBuf};
@@ -120,4 +150,75 @@ pub(crate) mod tests {
 
     pub const SYN: u8 = Flags::SYN;
     pub const ACK: u8 = Flags::ACK;
+
+    fn addr(s: &str) -> crate::session::Addr {
+        crate::session::addr(s.parse().unwrap())
+    }
+
+    #[test]
+    fn forward_is_rewrite_with_one_less_ttl() {
+        use crate::testpkt::Builder;
+        let (l, r) = (addr("10.2.0.1"), addr("10.1.0.5"));
+        for (ttl, udp) in [(64, false), (2, false), (200, true)] {
+            let b = if udp {
+                Builder::udp_v4("10.0.0.2:40000", "198.18.0.10:53", b"q")
+            } else {
+                Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+            };
+            let input = b.ttl(ttl).build();
+            let out = apply(input, |b, p| {
+                assert!(super::forward(
+                    crate::packet::PacketBuf::data_mut(b),
+                    p,
+                    Some((&l, 1027)),
+                    Some((&r, 8080)),
+                ));
+            });
+            let want = if udp {
+                Builder::udp_v4("10.2.0.1:1027", "10.1.0.5:8080", b"q")
+            } else {
+                Builder::tcp_v4("10.2.0.1:1027", "10.1.0.5:8080", SYN)
+            };
+            // The builder computes every checksum from scratch.
+            assert_eq!(out, want.ttl(ttl - 1).build(), "ttl {ttl}");
+        }
+        let v6 = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN)
+            .ttl(9)
+            .build();
+        let (l6, r6) = (addr("fd00::1:1"), addr("fd00::5"));
+        let out = apply(v6, |b, p| {
+            assert!(super::forward(
+                crate::packet::PacketBuf::data_mut(b),
+                p,
+                Some((&l6, 1027)),
+                Some((&r6, 8080)),
+            ));
+        });
+        assert_eq!(
+            out,
+            Builder::tcp_v6("[fd00::1:1]:1027", "[fd00::5]:8080", SYN)
+                .ttl(8)
+                .build()
+        );
+    }
+
+    #[test]
+    fn forward_refuses_an_expiring_ttl_and_leaves_the_packet() {
+        use crate::testpkt::Builder;
+        let a = addr("10.2.0.1");
+        for input in [
+            Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
+                .ttl(1)
+                .build(),
+            Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN)
+                .ttl(0)
+                .build(),
+        ] {
+            let out = apply(input.clone(), |b, p| {
+                let data = crate::packet::PacketBuf::data_mut(b);
+                assert!(!super::forward(data, p, Some((&a, 1)), None));
+            });
+            assert_eq!(out, input);
+        }
+    }
 }

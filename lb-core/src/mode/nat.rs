@@ -2,18 +2,30 @@
 //! and port as destination; replies, which come back through the load
 //! balancer (the real server's gateway), get the VIP and port back as source.
 
-use super::rewrite;
+use super::{forward, rewrite};
 use crate::packet::Parsed;
 use crate::session::Session;
 
 /// Client to real server: destination := RS:rport.
 pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, None, Some((s.rs, s.rport)));
+    rewrite(frame, p, None, Some((&s.rs, s.rport)));
+}
+
+/// [`inbound`] with the TTL decremented, as the engine forwards it;
+/// `false`, unchanged, when the TTL has run out.
+pub fn forward_inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+    forward(frame, p, None, Some((&s.rs, s.rport)))
 }
 
 /// Real server to client: source := VIP:vport.
 pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, Some((s.vip, s.vport)), None);
+    rewrite(frame, p, Some((&s.vip, s.vport)), None);
+}
+
+/// [`outbound`] with the TTL decremented; `false`, unchanged, when the TTL
+/// has run out.
+pub fn forward_outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+    forward(frame, p, Some((&s.vip, s.vport)), None)
 }
 
 #[cfg(test)]
