@@ -79,11 +79,22 @@ fn main() {
     let mut buf = VecBuf::new(&syn, 64);
     if std::env::var_os("NEW_CONNECTIONS").is_some() {
         // Every packet a new connection (the table is emptied between runs).
+        // BURST_ONLY=1 hands the SYNs over in bursts of 32.
+        let burst = if std::env::var_os("BURST_ONLY").is_some() {
+            32
+        } else {
+            1
+        };
+        let mut bufs: Vec<VecBuf> = (0..burst).map(|_| VecBuf::new(&syn, 64)).collect();
+        let mut actions = vec![lb_core::engine::Action::Exception; burst];
         let start = std::time::Instant::now();
-        for i in 0..packets {
-            fill(&syn, &mut buf, i % (sessions * 2));
-            black_box(w.process(&mut buf, 0, 1));
-            if w.sessions.is_full() {
+        for i in (0..packets).step_by(burst) {
+            for (j, b) in (0u32..).zip(&mut bufs) {
+                fill(&syn, b, (i + j) % (sessions * 2));
+            }
+            w.process_burst(&mut bufs, 0, 1, &mut actions);
+            black_box(&actions);
+            if w.sessions.len() + 32 > w.sessions.capacity() {
                 w.expire(10_000 + i);
             }
         }

@@ -480,17 +480,17 @@ impl Worker {
     /// Updates a TCP session's state and deadline for a segment, with the
     /// active/inactive accounting of its real server.
     fn track(&mut self, id: SessionId, p: &Parsed, dir: Direction) {
-        let now = self.now;
-        let timeouts = self.snap.timeouts;
-        let s = self.sessions.get_mut(id);
-        let (old, new) = if s.proto == ip_proto::TCP {
-            let new = next_state(s.state, dir, p.tcp_flags);
-            (s.state, new)
+        let s = self.sessions.get(id);
+        let old = s.state;
+        let new = if s.proto == ip_proto::TCP {
+            next_state(old, dir, p.tcp_flags)
         } else {
-            (s.state, s.state)
+            old
         };
+        let expires = self.now.wrapping_add(new.timeout(&self.snap.timeouts));
+        let s = self.sessions.get_mut(id);
         s.state = new;
-        s.expires = now.wrapping_add(new.timeout(&timeouts));
+        s.expires = expires;
         if old == new {
             return;
         }

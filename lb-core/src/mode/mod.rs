@@ -59,6 +59,9 @@ fn translate(
     dst: Option<(&Addr, u16)>,
     ttl: bool,
 ) {
+    if p.is_v4() && translate_v4_ports(frame, p, src, dst, ttl) {
+        return;
+    }
     let (l3, l4) = (p.l3_offset, p.l4_offset);
     // The address changes: they enter both the IP header's checksum (IPv4)
     // and the transport's pseudo-header.
@@ -133,6 +136,96 @@ fn translate(
         }
         _ => {}
     }
+}
+
+/// Replaces a 4-byte field with an IPv4 address's stored form, adding
+/// the change to `d`.
+#[inline]
+fn put_v4(field: &mut [u8; 4], a: &Addr, d: &mut Delta) {
+    let new = [a[12], a[13], a[14], a[15]];
+    d.add32(u32::from_be_bytes(*field), u32::from_be_bytes(new));
+    *field = new;
+}
+
+/// Replaces a 2-byte field (a port), adding the change to `d`.
+#[inline]
+fn put_port(field: &mut [u8; 2], port: u16, d: &mut Delta) {
+    d.add16(u16::from_be_bytes(*field), port);
+    *field = port.to_be_bytes();
+}
+
+/// A fixed-size window of a header, so its fields need no bounds checks of
+/// their own.
+#[inline]
+fn window<const N: usize>(b: &mut [u8], at: usize) -> Option<&mut [u8; N]> {
+    b.get_mut(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+#[inline]
+fn field<const N: usize>(h: &mut [u8], at: usize) -> &mut [u8; N] {
+    // Callers pass constant offsets inside a fixed-size header.
+    window(h, at).expect("a field inside its header")
+}
+
+/// The common case of [`translate`]: TCP or UDP over IPv4, not a later
+/// fragment. `false`, untouched, for anything else.
+#[inline]
+fn translate_v4_ports(
+    frame: &mut [u8],
+    p: &Parsed,
+    src: Option<(&Addr, u16)>,
+    dst: Option<(&Addr, u16)>,
+    ttl: bool,
+) -> bool {
+    // Where the transport checksum sits, and the bytes up to its end.
+    let (check_at, l4_len) = match p.proto {
+        ip_proto::TCP => (16, 18),
+        ip_proto::UDP => (6, 8),
+        _ => return false,
+    };
+    if p.later_fragment || p.l4_offset < p.l3_offset + ipv4::HEADER_LEN {
+        return false;
+    }
+    let (head, l4) = frame.split_at_mut(p.l4_offset);
+    let (Some(ip), Some(l4)) = (
+        window::<{ ipv4::HEADER_LEN }>(head, p.l3_offset),
+        l4.get_mut(..l4_len),
+    ) else {
+        return false;
+    };
+    let mut addrs = Delta::default();
+    if let Some((a, _)) = src {
+        put_v4(field(ip, 12), a, &mut addrs);
+    }
+    if let Some((a, _)) = dst {
+        put_v4(field(ip, 16), a, &mut addrs);
+    }
+    let mut header = addrs;
+    if ttl {
+        // TTL shares its 16-bit word with the protocol.
+        let word: &mut [u8; 2] = field(ip, 8);
+        let old = u16::from_be_bytes(*word);
+        header.add16(old, old - 0x100);
+        word[0] -= 1;
+    }
+    let check: &mut [u8; 2] = field(ip, 10);
+    *check = header.apply(u16::from_be_bytes(*check)).to_be_bytes();
+    let mut d = addrs;
+    if let Some((_, port)) = src {
+        put_port(field(l4, 0), port, &mut d);
+    }
+    if let Some((_, port)) = dst {
+        put_port(field(l4, 2), port, &mut d);
+    }
+    let check: &mut [u8; 2] = field(l4, check_at);
+    let old = u16::from_be_bytes(*check);
+    let new = if p.proto == ip_proto::UDP {
+        checksum::udp_adjust(old, |c| d.apply(c))
+    } else {
+        d.apply(old)
+    };
+    *check = new.to_be_bytes();
+    true
 }
 
 #[cfg(test)]

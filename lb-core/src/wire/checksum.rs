@@ -26,14 +26,16 @@ pub fn sum(data: &[u8]) -> u64 {
     acc
 }
 
-/// Folds a sum to 16 bits with end-around carry.
+/// Folds a sum to 16 bits with end-around carry, in four fixed steps
+/// rather than a loop: 2^32 and 2^16 are both 1 modulo 0xffff, and each
+/// step keeps a nonzero sum nonzero.
 #[inline]
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    u16::try_from(acc).unwrap_or(0xffff)
+pub fn fold(acc: u64) -> u16 {
+    let a = (acc & 0xffff_ffff) + (acc >> 32); // at most 33 bits
+    let a = (a & 0xffff) + (a >> 16); // at most 0x2fffe
+    let a = (a & 0xffff) + (a >> 16); // at most 0x10001
+    let a = (a & 0xffff) + (a >> 16); // at most 0xffff
+    u16::try_from(a).unwrap_or(0xffff)
 }
 
 /// The checksum of `data` with an initial (pseudo-header) sum: the value to
@@ -147,6 +149,32 @@ pub fn udp_adjust(check: u16, update: impl FnOnce(u16) -> u16) -> u16 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fold_matches_the_end_around_carry_loop() {
+        let by_loop = |mut acc: u64| {
+            while acc >> 16 != 0 {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc
+        };
+        let edges = [0, 1, 0xffff, 0x1_0000, 0x1_ffff, 0xffff_ffff, 0x1_0000_0000];
+        for acc in edges
+            .into_iter()
+            .chain([u64::MAX, u64::MAX - 1, 0xffff_0000_ffff])
+        {
+            assert_eq!(u64::from(fold(acc)), by_loop(acc), "{acc:#x}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for acc in [x, x >> 20, x >> 40] {
+                assert_eq!(u64::from(fold(acc)), by_loop(acc), "{acc:#x}");
+            }
+        }
+    }
 
     #[test]
     fn rfc1071_example() {
