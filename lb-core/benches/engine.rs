@@ -155,32 +155,53 @@ fn new_connections(c: &mut Criterion) {
     let mut g = c.benchmark_group("fnat_new_connection");
     g.throughput(Throughput::Elements(1));
     const PER_WORKER: u32 = 1_000_000;
-    g.bench_function("64_servers", |b| {
-        b.iter_custom(|iters| {
-            let syn = Template::new(Flags::SYN);
-            let mut buf = VecBuf::new(&syn.frame, 64);
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let mut w = Worker::new(
-                    WorkerConfig {
-                        capacity: PER_WORKER,
-                        ..WorkerConfig::default()
-                    },
-                    snapshot(64, SchedKind::Rr),
-                );
-                let batch = left.min(u64::from(PER_WORKER));
-                let start = Instant::now();
-                for i in 0..u32::try_from(batch).unwrap() {
-                    syn.fill(&mut buf, i);
-                    black_box(w.process(&mut buf, 0, 1));
+    // One by one, and in bursts of 32 as the dataplane hands them over
+    // (which overlaps the misses of the lookups that find nothing).
+    for burst in [1usize, 32] {
+        let name = if burst == 1 {
+            "64_servers".to_string()
+        } else {
+            format!("64_servers_burst_of_{burst}")
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let syn = Template::new(Flags::SYN);
+                let mut bufs: Vec<VecBuf> =
+                    (0..burst).map(|_| VecBuf::new(&syn.frame, 64)).collect();
+                let mut actions = vec![Action::Exception; burst];
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let mut w = Worker::new(
+                        WorkerConfig {
+                            capacity: PER_WORKER,
+                            ..WorkerConfig::default()
+                        },
+                        snapshot(64, SchedKind::Rr),
+                    );
+                    let batch = u32::try_from(left.min(u64::from(PER_WORKER))).unwrap();
+                    let start = Instant::now();
+                    let mut i = 0;
+                    while i < batch {
+                        for (buf, j) in bufs.iter_mut().zip(i..) {
+                            syn.fill(buf, j);
+                        }
+                        let n = usize::try_from(batch - i).unwrap().min(burst);
+                        if burst == 1 {
+                            black_box(w.process(&mut bufs[0], 0, 1));
+                        } else {
+                            w.process_burst(&mut bufs[..n], 0, 1, &mut actions[..n]);
+                            black_box(&actions);
+                        }
+                        i += u32::try_from(n).unwrap();
+                    }
+                    total += start.elapsed();
+                    left -= u64::from(batch);
                 }
-                total += start.elapsed();
-                left -= batch;
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     g.finish();
 }
 

@@ -3,8 +3,8 @@
 //! through the load balancer (NAT, FNAT), from the tuple of its replies.
 //!
 //! One table per worker, preallocated: sessions live in one array, a free
-//! list links the unused ones, and bucket heads plus intrusive chain links
-//! index them, so inserting and removing never allocate. Expiry uses a
+//! list links the unused ones, and an open-addressed index of cache-line
+//! buckets finds them, so inserting and removing never allocate. Expiry uses a
 //! timer wheel with lazy re-arming: a packet only stores the new deadline
 //! in its session; when the session's slot comes round, a session whose
 //! deadline moved is re-linked further on instead of expiring.
