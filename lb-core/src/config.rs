@@ -77,7 +77,7 @@ pub struct NeighborConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionsConfig {
-    /// Sessions per worker (127 bytes each).
+    /// Sessions per worker (115 bytes each).
     #[serde(default = "default_capacity")]
     pub capacity: u32,
     /// Full-NAT local ports, inclusive.

@@ -513,7 +513,8 @@ impl Worker {
 
     fn account(&mut self, id: SessionId, bytes: usize, inbound: bool) {
         let s = self.sessions.get(id);
-        let (dest, svc) = (s.dest, s.service);
+        let dest = s.dest;
+        let svc = self.dests.dests[dest as usize].svc;
         let bytes = u64::try_from(bytes).unwrap_or(0);
         let d = &mut self.dests.dests[dest as usize].stats;
         let v = &mut self.dests.svcs[svc as usize].stats;
@@ -715,8 +716,7 @@ impl Worker {
                         let ts = self.sessions.get_mut(tid);
                         ts.flags = (ts.flags | flags::TEMPLATE) & !flags::HAS_OUT;
                         ts.dest = dest;
-                        ts.service = h;
-                        ts.refs = 0;
+                        ts.set_refs(0);
                         self.dests.dests[dest as usize].refs += 1;
                         self.dests.svcs[h as usize].refs += 1;
                         template = Some(tid);
@@ -793,12 +793,11 @@ impl Worker {
         {
             let s = self.sessions.get_mut(id);
             s.dest = dest;
-            s.service = h;
-            s.template = template.unwrap_or(NIL);
+            s.set_template(template.unwrap_or(NIL));
         }
         if let Some(tid) = template {
             let t = self.sessions.get_mut(tid);
-            t.refs += 1;
+            t.set_refs(t.refs() + 1);
         }
         self.dests.dests[dest as usize].refs += 1;
         self.dests.dests[dest as usize].stats.conns += 1;
@@ -856,8 +855,8 @@ impl Worker {
         } = self;
         let out = sessions.expire(now, budget, |table, id| {
             let s = *table.get(id);
-            if s.is_template() && s.refs > 0 {
-                let key = dests.svcs[s.service as usize].key;
+            if s.refs() > 0 {
+                let key = dests.svcs[dests.dests[s.dest as usize].svc as usize].key;
                 let timeout = snap
                     .lookup(key.proto, key.vip, key.port)
                     .and_then(|i| snap.services[i as usize].spec.persistence)
@@ -1035,8 +1034,8 @@ fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable,
             });
         }
     }
-    if s.service != NIL {
-        let v = &mut dests.svcs[s.service as usize];
+    if let Some(svc) = dests.dests.get(s.dest as usize).map(|d| d.svc) {
+        let v = &mut dests.svcs[svc as usize];
         v.refs = v.refs.saturating_sub(1);
         if s.mode == ForwardMode::Fnat && !s.is_template() {
             if let Some(pool) = v.pool.as_mut() {
@@ -1044,9 +1043,9 @@ fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable,
             }
         }
     }
-    if s.template != NIL {
-        let t = table.get_mut(s.template);
-        t.refs = t.refs.saturating_sub(1);
+    if s.template() != NIL {
+        let t = table.get_mut(s.template());
+        t.set_refs(t.refs().saturating_sub(1));
     }
     counters.add(Counter::SessionsExpired, 1);
 }

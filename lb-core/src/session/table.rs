@@ -52,6 +52,11 @@ const _: () = assert!(
 /// Slots of the timer wheel (seconds it covers in one turn).
 const WHEEL_SLOTS: u32 = 4096;
 
+/// Marks a session's `timer_prev` as the first of its wheel slot, the
+/// slot in the low bits. Session ids stay below it.
+pub(super) const HEAD: u32 = 0x8000_0000;
+const _: () = assert!(WHEEL_SLOTS <= 0xffff && NIL / 2 - 1 < HEAD);
+
 /// A session's index in its table.
 pub type SessionId = u32;
 
@@ -233,15 +238,14 @@ impl SessionTable {
         NIL
     }
 
-    /// Reads the start, middle and end of an entry's session (it spans up
-    /// to three cache lines), for the same purpose.
+    /// Reads both cache lines of an entry's session, for the same purpose.
     #[inline]
     pub fn warm_session(&self, r: u32) -> u32 {
         if r == NIL {
             0
         } else {
             let s = &self.sessions[(r >> 1) as usize];
-            u32::from(s.client[0]) ^ u32::from(s.cport) ^ u32::from(s.timer_slot)
+            u32::from(s.client[0]) ^ s.timer_prev
         }
     }
 
@@ -372,29 +376,31 @@ impl SessionTable {
             self.clock.wrapping_add(1),
             self.clock.wrapping_add(WHEEL_SLOTS - 1),
         );
-        let slot = (at % WHEEL_SLOTS) as usize;
-        let head = self.wheel[slot];
+        let slot = at % WHEEL_SLOTS;
+        let head = self.wheel[slot as usize];
         {
             let s = &mut self.sessions[id as usize];
-            s.timer_prev = NIL;
+            s.timer_prev = HEAD | slot;
             s.timer_next = head;
-            s.timer_slot = u16::try_from(slot).unwrap_or(0);
         }
         if head != NIL {
             self.sessions[head as usize].timer_prev = id;
         }
-        self.wheel[slot] = id;
+        self.wheel[slot as usize] = id;
     }
 
-    fn wheel_unlink(&mut self, id: SessionId, slot: usize) {
+    fn wheel_unlink(&mut self, id: SessionId) {
         let (prev, next) = {
             let s = &self.sessions[id as usize];
             (s.timer_prev, s.timer_next)
         };
         if prev == NIL {
-            if self.wheel[slot] == id {
-                self.wheel[slot] = next;
-            }
+            // In a slot's list that expiry has detached: nothing points here
+            // but the list being walked, which has moved past it.
+        } else if prev & HEAD != 0 {
+            let slot = (prev & !HEAD) as usize;
+            debug_assert_eq!(self.wheel[slot], id);
+            self.wheel[slot] = next;
         } else {
             self.sessions[prev as usize].timer_next = next;
         }
@@ -431,7 +437,7 @@ impl SessionTable {
         if s.has_outbound() {
             self.unlink(id, DIR_OUT, &s.outbound_key());
         }
-        self.wheel_unlink(id, usize::from(s.timer_slot));
+        self.wheel_unlink(id);
         self.release(id);
     }
 
@@ -477,7 +483,7 @@ impl SessionTable {
             while cur != NIL {
                 if examined == budget {
                     // Put the rest back and stop before this second.
-                    self.sessions[cur as usize].timer_prev = NIL;
+                    self.sessions[cur as usize].timer_prev = HEAD | (t % WHEEL_SLOTS);
                     let mut tail = cur;
                     while self.sessions[tail as usize].timer_next != NIL {
                         tail = self.sessions[tail as usize].timer_next;
@@ -759,6 +765,43 @@ mod tests {
         let out = t.expire(5010, 100, |_, _| true);
         assert!(!out.more);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn removing_any_session_of_a_timer_slot_keeps_the_rest() {
+        let mut t = SessionTable::with_capacity(16);
+        // Five sessions in one slot: the last inserted is its first.
+        let ids: Vec<_> = (0..5).map(|i| t.insert(fnat(i), 10).unwrap()).collect();
+        t.remove(ids[4]); // the first of the slot
+        t.remove(ids[2]); // one in the middle
+        t.remove(ids[0]); // the last
+        let mut gone = Vec::new();
+        let out = t.expire(10, 100, |_, id| {
+            gone.push(id);
+            true
+        });
+        gone.sort_unstable();
+        assert_eq!(gone, [ids[1], ids[3]]);
+        assert_eq!(out.expired, 2);
+        assert!(t.is_empty());
+
+        // A budget that stops inside a slot puts the rest back as its
+        // first; removing that one then must not lose the others.
+        let ids: Vec<_> = (0..4).map(|i| t.insert(fnat(i), 20).unwrap()).collect();
+        let out = t.expire(20, 1, |_, _| true);
+        assert!(out.more);
+        assert_eq!(t.len(), 3);
+        let left: Vec<_> = ids
+            .iter()
+            .copied()
+            .filter(|&id| t.get(id).flags & flags::USED != 0)
+            .collect();
+        t.remove(left[0]);
+        t.remove(left[2]);
+        let out = t.expire(20, 100, |_, _| true);
+        assert_eq!((out.expired, out.more), (1, false));
+        assert!(t.is_empty());
+        assert!(t.wheel.iter().all(|&h| h == NIL));
     }
 
     #[test]
