@@ -689,8 +689,12 @@ impl Worker {
                 if d.idx != NIL && d.svc == h && svc.weights[d.idx as usize] > 0 {
                     pick = Some(d.idx as usize);
                     template = Some(tid);
-                } else {
+                } else if t.refs() == 0 {
                     self.close(tid);
+                } else {
+                    // Its connections still point at it: it leaves the
+                    // index now and goes when the last of them has gone.
+                    self.sessions.unhash(tid);
                 }
             }
             if template.is_none() && self.sessions.len() + 2 > self.sessions.capacity() {
@@ -875,12 +879,14 @@ impl Worker {
     /// weight 0 are left to finish; this removes them at once instead (an
     /// operator's choice). Returns how many went.
     pub fn flush_dest(&mut self, dest: u32) -> u32 {
-        let ids: Vec<SessionId> = self
+        // Connections first, so a template has none left when it goes.
+        let mut ids: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.dest == dest)
             .map(|(id, _)| id)
             .collect();
+        ids.sort_by_key(|&id| self.sessions.get(id).is_template());
         let n = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         for id in ids {
             self.close(id);
@@ -1045,7 +1051,12 @@ fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable,
     }
     if s.template() != NIL {
         let t = table.get_mut(s.template());
-        t.set_refs(t.refs().saturating_sub(1));
+        // A template outlives the connections that follow it (it is only
+        // unhashed while they remain), so this is that template.
+        debug_assert!(t.is_template());
+        if t.is_template() {
+            t.set_refs(t.refs().saturating_sub(1));
+        }
     }
     counters.add(Counter::SessionsExpired, 1);
 }

@@ -592,6 +592,56 @@ fn persistence_keeps_a_client_network_on_one_server() {
 }
 
 #[test]
+fn a_quiesced_template_leaves_the_index_but_outlives_its_connections() {
+    let mut w = worker();
+    let syn =
+        |port: u16| Builder::tcp_v4(&format!("10.0.0.2:{port}"), "198.18.0.10:84", SYN).build();
+    let (first, _) = run(&mut w, &syn(40000), 0, 1);
+    let templates = |w: &Worker| -> Vec<Session> {
+        w.sessions
+            .iter()
+            .filter(|(_, s)| s.is_template())
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    let old = templates(&w)[0];
+    assert_eq!(old.refs(), 1);
+    // The template's server goes to weight 0 while its connection lives.
+    let mut quiesced = specs();
+    let svc = quiesced.iter_mut().find(|s| s.key.port == 84).unwrap();
+    let r = svc
+        .reals
+        .iter_mut()
+        .find(|r| session::addr(r.addr) == old.rs)
+        .unwrap();
+    r.weight = 0;
+    w.adopt(snapshot(quiesced));
+    let (second, _) = run(&mut w, &syn(40001), 0, 2);
+    assert_ne!(first, second, "a new template, on another server");
+    assert_eq!(w.counters.get(Counter::TemplatesCreated), 2);
+    let both = templates(&w);
+    assert_eq!(both.len(), 2, "the old one stays for its connection");
+    assert_eq!(
+        both.iter()
+            .filter(|t| t.flags & flags::UNHASHED != 0)
+            .count(),
+        1
+    );
+    // A packet with a template's own tuple is no connection of it.
+    let probe = Builder::tcp_v4("10.0.0.0:0", "198.18.0.10:84", ACK).build();
+    assert_eq!(
+        run(&mut w, &probe, 0, 2).0,
+        Action::Drop(Counter::DropTcpNotSyn)
+    );
+    // The connections go (SYN_RECV), then both templates, with no
+    // reference left dangling.
+    w.expire(2 + 60);
+    assert_eq!(templates(&w).iter().map(Session::refs).sum::<u32>(), 0);
+    w.expire(2 + 60 + 300);
+    assert!(w.sessions.is_empty());
+}
+
+#[test]
 fn full_table_drops_new_flows_only() {
     let mut w = Worker::new(
         WorkerConfig {

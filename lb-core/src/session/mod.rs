@@ -70,6 +70,9 @@ pub mod flags {
     pub const TEMPLATE: u8 = 0x04;
     /// Counted as inactive on its real server (IPVS's CONN_F_INACTIVE).
     pub const INACTIVE: u8 = 0x08;
+    /// Out of the index but still alive: a template that lookups must no
+    /// longer find while connections still follow it.
+    pub const UNHASHED: u8 = 0x10;
 }
 
 /// No session / no link.

@@ -282,13 +282,14 @@ impl SessionTable {
         }
     }
 
-    /// The session a packet with this tuple belongs to, and which of its
-    /// tuples it matched; a client tuple wins over a reply tuple.
+    /// The connection a packet with this tuple belongs to, and which of its
+    /// tuples it matched; a client tuple wins over a reply tuple. Templates
+    /// are not connections, so a packet never matches one.
     #[inline]
     pub fn lookup_at(&self, h: Hashed, k: &FlowKey) -> Option<(SessionId, Side)> {
         let mut out = None;
         self.probe(h, |r| {
-            if !self.matches(r, k) {
+            if !self.matches(r, k) || self.sessions[(r >> 1) as usize].is_template() {
                 return false;
             }
             if r & 1 == DIR_IN {
@@ -431,14 +432,25 @@ impl SessionTable {
 
     /// Removes a session now.
     pub fn remove(&mut self, id: SessionId) {
+        debug_assert!(self.sessions[id as usize].flags & flags::USED != 0);
+        self.unhash(id);
+        self.wheel_unlink(id);
+        self.release(id);
+    }
+
+    /// Takes a session out of the index, so lookups no longer find it,
+    /// and leaves it alive until it expires or is removed (IPVS unhashes a
+    /// template the same way while connections still point at it).
+    pub fn unhash(&mut self, id: SessionId) {
         let s = self.sessions[id as usize];
-        debug_assert!(s.flags & flags::USED != 0);
+        if s.flags & flags::UNHASHED != 0 {
+            return;
+        }
         self.unlink(id, DIR_IN, &s.inbound_key());
         if s.has_outbound() {
             self.unlink(id, DIR_OUT, &s.outbound_key());
         }
-        self.wheel_unlink(id);
-        self.release(id);
+        self.sessions[id as usize].flags |= flags::UNHASHED;
     }
 
     fn release(&mut self, id: SessionId) {
@@ -506,11 +518,7 @@ impl SessionTable {
                 // Deadlines are compared on the wrapping clock.
                 let due = expires.wrapping_sub(t) as i32 <= 0;
                 if due && on_expire(self, cur) {
-                    let s = self.sessions[cur as usize];
-                    self.unlink(cur, DIR_IN, &s.inbound_key());
-                    if s.has_outbound() {
-                        self.unlink(cur, DIR_OUT, &s.outbound_key());
-                    }
+                    self.unhash(cur);
                     self.release(cur);
                     out.expired += 1;
                 } else {
