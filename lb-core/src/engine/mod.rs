@@ -431,7 +431,8 @@ impl Worker {
             }
             return self.drop(Counter::DropNoSession);
         }
-        if matches!(p.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
+        // A later fragment carries no ICMP header.
+        if matches!(p.proto, ip_proto::ICMP | ip_proto::ICMPV6) && !p.later_fragment {
             if let Some(a) = self.icmp(buf, p, in_port) {
                 return a;
             }
@@ -896,7 +897,7 @@ impl Worker {
 
     fn icmp(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Option<Action> {
         let l4 = p.l4_offset;
-        let ty = buf.data()[l4];
+        let ty = *buf.data().get(l4)?;
         let echo = if p.is_v4() {
             icmp::v4::ECHO_REQUEST
         } else {

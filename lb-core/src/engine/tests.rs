@@ -642,6 +642,29 @@ fn a_quiesced_template_leaves_the_index_but_outlives_its_connections() {
 }
 
 #[test]
+fn an_empty_later_icmp_fragment_to_an_owned_address_is_no_echo() {
+    // Found by the fuzzer: a later fragment has no ICMP header to read.
+    let mut w = worker();
+    for (src, dst) in [("10.0.0.2", "10.0.0.1"), ("10.0.0.2", "198.18.0.10")] {
+        let mut ip = ip_packet(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            ip_proto::ICMP,
+            64,
+            7,
+            false,
+            &[],
+        );
+        // Fragment offset 8 (in 8-byte units), no payload.
+        ip[6..8].copy_from_slice(&8u16.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut ip[..]).fill_checksum();
+        let f = frame(PEER_MAC, LB_MAC, None, ethertype::IPV4, &ip);
+        let (act, _) = run(&mut w, &f, 0, 1);
+        assert!(!matches!(act, Action::Transmit { .. }), "{dst}: {act:?}");
+    }
+}
+
+#[test]
 fn full_table_drops_new_flows_only() {
     let mut w = Worker::new(
         WorkerConfig {
