@@ -19,11 +19,7 @@ pub mod tun;
 use crate::packet::Parsed;
 use crate::session::Addr;
 use crate::wire::checksum::{self, Delta};
-use crate::wire::{ip_proto, ipv4, ipv6, tcp, udp};
-
-fn v4(a: &Addr) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15])
-}
+use crate::wire::{ip_proto, ipv4, ipv6};
 
 /// Rewrites the source and/or destination (address, port) of the IP packet
 /// described by `p`, updating every checksum. TCP and UDP carry ports; other
@@ -51,6 +47,10 @@ pub fn forward(
     true
 }
 
+/// The rewrite itself, on fixed-size windows of the headers so that each
+/// field is read and written without a bounds check of its own. The parse
+/// has checked that the headers are there; a frame that is somehow shorter
+/// is left as it is.
 #[inline]
 fn translate(
     frame: &mut [u8],
@@ -59,157 +59,56 @@ fn translate(
     dst: Option<(&Addr, u16)>,
     ttl: bool,
 ) {
-    if p.is_v4() && translate_v4_ports(frame, p, src, dst, ttl) {
-        return;
-    }
-    let (l3, l4) = (p.l3_offset, p.l4_offset);
+    // Where the transport checksum sits, and the bytes up to its end.
+    let l4_fields = match p.proto {
+        ip_proto::TCP => Some((16, 18)),
+        ip_proto::UDP => Some((6, 8)),
+        _ => None,
+    };
+    let (head, l4) = frame.split_at_mut(p.l4_offset.min(frame.len()));
     // The address changes: they enter both the IP header's checksum (IPv4)
     // and the transport's pseudo-header.
     let mut addrs = Delta::default();
     if p.is_v4() {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
+        let Some(ip) = window::<{ ipv4::HEADER_LEN }>(head, p.l3_offset) else {
+            return;
+        };
         if let Some((a, _)) = src {
-            addrs.add32(u32::from(ip.src_addr()), u32::from(v4(a)));
-            ip.set_src_addr(v4(a));
+            put_v4(field(ip, 12), a, &mut addrs);
         }
         if let Some((a, _)) = dst {
-            addrs.add32(u32::from(ip.dst_addr()), u32::from(v4(a)));
-            ip.set_dst_addr(v4(a));
+            put_v4(field(ip, 16), a, &mut addrs);
         }
         let mut header = addrs;
         if ttl {
             // TTL shares its 16-bit word with the protocol.
-            let (old, new) = (ip.ttl(), ip.ttl() - 1);
-            let proto = u16::from(ip.protocol());
-            header.add16(u16::from(old) << 8 | proto, u16::from(new) << 8 | proto);
-            ip.set_ttl(new);
+            let word: &mut [u8; 2] = field(ip, 8);
+            let old = u16::from_be_bytes(*word);
+            header.add16(old, old - 0x100);
+            word[0] -= 1;
         }
-        let c = header.apply(ip.checksum());
-        ip.set_checksum(c);
+        let check: &mut [u8; 2] = field(ip, 10);
+        *check = header.apply(u16::from_be_bytes(*check)).to_be_bytes();
     } else {
-        let mut ip = ipv6::Packet::new_unchecked(&mut frame[l3..p.l3_end]);
+        let Some(ip) = window::<{ ipv6::HEADER_LEN }>(head, p.l3_offset) else {
+            return;
+        };
         if let Some((a, _)) = src {
-            addrs.add_bytes(&ip.src_addr().octets(), a);
-            ip.set_src_addr((*a).into());
+            put_v6(field(ip, 8), a, &mut addrs);
         }
         if let Some((a, _)) = dst {
-            addrs.add_bytes(&ip.dst_addr().octets(), a);
-            ip.set_dst_addr((*a).into());
+            put_v6(field(ip, 24), a, &mut addrs);
         }
         if ttl {
-            let hop = ip.hop_limit();
-            ip.set_hop_limit(hop - 1);
+            ip[7] -= 1;
         }
     }
-    if p.later_fragment {
+    let Some((check_at, len)) = l4_fields.filter(|_| !p.later_fragment) else {
         return;
-    }
-    let seg = &mut frame[l4..p.l3_end];
-    match p.proto {
-        ip_proto::TCP => {
-            let mut t = tcp::Packet::new_unchecked(seg);
-            let mut d = addrs;
-            if let Some((_, port)) = src {
-                d.add16(t.src_port(), port);
-                t.set_src_port(port);
-            }
-            if let Some((_, port)) = dst {
-                d.add16(t.dst_port(), port);
-                t.set_dst_port(port);
-            }
-            let c = d.apply(t.checksum());
-            t.set_checksum(c);
-        }
-        ip_proto::UDP => {
-            let mut u = udp::Packet::new_unchecked(seg);
-            let mut d = addrs;
-            if let Some((_, port)) = src {
-                d.add16(u.src_port(), port);
-                u.set_src_port(port);
-            }
-            if let Some((_, port)) = dst {
-                d.add16(u.dst_port(), port);
-                u.set_dst_port(port);
-            }
-            let c = checksum::udp_adjust(u.checksum(), |c| d.apply(c));
-            u.set_checksum(c);
-        }
-        _ => {}
-    }
-}
-
-/// Replaces a 4-byte field with an IPv4 address's stored form, adding
-/// the change to `d`.
-#[inline]
-fn put_v4(field: &mut [u8; 4], a: &Addr, d: &mut Delta) {
-    let new = [a[12], a[13], a[14], a[15]];
-    d.add32(u32::from_be_bytes(*field), u32::from_be_bytes(new));
-    *field = new;
-}
-
-/// Replaces a 2-byte field (a port), adding the change to `d`.
-#[inline]
-fn put_port(field: &mut [u8; 2], port: u16, d: &mut Delta) {
-    d.add16(u16::from_be_bytes(*field), port);
-    *field = port.to_be_bytes();
-}
-
-/// A fixed-size window of a header, so its fields need no bounds checks of
-/// their own.
-#[inline]
-fn window<const N: usize>(b: &mut [u8], at: usize) -> Option<&mut [u8; N]> {
-    b.get_mut(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-#[inline]
-fn field<const N: usize>(h: &mut [u8], at: usize) -> &mut [u8; N] {
-    // Callers pass constant offsets inside a fixed-size header.
-    window(h, at).expect("a field inside its header")
-}
-
-/// The common case of [`translate`]: TCP or UDP over IPv4, not a later
-/// fragment. `false`, untouched, for anything else.
-#[inline]
-fn translate_v4_ports(
-    frame: &mut [u8],
-    p: &Parsed,
-    src: Option<(&Addr, u16)>,
-    dst: Option<(&Addr, u16)>,
-    ttl: bool,
-) -> bool {
-    // Where the transport checksum sits, and the bytes up to its end.
-    let (check_at, l4_len) = match p.proto {
-        ip_proto::TCP => (16, 18),
-        ip_proto::UDP => (6, 8),
-        _ => return false,
     };
-    if p.later_fragment || p.l4_offset < p.l3_offset + ipv4::HEADER_LEN {
-        return false;
-    }
-    let (head, l4) = frame.split_at_mut(p.l4_offset);
-    let (Some(ip), Some(l4)) = (
-        window::<{ ipv4::HEADER_LEN }>(head, p.l3_offset),
-        l4.get_mut(..l4_len),
-    ) else {
-        return false;
+    let Some(l4) = l4.get_mut(..len) else {
+        return;
     };
-    let mut addrs = Delta::default();
-    if let Some((a, _)) = src {
-        put_v4(field(ip, 12), a, &mut addrs);
-    }
-    if let Some((a, _)) = dst {
-        put_v4(field(ip, 16), a, &mut addrs);
-    }
-    let mut header = addrs;
-    if ttl {
-        // TTL shares its 16-bit word with the protocol.
-        let word: &mut [u8; 2] = field(ip, 8);
-        let old = u16::from_be_bytes(*word);
-        header.add16(old, old - 0x100);
-        word[0] -= 1;
-    }
-    let check: &mut [u8; 2] = field(ip, 10);
-    *check = header.apply(u16::from_be_bytes(*check)).to_be_bytes();
     let mut d = addrs;
     if let Some((_, port)) = src {
         put_port(field(l4, 0), port, &mut d);
@@ -225,7 +124,41 @@ fn translate_v4_ports(
         d.apply(old)
     };
     *check = new.to_be_bytes();
-    true
+}
+
+/// Replaces a 4-byte field with an IPv4 address's stored form, adding
+/// the change to `d`.
+#[inline]
+fn put_v4(field: &mut [u8; 4], a: &Addr, d: &mut Delta) {
+    let new = [a[12], a[13], a[14], a[15]];
+    d.add32(u32::from_be_bytes(*field), u32::from_be_bytes(new));
+    *field = new;
+}
+
+/// Replaces a 16-byte field with an IPv6 address, adding the change to `d`.
+#[inline]
+fn put_v6(field: &mut [u8; 16], a: &Addr, d: &mut Delta) {
+    d.add_bytes(field, a);
+    *field = *a;
+}
+
+/// Replaces a 2-byte field (a port), adding the change to `d`.
+#[inline]
+fn put_port(field: &mut [u8; 2], port: u16, d: &mut Delta) {
+    d.add16(u16::from_be_bytes(*field), port);
+    *field = port.to_be_bytes();
+}
+
+/// A fixed-size window of a header.
+#[inline]
+fn window<const N: usize>(b: &mut [u8], at: usize) -> Option<&mut [u8; N]> {
+    b.get_mut(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+#[inline]
+fn field<const N: usize>(h: &mut [u8], at: usize) -> &mut [u8; N] {
+    // Callers pass constant offsets inside a window at least that long.
+    window(h, at).expect("a field inside its header")
 }
 
 #[cfg(test)]
