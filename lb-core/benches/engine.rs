@@ -24,7 +24,7 @@ use lb_core::sched::{
 use lb_core::service::{
     ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
 };
-use lb_core::session::SESSION_BYTES;
+use lb_core::session::{addr_v4, SESSION_BYTES};
 use lb_core::testpkt::{Builder, LB_MAC};
 use lb_core::wire::tcp::Flags;
 
@@ -237,9 +237,9 @@ fn schedulers(c: &mut Criterion) {
             b.iter(|| {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 let flow = FlowInfo {
-                    src: IpAddr::from(std::net::Ipv4Addr::from(x)),
+                    src: addr_v4(std::net::Ipv4Addr::from(x)),
                     src_port: 40000,
-                    dst: IpAddr::from(std::net::Ipv4Addr::from(x >> 8)),
+                    dst: addr_v4(std::net::Ipv4Addr::from(x >> 8)),
                 };
                 black_box(s.pick(&mut st, &weights, &loads, &flow, 0))
             })

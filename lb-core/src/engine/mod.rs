@@ -819,9 +819,9 @@ impl Worker {
         let svc = &self.snap.services[si as usize];
         let e = &mut self.dests.svcs[h as usize];
         let flow = FlowInfo {
-            src: session::ip(&p.src),
+            src: p.src,
             src_port: p.sport,
-            dst: session::ip(&p.dst),
+            dst: p.dst,
         };
         svc.sched.pick(
             &mut e.sched,

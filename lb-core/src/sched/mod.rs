@@ -19,6 +19,7 @@ mod lc;
 mod mh;
 mod rr;
 
+use crate::session::{ip, Addr};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -198,12 +199,13 @@ impl RsLoad {
     }
 }
 
-/// What the schedulers know of a flow.
+/// What the schedulers know of a flow: its addresses in the sessions'
+/// stored form, converted only by the schedulers that hash them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowInfo {
-    pub src: IpAddr,
+    pub src: Addr,
     pub src_port: u16,
-    pub dst: IpAddr,
+    pub dst: Addr,
 }
 
 /// What is wrong with a scheduler's set-up.
@@ -322,21 +324,21 @@ impl Scheduler {
             (SchedKind::Sed, _) => lc::sed(weights, loads),
             (SchedKind::Nq, _) => lc::nq(weights, loads),
             (SchedKind::Fo, _) => lc::fo(weights, loads),
-            (SchedKind::Dh, Tables::Buckets(t)) => hash::dh(t, weights, loads, flow.dst),
+            (SchedKind::Dh, Tables::Buckets(t)) => hash::dh(t, weights, loads, ip(&flow.dst)),
             (SchedKind::Sh, Tables::Buckets(t)) => {
                 let port = if self.flags.port { flow.src_port } else { 0 };
-                hash::sh(t, weights, loads, flow.src, port, self.flags.fallback)
+                hash::sh(t, weights, loads, ip(&flow.src), port, self.flags.fallback)
             }
             (SchedKind::Mh, Tables::Maglev(t)) => {
                 let port = if self.flags.port { flow.src_port } else { 0 };
-                mh::pick(t, weights, loads, flow.src, port, self.flags.fallback)
+                mh::pick(t, weights, loads, ip(&flow.src), port, self.flags.fallback)
             }
             (SchedKind::Lblc | SchedKind::Lblcr, _) => {
                 let loc = state.locality.get_or_insert_with(lblc::Locality::new);
                 if self.kind == SchedKind::Lblc {
-                    loc.lblc(weights, loads, flow.dst, now)
+                    loc.lblc(weights, loads, ip(&flow.dst), now)
                 } else {
-                    loc.lblcr(weights, loads, flow.dst, now)
+                    loc.lblcr(weights, loads, ip(&flow.dst), now)
                 }
             }
             _ => None,
@@ -384,6 +386,7 @@ pub(crate) fn addr_fold(a: IpAddr) -> u32 {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
+    use crate::session::addr;
 
     pub fn loads(n: usize) -> Vec<RsLoad> {
         vec![RsLoad::default(); n]
@@ -391,9 +394,9 @@ pub(crate) mod testutil {
 
     pub fn flow(src: [u8; 4]) -> FlowInfo {
         FlowInfo {
-            src: IpAddr::from(src),
+            src: addr(IpAddr::from(src)),
             src_port: 40000,
-            dst: IpAddr::from([198, 18, 0, 10]),
+            dst: addr(IpAddr::from([198, 18, 0, 10])),
         }
     }
 
