@@ -595,9 +595,9 @@ impl Worker {
             }
             ForwardMode::Nat | ForwardMode::Fnat => {
                 let forwarded = if s.mode == ForwardMode::Nat {
-                    mode::nat::forward_inbound(buf.data_mut(), p, s)
+                    mode::nat::inbound(buf.data_mut(), p, s)
                 } else {
-                    mode::fnat::forward_inbound(buf.data_mut(), p, s)
+                    mode::fnat::inbound(buf.data_mut(), p, s)
                 };
                 if !forwarded {
                     return self.drop(Counter::DropTtlExceeded);
@@ -643,9 +643,9 @@ impl Worker {
             return self.drop(Counter::DropNoRoute);
         };
         let forwarded = if s.mode == ForwardMode::Nat {
-            mode::nat::forward_outbound(buf.data_mut(), p, &s)
+            mode::nat::outbound(buf.data_mut(), p, &s)
         } else {
-            mode::fnat::forward_outbound(buf.data_mut(), p, &s)
+            mode::fnat::outbound(buf.data_mut(), p, &s)
         };
         if !forwarded {
             return self.drop(Counter::DropTtlExceeded);

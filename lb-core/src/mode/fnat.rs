@@ -3,34 +3,19 @@
 //! client. The real server sees the LIP, not the client, and may be
 //! anywhere routable.
 
-use super::{forward, rewrite};
+use super::forward;
 use crate::packet::Parsed;
 use crate::session::Session;
 
-/// Client to real server: source := LIP:lport, destination := RS:rport.
-pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, Some((&s.laddr, s.lport)), Some((&s.rs, s.rport)));
-}
-
-/// [`inbound`] with the TTL decremented, as the engine forwards it;
-/// `false`, unchanged, when the TTL has run out.
-pub fn forward_inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+/// Client to real server: source := LIP:lport, destination := RS:rport,
+/// one less TTL; `false`, unchanged, when the TTL has run out.
+pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, Some((&s.laddr, s.lport)), Some((&s.rs, s.rport)))
 }
 
-/// Real server to client: source := VIP:vport, destination := client:cport.
-pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(
-        frame,
-        p,
-        Some((&s.vip, s.vport)),
-        Some((&s.client, s.cport)),
-    );
-}
-
-/// [`outbound`] with the TTL decremented; `false`, unchanged, when the TTL
-/// has run out.
-pub fn forward_outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+/// Real server to client: source := VIP:vport, destination :=
+/// client:cport, one less TTL; `false`, unchanged, when the TTL has run out.
+pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(
         frame,
         p,
@@ -65,10 +50,11 @@ mod tests {
         let input = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
             .mss(1460)
             .build();
-        let out = apply(input, |b, p| inbound(b.data_mut(), p, &session()));
+        let out = apply(input, |b, p| assert!(inbound(b.data_mut(), p, &session())));
         assert_eq!(
             out,
             Builder::tcp_v4("10.2.0.1:1027", "10.1.0.5:8080", SYN)
+                .ttl(63)
                 .mss(1460)
                 .build()
         );
@@ -76,10 +62,11 @@ mod tests {
         let reply = Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1027", SYN | ACK)
             .seq_ack(7, 1001)
             .build();
-        let out = apply(reply, |b, p| outbound(b.data_mut(), p, &session()));
+        let out = apply(reply, |b, p| assert!(outbound(b.data_mut(), p, &session())));
         assert_eq!(
             out,
             Builder::tcp_v4("198.18.0.10:80", "10.0.0.2:40000", SYN | ACK)
+                .ttl(63)
                 .seq_ack(7, 1001)
                 .build()
         );
@@ -88,10 +75,12 @@ mod tests {
     #[test]
     fn udp_with_payload_of_odd_length() {
         let input = Builder::udp_v4("10.0.0.2:40000", "198.18.0.10:80", b"odd").build();
-        let out = apply(input, |b, p| inbound(b.data_mut(), p, &session()));
+        let out = apply(input, |b, p| assert!(inbound(b.data_mut(), p, &session())));
         assert_eq!(
             out,
-            Builder::udp_v4("10.2.0.1:1027", "10.1.0.5:8080", b"odd").build()
+            Builder::udp_v4("10.2.0.1:1027", "10.1.0.5:8080", b"odd")
+                .ttl(63)
+                .build()
         );
     }
 }

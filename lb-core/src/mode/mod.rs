@@ -21,18 +21,12 @@ use crate::session::Addr;
 use crate::wire::checksum::{self, Delta};
 use crate::wire::{ip_proto, ipv4, ipv6};
 
-/// Rewrites the source and/or destination (address, port) of the IP packet
-/// described by `p`, updating every checksum. TCP and UDP carry ports; other
-/// protocols change addresses only. The changes are summed into one delta
-/// per checksum, so each checksum is updated once.
-pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(&Addr, u16)>, dst: Option<(&Addr, u16)>) {
-    translate(frame, p, src, dst, false);
-}
-
 /// Forwards the packet as a router that translates it: decrements the TTL
-/// or hop limit and [rewrites](rewrite) it, with the TTL's change folded
-/// into the same IPv4 checksum update. `false`, unchanged, when the TTL
-/// does not allow forwarding.
+/// or hop limit and rewrites the source and/or destination (address, port),
+/// updating every checksum. TCP and UDP carry ports; other protocols change
+/// addresses only. The changes are summed into one delta per checksum, the
+/// TTL's included, so each checksum is updated once. `false`, unchanged,
+/// when the TTL does not allow forwarding.
 pub fn forward(
     frame: &mut [u8],
     p: &Parsed,
@@ -43,7 +37,7 @@ pub fn forward(
     if frame.get(ttl_at).is_none_or(|&ttl| ttl <= 1) {
         return false;
     }
-    translate(frame, p, src, dst, true);
+    translate(frame, p, src, dst);
     true
 }
 
@@ -52,13 +46,7 @@ pub fn forward(
 /// has checked that the headers are there; a frame that is somehow shorter
 /// is left as it is.
 #[inline]
-fn translate(
-    frame: &mut [u8],
-    p: &Parsed,
-    src: Option<(&Addr, u16)>,
-    dst: Option<(&Addr, u16)>,
-    ttl: bool,
-) {
+fn translate(frame: &mut [u8], p: &Parsed, src: Option<(&Addr, u16)>, dst: Option<(&Addr, u16)>) {
     // Where the transport checksum sits, and the bytes up to its end.
     let l4_fields = match p.proto {
         ip_proto::TCP => Some((16, 18)),
@@ -80,13 +68,11 @@ fn translate(
             put_v4(field(ip, 16), a, &mut addrs);
         }
         let mut header = addrs;
-        if ttl {
-            // TTL shares its 16-bit word with the protocol.
-            let word: &mut [u8; 2] = field(ip, 8);
-            let old = u16::from_be_bytes(*word);
-            header.add16(old, old - 0x100);
-            word[0] -= 1;
-        }
+        // TTL shares its 16-bit word with the protocol.
+        let word: &mut [u8; 2] = field(ip, 8);
+        let old = u16::from_be_bytes(*word);
+        header.add16(old, old - 0x100);
+        word[0] -= 1;
         let check: &mut [u8; 2] = field(ip, 10);
         *check = header.apply(u16::from_be_bytes(*check)).to_be_bytes();
     } else {
@@ -99,9 +85,7 @@ fn translate(
         if let Some((a, _)) = dst {
             put_v6(field(ip, 24), a, &mut addrs);
         }
-        if ttl {
-            ip[7] -= 1;
-        }
+        ip[7] -= 1;
     }
     let Some((check_at, len)) = l4_fields.filter(|_| !p.later_fragment) else {
         return;
@@ -182,7 +166,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn forward_is_rewrite_with_one_less_ttl() {
+    fn forward_rewrites_and_takes_one_from_the_ttl() {
         use crate::testpkt::Builder;
         let (l, r) = (addr("10.2.0.1"), addr("10.1.0.5"));
         for (ttl, udp) in [(64, false), (2, false), (200, true)] {

@@ -2,29 +2,19 @@
 //! and port as destination; replies, which come back through the load
 //! balancer (the real server's gateway), get the VIP and port back as source.
 
-use super::{forward, rewrite};
+use super::forward;
 use crate::packet::Parsed;
 use crate::session::Session;
 
-/// Client to real server: destination := RS:rport.
-pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, None, Some((&s.rs, s.rport)));
-}
-
-/// [`inbound`] with the TTL decremented, as the engine forwards it;
-/// `false`, unchanged, when the TTL has run out.
-pub fn forward_inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+/// Client to real server: destination := RS:rport, one less TTL; `false`,
+/// unchanged, when the TTL has run out.
+pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, None, Some((&s.rs, s.rport)))
 }
 
-/// Real server to client: source := VIP:vport.
-pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) {
-    rewrite(frame, p, Some((&s.vip, s.vport)), None);
-}
-
-/// [`outbound`] with the TTL decremented; `false`, unchanged, when the TTL
-/// has run out.
-pub fn forward_outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
+/// Real server to client: source := VIP:vport, one less TTL; `false`,
+/// unchanged, when the TTL has run out.
+pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, Some((&s.vip, s.vport)), None)
 }
 
@@ -54,8 +44,9 @@ mod tests {
         let input = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN)
             .mss(1460)
             .build();
-        let out = apply(input, |b, p| inbound(b.data_mut(), p, &session()));
+        let out = apply(input, |b, p| assert!(inbound(b.data_mut(), p, &session())));
         let want = Builder::tcp_v4("10.0.0.2:40000", "10.1.0.5:8080", SYN)
+            .ttl(63)
             .mss(1460)
             .build();
         assert_eq!(out, want);
@@ -64,20 +55,24 @@ mod tests {
     #[test]
     fn reply_gets_the_vip_as_source() {
         let input = Builder::tcp_v4("10.1.0.5:8080", "10.0.0.2:40000", SYN | ACK).build();
-        let out = apply(input, |b, p| outbound(b.data_mut(), p, &session()));
+        let out = apply(input, |b, p| assert!(outbound(b.data_mut(), p, &session())));
         assert_eq!(
             out,
-            Builder::tcp_v4("198.18.0.10:80", "10.0.0.2:40000", SYN | ACK).build()
+            Builder::tcp_v4("198.18.0.10:80", "10.0.0.2:40000", SYN | ACK)
+                .ttl(63)
+                .build()
         );
     }
 
     #[test]
     fn udp_and_ipv6() {
         let input = Builder::udp_v4("10.0.0.2:40000", "198.18.0.10:80", b"query").build();
-        let out = apply(input, |b, p| inbound(b.data_mut(), p, &session()));
+        let out = apply(input, |b, p| assert!(inbound(b.data_mut(), p, &session())));
         assert_eq!(
             out,
-            Builder::udp_v4("10.0.0.2:40000", "10.1.0.5:8080", b"query").build()
+            Builder::udp_v4("10.0.0.2:40000", "10.1.0.5:8080", b"query")
+                .ttl(63)
+                .build()
         );
 
         let mut s = session();
@@ -87,10 +82,11 @@ mod tests {
         let input = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", ACK)
             .payload(b"GET /")
             .build();
-        let out = apply(input, |b, p| inbound(b.data_mut(), p, &s));
+        let out = apply(input, |b, p| assert!(inbound(b.data_mut(), p, &s)));
         assert_eq!(
             out,
             Builder::tcp_v6("[fd00::2]:40000", "[fd01::5]:8080", ACK)
+                .ttl(63)
                 .payload(b"GET /")
                 .build()
         );
