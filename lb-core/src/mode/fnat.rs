@@ -9,12 +9,14 @@ use crate::session::Session;
 
 /// Client to real server: source := LIP:lport, destination := RS:rport,
 /// one less TTL; `false`, unchanged, when the TTL has run out.
+#[inline]
 pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, Some((&s.laddr, s.lport)), Some((&s.rs, s.rport)))
 }
 
 /// Real server to client: source := VIP:vport, destination :=
 /// client:cport, one less TTL; `false`, unchanged, when the TTL has run out.
+#[inline]
 pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(
         frame,

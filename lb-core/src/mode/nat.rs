@@ -8,12 +8,14 @@ use crate::session::Session;
 
 /// Client to real server: destination := RS:rport, one less TTL; `false`,
 /// unchanged, when the TTL has run out.
+#[inline]
 pub fn inbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, None, Some((&s.rs, s.rport)))
 }
 
 /// Real server to client: source := VIP:vport, one less TTL; `false`,
 /// unchanged, when the TTL has run out.
+#[inline]
 pub fn outbound(frame: &mut [u8], p: &Parsed, s: &Session) -> bool {
     forward(frame, p, Some((&s.vip, s.vport)), None)
 }
