@@ -433,7 +433,19 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Interfaces, addresses and routes.
     pub network: Network,
-    index: HashMap<ServiceKey, u32, ahash::RandomState>,
+    /// By [`packed`] key: the stored address form and the protocol and
+    /// port in one word hash in a few multiplications, where the
+    /// `ServiceKey`'s enums would be hashed field by field.
+    index: HashMap<(u128, u32), u32, ahash::RandomState>,
+}
+
+/// A service key as the index holds it.
+#[inline]
+fn packed(proto: Protocol, vip: &crate::session::Addr, port: u16) -> (u128, u32) {
+    (
+        u128::from_ne_bytes(*vip),
+        u32::from(proto.number()) << 16 | u32::from(port),
+    )
 }
 
 impl Snapshot {
@@ -448,7 +460,13 @@ impl Snapshot {
         for spec in specs {
             let key = spec.key;
             let i = u32::try_from(services.len()).unwrap_or(u32::MAX);
-            if index.insert(key, i).is_some() {
+            if index
+                .insert(
+                    packed(key.proto, &crate::session::addr(key.vip), key.port),
+                    i,
+                )
+                .is_some()
+            {
                 return Err(ServiceError::DuplicateService(key));
             }
             services.push(build_service(spec)?);
@@ -477,15 +495,21 @@ impl Snapshot {
     /// the VIP's catch-all service.
     #[inline]
     pub fn lookup(&self, proto: Protocol, vip: IpAddr, port: u16) -> Option<u32> {
+        self.lookup_addr(proto, &crate::session::addr(vip), port)
+    }
+
+    /// [`lookup`](Self::lookup) with the VIP in the stored form, as the
+    /// engine has it from the parse.
+    #[inline]
+    pub fn lookup_addr(
+        &self,
+        proto: Protocol,
+        vip: &crate::session::Addr,
+        port: u16,
+    ) -> Option<u32> {
         self.index
-            .get(&ServiceKey { proto, vip, port })
-            .or_else(|| {
-                self.index.get(&ServiceKey {
-                    proto,
-                    vip,
-                    port: 0,
-                })
-            })
+            .get(&packed(proto, vip, port))
+            .or_else(|| self.index.get(&packed(proto, vip, 0)))
             .copied()
     }
 

@@ -406,7 +406,7 @@ impl Worker {
         let key = p.key();
         if !p.later_fragment {
             match self.sessions.lookup_at(h, &key) {
-                Some((id, Side::In)) => return self.inbound(buf, p, id),
+                Some((id, Side::In)) => return self.inbound(buf, p, id, h),
                 Some((id, Side::Out)) => return self.outbound(buf, p, id),
                 None => {}
             }
@@ -419,8 +419,8 @@ impl Worker {
             }
         }
         if let Some(proto) = Protocol::from_number(p.proto) {
-            if let Some(si) = self.snap.lookup(proto, session::ip(&p.dst), p.dport) {
-                return self.new_session(buf, p, si);
+            if let Some(si) = self.snap.lookup_addr(proto, &p.dst, p.dport) {
+                return self.new_session(buf, p, si, h);
             }
         }
         if self.laddrs.contains(&p.dst) && matches!(p.proto, ip_proto::TCP | ip_proto::UDP) {
@@ -531,7 +531,13 @@ impl Worker {
     }
 
     /// Client to real server on an existing session.
-    fn inbound(&mut self, buf: &mut impl PacketBuf, p: &Parsed, id: SessionId) -> Action {
+    fn inbound(
+        &mut self,
+        buf: &mut impl PacketBuf,
+        p: &Parsed,
+        id: SessionId,
+        h: Hashed,
+    ) -> Action {
         let s = *self.sessions.get(id);
         if self.cfg.expire_nodest_conn
             && s.dest != NIL
@@ -541,8 +547,8 @@ impl Worker {
             let starts = p.proto == ip_proto::UDP
                 || (p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack());
             if let (true, Some(proto)) = (starts, Protocol::from_number(p.proto)) {
-                if let Some(si) = self.snap.lookup(proto, session::ip(&p.dst), p.dport) {
-                    return self.new_session(buf, p, si);
+                if let Some(si) = self.snap.lookup_addr(proto, &p.dst, p.dport) {
+                    return self.new_session(buf, p, si, h);
                 }
             }
             return self.drop(Counter::DropDestRemoved);
@@ -559,11 +565,8 @@ impl Worker {
         };
         if p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack() && closing {
             self.close(id);
-            if let Some(si) = self
-                .snap
-                .lookup(Protocol::Tcp, session::ip(&p.dst), p.dport)
-            {
-                return self.new_session(buf, p, si);
+            if let Some(si) = self.snap.lookup_addr(Protocol::Tcp, &p.dst, p.dport) {
+                return self.new_session(buf, p, si, h);
             }
         }
         let dir = if s.has_outbound() {
@@ -658,7 +661,14 @@ impl Worker {
         }
     }
 
-    fn new_session(&mut self, buf: &mut impl PacketBuf, p: &Parsed, si: u32) -> Action {
+    /// A new connection to service `si`; `hin` is the packet's tuple hashed.
+    fn new_session(
+        &mut self,
+        buf: &mut impl PacketBuf,
+        p: &Parsed,
+        si: u32,
+        hin: Hashed,
+    ) -> Action {
         if p.fragment {
             return self.drop(Counter::DropFragment);
         }
@@ -739,16 +749,21 @@ impl Worker {
         let rs = &svc.spec.reals[i];
         let rs_addr = session::addr(rs.addr);
         let mut laddr = ([0u8; 16], 0u16);
+        // The reply tuple's hash, kept from the pool's last (successful)
+        // check for the insert.
+        let mut hout = Hashed::default();
         if rs.mode == ForwardMode::Fnat {
             let sessions = &self.sessions;
             let taken = |l: &Addr, port: u16| {
-                sessions.out_tuple_in_use(&FlowKey {
+                let k = FlowKey {
                     src: rs_addr,
                     dst: *l,
                     sport: rs.port,
                     dport: port,
                     proto: p.proto,
-                })
+                };
+                hout = sessions.hash(&k);
+                sessions.out_tuple_in_use_at(hout, &k)
             };
             match self.dests.svcs[h as usize]
                 .pool
@@ -780,14 +795,18 @@ impl Worker {
         );
         // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
         // the client and the real server and may clash.
-        if s.mode == ForwardMode::Nat && self.sessions.out_tuple_in_use(&s.outbound_key()) {
+        if s.mode == ForwardMode::Nat {
+            hout = self.sessions.hash(&s.outbound_key());
+        }
+        if s.mode == ForwardMode::Nat && self.sessions.out_tuple_in_use_at(hout, &s.outbound_key())
+        {
             if let Some(pool) = self.dests.svcs[h as usize].pool.as_mut() {
                 pool.release(&laddr.0);
             }
             return self.drop(Counter::DropTupleCollision);
         }
         let expires = self.now.wrapping_add(state.timeout(&snap.timeouts));
-        let id = match self.sessions.insert(s, expires) {
+        let id = match self.sessions.insert_hashed(s, expires, hin, hout) {
             Ok(id) => id,
             Err(_) => return self.drop(Counter::DropTableFull),
         };

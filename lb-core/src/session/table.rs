@@ -303,8 +303,13 @@ impl SessionTable {
     }
 
     fn lookup_dir(&self, k: &FlowKey, dir: u32) -> Option<SessionId> {
+        self.lookup_dir_at(self.hash(k), k, dir)
+    }
+
+    #[inline]
+    fn lookup_dir_at(&self, h: Hashed, k: &FlowKey, dir: u32) -> Option<SessionId> {
         let mut out = None;
-        self.probe(self.hash(k), |r| {
+        self.probe(h, |r| {
             if r & 1 == dir && self.matches(r, k) {
                 out = Some(r >> 1);
                 return true;
@@ -329,8 +334,14 @@ impl SessionTable {
         self.lookup_out(k).is_some()
     }
 
-    fn link(&mut self, id: SessionId, dir: u32, k: &FlowKey) {
-        let h = self.hash(k);
+    /// [`out_tuple_in_use`](Self::out_tuple_in_use) for a tuple already
+    /// hashed (`h` is [`hash`](Self::hash) of `k`).
+    #[inline]
+    pub fn out_tuple_in_use_at(&self, h: Hashed, k: &FlowKey) -> bool {
+        self.lookup_dir_at(h, k, DIR_OUT).is_some()
+    }
+
+    fn link(&mut self, id: SessionId, dir: u32, h: Hashed) {
         let r = id << 1 | dir;
         let mut b = h.bucket as usize;
         // There are more slots than entries, so a free one exists.
@@ -412,7 +423,25 @@ impl SessionTable {
 
     /// Inserts a session that expires at `expires` (seconds, table clock).
     /// The caller has checked that its tuples are not taken.
-    pub fn insert(&mut self, mut s: Session, expires: u32) -> Result<SessionId, TableFull> {
+    pub fn insert(&mut self, s: Session, expires: u32) -> Result<SessionId, TableFull> {
+        let (hin, hout) = (self.hash(&s.inbound_key()), self.hash(&s.outbound_key()));
+        self.insert_hashed(s, expires, hin, hout)
+    }
+
+    /// [`insert`](Self::insert) with the tuples already hashed, as the
+    /// engine has them from the lookup and the local port's check: `hin`
+    /// and `hout` are [`hash`](Self::hash) of the inbound and outbound
+    /// keys (`hout` unused without an outbound tuple).
+    #[inline]
+    pub fn insert_hashed(
+        &mut self,
+        mut s: Session,
+        expires: u32,
+        hin: Hashed,
+        hout: Hashed,
+    ) -> Result<SessionId, TableFull> {
+        debug_assert_eq!(hin, self.hash(&s.inbound_key()));
+        debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
         if self.free == NIL {
             return Err(TableFull);
         }
@@ -421,9 +450,9 @@ impl SessionTable {
         s.flags |= flags::USED;
         s.expires = expires;
         self.sessions[id as usize] = s;
-        self.link(id, DIR_IN, &s.inbound_key());
+        self.link(id, DIR_IN, hin);
         if s.has_outbound() {
-            self.link(id, DIR_OUT, &s.outbound_key());
+            self.link(id, DIR_OUT, hout);
         }
         self.wheel_link(id);
         self.len += 1;
