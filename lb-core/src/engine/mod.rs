@@ -678,26 +678,31 @@ impl Worker {
         if self.sessions.is_full() {
             return self.drop(Counter::DropTableFull);
         }
-        let snap = Arc::clone(&self.snap);
-        let svc = &snap.services[si as usize];
+        // What is needed of the service, read out rather than held: a clone
+        // of the snapshot's Arc would cost two atomic operations.
+        let (pers, vport) = {
+            let spec = &self.snap.services[si as usize].spec;
+            (spec.persistence, spec.key.port)
+        };
         let h = self.svc_of_snap[si as usize];
         let v4 = p.is_v4();
 
         // Persistence: an existing template decides the real server.
         let mut template = None;
         let mut pick = None;
-        if let Some(pers) = svc.spec.persistence {
+        if let Some(pers) = pers {
             let tkey = FlowKey {
                 src: mask(&p.src, pers.prefix_len, v4),
                 dst: p.dst,
                 sport: 0,
-                dport: svc.spec.key.port,
+                dport: vport,
                 proto: p.proto,
             };
             if let Some(tid) = self.sessions.lookup_in(&tkey) {
                 let t = *self.sessions.get(tid);
                 let d = &self.dests.dests[t.dest as usize];
-                if d.idx != NIL && d.svc == h && svc.weights[d.idx as usize] > 0 {
+                let weights = &self.snap.services[si as usize].weights;
+                if d.idx != NIL && d.svc == h && weights[d.idx as usize] > 0 {
                     pick = Some(d.idx as usize);
                     template = Some(tid);
                 } else if t.refs() == 0 {
@@ -715,11 +720,11 @@ impl Worker {
                 pick = self.schedule(si, h, p);
             }
             if let (Some(i), None) = (pick, template) {
-                let rs = &svc.spec.reals[i];
+                let rs = &self.snap.services[si as usize].spec.reals[i];
                 let t = Session::new(
                     p.proto,
                     (tkey.src, 0),
-                    (p.dst, svc.spec.key.port),
+                    (p.dst, vport),
                     (session::addr(rs.addr), rs.port),
                     ([0; 16], 0),
                     ForwardMode::Dr,
@@ -746,19 +751,21 @@ impl Worker {
         let Some(i) = pick else {
             return self.drop(Counter::DropNoDest);
         };
-        let rs = &svc.spec.reals[i];
-        let rs_addr = session::addr(rs.addr);
+        let (rs_addr, rs_port, rs_mode) = {
+            let rs = &self.snap.services[si as usize].spec.reals[i];
+            (session::addr(rs.addr), rs.port, rs.mode)
+        };
         let mut laddr = ([0u8; 16], 0u16);
         // The reply tuple's hash, kept from the pool's last (successful)
         // check for the insert.
         let mut hout = Hashed::default();
-        if rs.mode == ForwardMode::Fnat {
+        if rs_mode == ForwardMode::Fnat {
             let sessions = &self.sessions;
             let taken = |l: &Addr, port: u16| {
                 let k = FlowKey {
                     src: rs_addr,
                     dst: *l,
-                    sport: rs.port,
+                    sport: rs_port,
                     dport: port,
                     proto: p.proto,
                 };
@@ -774,7 +781,7 @@ impl Worker {
                 None => return self.drop(Counter::DropLaddrExhausted),
             }
         }
-        let dir = if rs.mode.maps_ports() {
+        let dir = if rs_mode.maps_ports() {
             Direction::Input
         } else {
             Direction::InputOnly
@@ -788,9 +795,9 @@ impl Worker {
             p.proto,
             (p.src, p.sport),
             (p.dst, p.dport),
-            (rs_addr, rs.port),
+            (rs_addr, rs_port),
             laddr,
-            rs.mode,
+            rs_mode,
             state,
         );
         // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
@@ -805,7 +812,7 @@ impl Worker {
             }
             return self.drop(Counter::DropTupleCollision);
         }
-        let expires = self.now.wrapping_add(state.timeout(&snap.timeouts));
+        let expires = self.now.wrapping_add(state.timeout(&self.snap.timeouts));
         let id = match self.sessions.insert_hashed(s, expires, hin, hout) {
             Ok(id) => id,
             Err(_) => return self.drop(Counter::DropTableFull),
