@@ -804,13 +804,9 @@ impl Worker {
         // the client and the real server and may clash.
         if s.mode == ForwardMode::Nat {
             hout = self.sessions.hash(&s.outbound_key());
-        }
-        if s.mode == ForwardMode::Nat && self.sessions.out_tuple_in_use_at(hout, &s.outbound_key())
-        {
-            if let Some(pool) = self.dests.svcs[h as usize].pool.as_mut() {
-                pool.release(&laddr.0);
+            if self.sessions.out_tuple_in_use_at(hout, &s.outbound_key()) {
+                return self.drop(Counter::DropTupleCollision);
             }
-            return self.drop(Counter::DropTupleCollision);
         }
         let expires = self.now.wrapping_add(state.timeout(&self.snap.timeouts));
         let id = match self.sessions.insert_hashed(s, expires, hin, hout) {
