@@ -329,12 +329,14 @@ impl Worker {
     /// `now` (seconds), rewriting it to match.
     pub fn process(&mut self, buf: &mut impl PacketBuf, in_port: u16, now: u32) -> Action {
         self.now = now;
+        self.count(Counter::RxPackets);
         let p = parse(buf.data());
         let h = match &p {
             Ok(p) => self.sessions.hash(&p.key()),
             Err(_) => Hashed::default(),
         };
-        self.process_parsed(buf, &p, h, in_port)
+        let mac = self.port_mac(in_port);
+        self.process_parsed(buf, &p, h, in_port, mac)
     }
 
     /// Processes a burst of frames that arrived on `in_port`, writing one
@@ -351,8 +353,11 @@ impl Worker {
         actions: &mut [Action],
     ) {
         self.now = now;
+        let mac = self.port_mac(in_port);
         for (bufs, actions) in bufs.chunks_mut(BURST).zip(actions.chunks_mut(BURST)) {
             let n = bufs.len().min(actions.len());
+            self.counters
+                .add(Counter::RxPackets, u64::try_from(n).unwrap_or(0));
             // Filled as the frames are parsed, not initialised first.
             let mut parsed = ArrayVec::<Result<Parsed, ParseError>, BURST>::new();
             let mut hashed = [Hashed::default(); BURST];
@@ -375,7 +380,7 @@ impl Worker {
             }
             std::hint::black_box(warm);
             for i in 0..n {
-                actions[i] = self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port);
+                actions[i] = self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
             }
         }
     }
@@ -386,15 +391,15 @@ impl Worker {
         p: &Result<Parsed, ParseError>,
         h: Hashed,
         in_port: u16,
+        port_mac: Option<MacAddr>,
     ) -> Action {
-        self.count(Counter::RxPackets);
         let p = match p {
             Ok(p) => p,
             Err(e) => return self.drop(drop_of(*e)),
         };
         let dst_mac = ethernet::Frame::new_unchecked(buf.data()).dst();
-        if let Some(Some(mac)) = self.port_macs.get(usize::from(in_port)) {
-            if dst_mac != *mac && !dst_mac.is_multicast() {
+        if let Some(mac) = port_mac {
+            if dst_mac != mac && !dst_mac.is_multicast() {
                 return self.drop(Counter::DropNotOurMac);
             }
         }
@@ -444,6 +449,12 @@ impl Worker {
         self.drop(Counter::DropUnsupported)
     }
 
+    /// The MAC of port `port`, which frames to it must be addressed to
+    /// (or multicast); `None` accepts any.
+    fn port_mac(&self, port: u16) -> Option<MacAddr> {
+        self.port_macs.get(usize::from(port)).copied().flatten()
+    }
+
     fn arp(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Action {
         let Some(mac) = self.snap.network.interface(in_port).map(|i| i.mac) else {
             return self.drop(Counter::DropUnsupported);
@@ -481,7 +492,7 @@ impl Worker {
     /// Updates a TCP session's state and deadline for a segment, with the
     /// active/inactive accounting of its real server.
     fn track(&mut self, id: SessionId, p: &Parsed, dir: Direction) {
-        let s = self.sessions.get(id);
+        let s = self.sessions.get_mut(id);
         let old = s.state;
         let new = if s.proto == ip_proto::TCP {
             next_state(old, dir, p.tcp_flags)
@@ -489,7 +500,6 @@ impl Worker {
             old
         };
         let expires = self.now.wrapping_add(new.timeout(&self.snap.timeouts));
-        let s = self.sessions.get_mut(id);
         s.state = new;
         s.expires = expires;
         if old == new {
@@ -512,9 +522,9 @@ impl Worker {
         }
     }
 
-    fn account(&mut self, id: SessionId, bytes: usize, inbound: bool) {
-        let s = self.sessions.get(id);
-        let dest = s.dest;
+    /// Counts a packet of `bytes` to or from real server `dest`, on it
+    /// and on its service.
+    fn account(&mut self, dest: u32, bytes: usize, inbound: bool) {
         let svc = self.dests.dests[dest as usize].svc;
         let bytes = u64::try_from(bytes).unwrap_or(0);
         let d = &mut self.dests.dests[dest as usize].stats;
@@ -575,7 +585,7 @@ impl Worker {
             Direction::InputOnly
         };
         self.track(id, p, dir);
-        self.account(id, p.l3_end - p.l3_offset, true);
+        self.account(s.dest, p.l3_end - p.l3_offset, true);
         self.send_to_rs(buf, p, &s)
     }
 
@@ -639,9 +649,9 @@ impl Worker {
 
     /// Real server to client on an existing NAT or Full-NAT session.
     fn outbound(&mut self, buf: &mut impl PacketBuf, p: &Parsed, id: SessionId) -> Action {
-        self.track(id, p, Direction::Output);
-        self.account(id, p.l3_end - p.l3_offset, false);
         let s = *self.sessions.get(id);
+        self.track(id, p, Direction::Output);
+        self.account(s.dest, p.l3_end - p.l3_offset, false);
         let Some((port, hop)) = self.route(&s.client) else {
             return self.drop(Counter::DropNoRoute);
         };
@@ -832,7 +842,7 @@ impl Worker {
         self.dests.svcs[h as usize].stats.conns += 1;
         self.dests.update_load(dest, |l| l.inactive += 1);
         self.count(Counter::SessionsCreated);
-        self.account(id, p.l3_end - p.l3_offset, true);
+        self.account(dest, p.l3_end - p.l3_offset, true);
         let s = *self.sessions.get(id);
         self.send_to_rs(buf, p, &s)
     }

@@ -27,7 +27,7 @@ use crate::wire::{ip_proto, ipv4, ipv6};
 /// addresses only. The changes are summed into one delta per checksum, the
 /// TTL's included, so each checksum is updated once. `false`, unchanged,
 /// when the TTL does not allow forwarding.
-#[inline]
+#[inline(always)]
 pub fn forward(
     frame: &mut [u8],
     p: &Parsed,
