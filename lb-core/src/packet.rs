@@ -197,7 +197,7 @@ fn parse_common(frame: &[u8]) -> Option<Parsed> {
 }
 
 /// Every frame the engine accepts, header by header.
-pub fn parse_any(frame: &[u8]) -> Result<Parsed, ParseError> {
+fn parse_any(frame: &[u8]) -> Result<Parsed, ParseError> {
     let eth = ethernet::Frame::new_checked(frame).map_err(ParseError::L2)?;
     // Untagged frames, the common case, skip the tag walk.
     let l2 = match eth.ethertype() {
