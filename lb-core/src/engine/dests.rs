@@ -54,6 +54,9 @@ pub struct DestEntry {
     pub refs: u32,
     /// The port and next hop towards it, looked up once per snapshot.
     pub route: Option<(u16, Addr)>,
+    /// For IPIP: the route's port's IPv4 address (the outer source) and
+    /// its MTU, looked up with the route.
+    pub tunnel: Option<(std::net::Ipv4Addr, u16)>,
 }
 
 /// A service, as one worker knows it.
@@ -132,6 +135,7 @@ impl Dests {
             stats: Stats::default(),
             refs: 0,
             route: None,
+            tunnel: None,
         };
         let h = if let Some(h) = self.free_dests.pop() {
             self.dests[h as usize] = e;

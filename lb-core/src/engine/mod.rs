@@ -136,6 +136,12 @@ pub struct Worker {
     nat_owners: Option<Arc<session::NatOwners>>,
 }
 
+/// The outer source address and the MTU for IPIP out of `port`.
+fn tunnel_of(net: &crate::net::Network, port: u16) -> Option<(Ipv4Addr, u16)> {
+    let mtu = net.interface(port).map_or(1500, |i| i.mtu);
+    Some((net.ipv4_of(port)?, mtu))
+}
+
 fn drop_of(e: ParseError) -> Counter {
     match e {
         ParseError::L2(_) => Counter::DropL2Malformed,
@@ -312,6 +318,7 @@ impl Worker {
         // servers still need theirs.
         for d in &mut self.dests.dests {
             d.route = snap.network.route(&d.addr);
+            d.tunnel = d.route.and_then(|(port, _)| tunnel_of(&snap.network, port));
         }
         self.snap = snap;
     }
@@ -590,9 +597,13 @@ impl Worker {
     }
 
     fn send_to_rs(&mut self, buf: &mut impl PacketBuf, p: &Parsed, s: &Session) -> Action {
-        let route = match self.dests.dests.get(s.dest as usize) {
-            Some(d) => d.route,
-            None => self.route(&s.rs),
+        let (route, tunnel) = match self.dests.dests.get(s.dest as usize) {
+            Some(d) => (d.route, d.tunnel),
+            None => {
+                let route = self.route(&s.rs);
+                let net = &self.snap.network;
+                (route, route.and_then(|(port, _)| tunnel_of(net, port)))
+            }
         };
         let Some((port, hop)) = route else {
             return self.drop(Counter::DropNoRoute);
@@ -623,10 +634,8 @@ impl Worker {
                 }
             }
             ForwardMode::Tun => {
-                let src = self.snap.network.ipv4_of(port);
-                let mtu = self.snap.network.interface(port).map_or(1500, |i| i.mtu);
-                let (Some(src), Some(std::net::IpAddr::V4(dst))) = (src, Some(session::ip(&s.rs)))
-                else {
+                let dst = std::net::Ipv6Addr::from(s.rs).to_ipv4_mapped();
+                let (Some((src, mtu)), Some(dst)) = (tunnel, dst) else {
                     return self.drop(Counter::DropUnsupported);
                 };
                 let ident = self.next_ident();
