@@ -1,5 +1,6 @@
-//! Results on disk: `<date>-<host>.json` (and `latest.json`), a Markdown
-//! table with the goals checked, and a PNG chart drawn by `bench/chart.py`.
+//! Results on disk: `<date>-<host>.json` (`-2`, `-3`, ... for later runs on
+//! the same day) and `latest.json`, a Markdown table with the goals checked,
+//! and a PNG chart drawn by `bench/chart.py`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -266,7 +267,7 @@ pub fn markdown(r: &Results) -> String {
 /// file's path.
 pub fn write(r: &Results, dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let stem = format!("{}-{}", r.date, r.machine.host);
+    let stem = free_stem(dir, &format!("{}-{}", r.date, r.machine.host));
     let json = serde_json::to_string_pretty(r).expect("results serialise") + "\n";
     let md = markdown(r);
     let put = |name: String, text: &str| {
@@ -282,6 +283,21 @@ pub fn write(r: &Results, dir: &Path) -> Result<PathBuf, String> {
     std::fs::copy(&png, dir.join("latest.png"))
         .map_err(|e| format!("cannot copy the chart: {e}"))?;
     Ok(dir.join(format!("{stem}.json")))
+}
+
+/// `base`, or `base-2`, `base-3`, ...: the first name no run in `dir` has
+/// yet, so a second run on the same day and machine keeps the first.
+fn free_stem(dir: &Path, base: &str) -> String {
+    (1u32..)
+        .map(|n| {
+            if n == 1 {
+                base.to_string()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|stem| !dir.join(format!("{stem}.json")).exists())
+        .expect("some number is free")
 }
 
 /// Draws the chart with matplotlib (Debian's python3-matplotlib).
@@ -321,6 +337,18 @@ pub fn update_readme(readme: &Path, table: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_never_replaces_an_earlier_one() {
+        let dir = std::env::temp_dir().join(format!("lb-bench-stem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(free_stem(&dir, "2026-11-21-vm"), "2026-11-21-vm");
+        std::fs::write(dir.join("2026-11-21-vm.json"), "{}").unwrap();
+        assert_eq!(free_stem(&dir, "2026-11-21-vm"), "2026-11-21-vm-2");
+        std::fs::write(dir.join("2026-11-21-vm-2.json"), "{}").unwrap();
+        assert_eq!(free_stem(&dir, "2026-11-21-vm"), "2026-11-21-vm-3");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn counts_read_as_operators_write_them() {
