@@ -329,13 +329,8 @@ impl SessionTable {
         self.lookup_dir(k, DIR_OUT)
     }
 
-    /// Whether a reply tuple is taken (Full-NAT port allocation checks it).
-    pub fn out_tuple_in_use(&self, k: &FlowKey) -> bool {
-        self.lookup_out(k).is_some()
-    }
-
-    /// [`out_tuple_in_use`](Self::out_tuple_in_use) for a tuple already
-    /// hashed (`h` is [`hash`](Self::hash) of `k`).
+    /// Whether a reply tuple is taken (the local port's and NAT's checks),
+    /// for a tuple already hashed (`h` is [`hash`](Self::hash) of `k`).
     #[inline]
     pub fn out_tuple_in_use_at(&self, h: Hashed, k: &FlowKey) -> bool {
         self.lookup_dir_at(h, k, DIR_OUT).is_some()
