@@ -108,14 +108,17 @@ impl LaddrPool {
     /// [`PROBES`] ports of every address are taken.
     pub fn allocate(&mut self, mut taken: impl FnMut(&Addr, u16) -> bool) -> Option<(Addr, u16)> {
         let n = self.laddrs.len();
+        // Indices wrap with a compare rather than `%`: divisions cost more
+        // than the rest of the loop. Both stay below their bounds.
+        let wrap = |i: usize| if i >= n { i - n } else { i };
         for a in 0..n {
-            let li = (self.next_laddr + a) % n;
+            let li = wrap(self.next_laddr + a);
             for _ in 0..PROBES.min(self.count) {
                 let idx = self.cursor;
-                self.cursor = (self.cursor + 1) % self.count;
+                self.cursor = if idx + 1 >= self.count { 0 } else { idx + 1 };
                 let port = u16::try_from(self.first + idx * self.step).unwrap_or(u16::MAX);
                 if !taken(&self.laddrs[li], port) {
-                    self.next_laddr = (li + 1) % n;
+                    self.next_laddr = wrap(li + 1);
                     self.in_use[li] += 1;
                     return Some((self.laddrs[li], port));
                 }

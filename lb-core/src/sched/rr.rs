@@ -5,12 +5,20 @@ use super::{available, RsLoad};
 /// rr: the next available server after the last one picked.
 pub(super) fn rr(cursor: &mut usize, weights: &[u32], loads: &[RsLoad]) -> Option<usize> {
     let n = weights.len();
-    for step in 0..n {
-        let i = (*cursor + step) % n;
+    if n == 0 {
+        return None;
+    }
+    // Stepped with a compare rather than `%`: a division per step costs
+    // more than the rest of the pick. The cursor is below `n` unless the
+    // server list shrank since the last pick.
+    let next = |i: usize| if i + 1 >= n { 0 } else { i + 1 };
+    let mut i = if *cursor < n { *cursor } else { *cursor % n };
+    for _ in 0..n {
         if available(weights, loads, i) {
-            *cursor = (i + 1) % n;
+            *cursor = next(i);
             return Some(i);
         }
+        i = next(i);
     }
     None
 }
@@ -122,6 +130,18 @@ mod tests {
             [0, 1, 2, 0, 1, 2, 0]
         );
         assert_eq!(sequence(SchedKind::Rr, &[1, 0, 5], 4), [0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn rr_goes_on_from_where_it_was_when_the_list_shrinks() {
+        let loads = loads(5);
+        // The fifth of five was picked last; now there are three servers.
+        let mut cursor = 4;
+        let picks: Vec<_> = (0..4)
+            .map(|_| super::rr(&mut cursor, &[1, 1, 1], &loads[..3]).unwrap())
+            .collect();
+        assert_eq!(picks, [1, 2, 0, 1]);
+        assert_eq!(super::rr(&mut cursor, &[], &[]), None);
     }
 
     #[test]
