@@ -822,8 +822,9 @@ impl Worker {
         // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
         // the client and the real server and may clash.
         if s.mode == ForwardMode::Nat {
-            hout = self.sessions.hash(&s.outbound_key());
-            if self.sessions.out_tuple_in_use_at(hout, &s.outbound_key()) {
+            let k = s.outbound_key();
+            hout = self.sessions.hash(&k);
+            if self.sessions.out_tuple_in_use_at(hout, &k) {
                 return self.drop(Counter::DropTupleCollision);
             }
         }

@@ -419,7 +419,12 @@ impl SessionTable {
     /// Inserts a session that expires at `expires` (seconds, table clock).
     /// The caller has checked that its tuples are not taken.
     pub fn insert(&mut self, s: Session, expires: u32) -> Result<SessionId, TableFull> {
-        let (hin, hout) = (self.hash(&s.inbound_key()), self.hash(&s.outbound_key()));
+        let hin = self.hash(&s.inbound_key());
+        let hout = if s.has_outbound() {
+            self.hash(&s.outbound_key())
+        } else {
+            Hashed::default()
+        };
         self.insert_hashed(s, expires, hin, hout)
     }
 
