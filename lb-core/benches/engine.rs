@@ -8,13 +8,17 @@
 //! - the Maglev table build for 100 and 1000 real servers.
 //!
 //! Run: `cargo bench -p lb-core --bench engine`.
+//!
+//! The tables sit in transparent huge pages, as in the dataplane, which
+//! starts itself with glibc's `glibc.malloc.hugetlb=1` tunable; so does
+//! this benchmark (set `GLIBC_TUNABLES`, even empty, to measure without).
 
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use lb_core::engine::{Action, Worker, WorkerConfig};
 use lb_core::net::{Interface, Network};
 use lb_core::packet::{PacketBuf, VecBuf};
@@ -284,4 +288,26 @@ criterion_group! {
         .sample_size(20);
     targets = established, new_connections, schedulers, maglev_build
 }
-criterion_main!(benches);
+
+/// Starts the benchmark again with glibc's malloc advising huge pages for
+/// large allocations, unless `GLIBC_TUNABLES` is already set. glibc reads
+/// its tunables only at start, hence the exec.
+fn restart_with_huge_malloc() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+            .exec();
+        eprintln!("cannot restart with huge pages ({err}); measuring in 4 KiB pages");
+    }
+}
+
+fn main() {
+    restart_with_huge_malloc();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

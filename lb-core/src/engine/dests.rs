@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::laddr::LaddrPool;
 use crate::sched::{RsLoad, SchedState};
-use crate::service::ServiceKey;
+use crate::service::{ForwardMode, ServiceKey};
 use crate::session::{Addr, NIL};
 
 /// ipvsadm --stats counters.
@@ -41,6 +41,8 @@ pub struct DestEntry {
     pub service: ServiceKey,
     pub addr: Addr,
     pub port: u16,
+    /// How new connections reach it (the current snapshot's setting).
+    pub mode: ForwardMode,
     /// The service entry it belongs to.
     pub svc: u32,
     /// Its index among the service's real servers in the current snapshot,
@@ -127,6 +129,7 @@ impl Dests {
             service: key.0,
             addr: key.1,
             port: key.2,
+            mode: ForwardMode::Dr,
             svc,
             idx: NIL,
             load: RsLoad::default(),

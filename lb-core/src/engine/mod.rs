@@ -288,6 +288,7 @@ impl Worker {
                     .dest_handle((key, session::addr(rs.addr), rs.port), h);
                 let e = &mut self.dests.dests[d as usize];
                 e.svc = h;
+                e.mode = rs.mode;
                 e.idx = u32::try_from(ri).unwrap_or(NIL);
                 e.upper = rs.upper.div_ceil(u32::from(workers.max(1)));
                 e.lower = rs.lower.div_ceil(u32::from(workers.max(1)));
@@ -770,9 +771,10 @@ impl Worker {
         let Some(i) = pick else {
             return self.drop(Counter::DropNoDest);
         };
+        let dest = self.dests.svcs[h as usize].dests[i];
         let (rs_addr, rs_port, rs_mode) = {
-            let rs = &self.snap.services[si as usize].spec.reals[i];
-            (session::addr(rs.addr), rs.port, rs.mode)
+            let d = &self.dests.dests[dest as usize];
+            (d.addr, d.port, d.mode)
         };
         let mut laddr = ([0u8; 16], 0u16);
         // The reply tuple's hash, kept from the pool's last (successful)
@@ -810,7 +812,7 @@ impl Worker {
             ip_proto::UDP => State::Udp,
             _ => State::Icmp,
         };
-        let s = Session::new(
+        let mut s = Session::new(
             p.proto,
             (p.src, p.sport),
             (p.dst, p.dport),
@@ -819,6 +821,8 @@ impl Worker {
             rs_mode,
             state,
         );
+        s.dest = dest;
+        s.set_template(template.unwrap_or(NIL));
         // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
         // the client and the real server and may clash.
         if s.mode == ForwardMode::Nat {
@@ -829,18 +833,11 @@ impl Worker {
             }
         }
         let expires = self.now.wrapping_add(state.timeout(&self.snap.timeouts));
-        let id = match self.sessions.insert_hashed(s, expires, hin, hout) {
-            Ok(id) => id,
-            Err(_) => return self.drop(Counter::DropTableFull),
-        };
+        if self.sessions.insert_hashed(s, expires, hin, hout).is_err() {
+            return self.drop(Counter::DropTableFull);
+        }
         if let (ForwardMode::Nat, Some(owners)) = (s.mode, &self.nat_owners) {
             owners.set(&s.outbound_key(), self.cfg.id);
-        }
-        let dest = self.dests.svcs[h as usize].dests[i];
-        {
-            let s = self.sessions.get_mut(id);
-            s.dest = dest;
-            s.set_template(template.unwrap_or(NIL));
         }
         if let Some(tid) = template {
             let t = self.sessions.get_mut(tid);
@@ -853,7 +850,8 @@ impl Worker {
         self.dests.update_load(dest, |l| l.inactive += 1);
         self.count(Counter::SessionsCreated);
         self.account(dest, p.l3_end - p.l3_offset, true);
-        let s = *self.sessions.get(id);
+        // The stored session differs from `s` only in what the table keeps
+        // (flags, deadline, timer links), which forwarding does not read.
         self.send_to_rs(buf, p, &s)
     }
 

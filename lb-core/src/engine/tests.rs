@@ -799,6 +799,32 @@ fn quiescing_and_removing_a_server_keeps_its_connections() {
 }
 
 #[test]
+fn a_real_servers_new_mode_applies_to_new_connections_only() {
+    let mut w = worker();
+    let c = |port: u16, flags: u8| {
+        Builder::tcp_v4(&format!("10.0.0.2:{port}"), "198.18.0.10:81", flags).build()
+    };
+    // Service 81: one NAT real server; the client's address reaches it.
+    let (act, out) = run(&mut w, &c(40000, SYN), 0, 1);
+    assert_eq!(act, tx(1, "10.1.0.5"));
+    assert_eq!(&out[26..30], &[10, 0, 0, 2]);
+    // ipvsadm -e ... -m becomes Full-NAT (the same real server entry).
+    let mut edited = specs();
+    edited[1].reals[0].mode = ForwardMode::Fnat;
+    edited[1].laddrs = vec![ip("10.2.0.1")];
+    w.adopt(snapshot(edited));
+    let (act, out) = run(&mut w, &c(40001, SYN), 0, 2);
+    assert_eq!(act, tx(1, "10.1.0.5"));
+    assert_eq!(
+        &out[26..30],
+        &[10, 2, 0, 1],
+        "a new connection leaves from the local address"
+    );
+    let (_, out) = run(&mut w, &c(40000, ACK), 0, 2);
+    assert_eq!(&out[26..30], &[10, 0, 0, 2], "the NAT connection stays NAT");
+}
+
+#[test]
 fn expire_nodest_conn_ends_sessions_of_removed_servers() {
     let mut w = Worker::new(
         WorkerConfig {
