@@ -1,5 +1,6 @@
 //! The load balancer's run-to-completion worker: receive a burst on each
-//! port, let the engine decide ([`lb_core::engine::Worker::process_burst`]),
+//! port, let the engine decide ([`lb_core::engine::Worker::process_burst_with`],
+//! prefetching with [`CpuPrefetch`](crate::dpdk::CpuPrefetch)),
 //! set the MACs from the neighbour table, batch the frames per output port,
 //! transmit, and between bursts expire sessions and neighbours.
 //!
@@ -15,7 +16,8 @@ use lb_core::session;
 use lb_core::stats::ServiceReport;
 
 use crate::dpdk::{
-    self, HandOverRing, Mbuf, MbufBurst, Mempool, RingConsumer, RxQueue, TxQueue, MAX_BURST,
+    self, CpuPrefetch, HandOverRing, Mbuf, MbufBurst, Mempool, RingConsumer, RxQueue, TxQueue,
+    MAX_BURST,
 };
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
@@ -110,8 +112,13 @@ impl LbWorker {
                     }
                     continue;
                 }
-                self.engine
-                    .process_burst(rx.as_mut_slice(), port, now, &mut actions[..n]);
+                self.engine.process_burst_with(
+                    rx.as_mut_slice(),
+                    port,
+                    now,
+                    &mut actions[..n],
+                    &CpuPrefetch,
+                );
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(&mut out, port, m, *action, now, &mut released);
                 }

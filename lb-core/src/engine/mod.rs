@@ -49,6 +49,36 @@ use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr};
 /// The most frames [`Worker::process_burst`] handles in one go.
 pub const BURST: usize = 64;
 
+/// How many frames ahead of the one being handled a burst prefetches the
+/// session, with a [`Prefetch`] that does not wait: far enough that the
+/// line arrives in time (a handful of frames' work covers a miss to
+/// memory), near enough that it is still in L1 when its frame comes.
+const AHEAD: usize = 8;
+
+/// Loading a cache line early, without waiting for it: how a burst
+/// overlaps the misses of its session lookups with the work on earlier
+/// frames. A prefetch instruction is `unsafe` to call in Rust and lb-core
+/// has no unsafe code, so the caller brings one (the dataplane's DPDK layer
+/// has it); [`NoPrefetch`] makes the engine read lines ahead with ordinary
+/// loads instead, in stages.
+pub trait Prefetch {
+    /// Whether [`prefetch`](Self::prefetch) really prefetches. If not, the
+    /// engine never calls it.
+    const ACTIVE: bool = true;
+    /// Starts loading the cache line that holds the start of `r`.
+    fn prefetch<T>(&self, r: &T);
+}
+
+/// No prefetch instruction: [`Worker::process_burst`] reads ahead with
+/// loads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPrefetch;
+
+impl Prefetch for NoPrefetch {
+    const ACTIVE: bool = false;
+    fn prefetch<T>(&self, _: &T) {}
+}
+
 /// What to do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -98,6 +128,10 @@ pub struct WorkerConfig {
     /// datagram is scheduled anew; anything else is dropped) instead of
     /// being forwarded to the removed server.
     pub expire_nodest_conn: bool,
+    /// Sessions from which bursts prefetch (with a [`Prefetch`] that
+    /// does). A smaller table stays in the caches, where reading ahead
+    /// with loads costs fewer instructions than prefetching.
+    pub prefetch_from: u32,
 }
 
 impl Default for WorkerConfig {
@@ -109,6 +143,7 @@ impl Default for WorkerConfig {
             local_ports: DEFAULT_PORT_RANGE,
             expire_budget: 1024,
             expire_nodest_conn: false,
+            prefetch_from: 1 << 16,
         }
     }
 }
@@ -360,6 +395,21 @@ impl Worker {
         now: u32,
         actions: &mut [Action],
     ) {
+        self.process_burst_with(bufs, in_port, now, actions, &NoPrefetch);
+    }
+
+    /// [`process_burst`](Self::process_burst) with a prefetch instruction:
+    /// every frame's index bucket is prefetched first, then each frame's
+    /// session [`AHEAD`] frames before it is handled, so the misses overlap
+    /// with work instead of being waited for in stages.
+    pub fn process_burst_with<B: PacketBuf, P: Prefetch>(
+        &mut self,
+        bufs: &mut [B],
+        in_port: u16,
+        now: u32,
+        actions: &mut [Action],
+        prefetch: &P,
+    ) {
         self.now = now;
         let mac = self.port_mac(in_port);
         for (bufs, actions) in bufs.chunks_mut(BURST).zip(actions.chunks_mut(BURST)) {
@@ -369,7 +419,6 @@ impl Worker {
             // Filled as the frames are parsed, not initialised first.
             let mut parsed = ArrayVec::<Result<Parsed, ParseError>, BURST>::new();
             let mut hashed = [Hashed::default(); BURST];
-            let mut warm = 0u32;
             for (buf, h) in bufs[..n].iter().zip(&mut hashed) {
                 let p = parse(buf.data());
                 if let Ok(p) = &p {
@@ -377,18 +426,36 @@ impl Worker {
                 }
                 parsed.push(p);
             }
-            // The warming loads wait in the reorder buffer until their line
-            // arrives, so they go in loops of their own, where little else
-            // competes for it.
-            for h in &hashed[..n] {
-                warm ^= self.sessions.warm_bucket(*h);
-            }
-            for h in &hashed[..n] {
-                warm ^= self.sessions.warm_session(self.sessions.candidate(*h));
-            }
-            std::hint::black_box(warm);
-            for i in 0..n {
-                actions[i] = self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
+            if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
+                for h in &hashed[..n] {
+                    self.sessions.prefetch_bucket(*h, prefetch);
+                }
+                for h in &hashed[..n.min(AHEAD)] {
+                    self.sessions.prefetch_session(*h, prefetch);
+                }
+                for i in 0..n {
+                    if let Some(h) = hashed[..n].get(i + AHEAD) {
+                        self.sessions.prefetch_session(*h, prefetch);
+                    }
+                    actions[i] =
+                        self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
+                }
+            } else {
+                // The warming loads wait in the reorder buffer until their
+                // line arrives, so they go in loops of their own, where
+                // little else competes for it.
+                let mut warm = 0u32;
+                for h in &hashed[..n] {
+                    warm ^= self.sessions.warm_bucket(*h);
+                }
+                for h in &hashed[..n] {
+                    warm ^= self.sessions.warm_session(self.sessions.candidate(*h));
+                }
+                std::hint::black_box(warm);
+                for i in 0..n {
+                    actions[i] =
+                        self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
+                }
             }
         }
     }

@@ -1062,32 +1062,69 @@ fn bursts_match_frame_by_frame_processing() {
             (*port, a, out)
         })
         .collect();
-    let mut burst = worker();
-    // Same port frames in bursts of up to 7, in order.
-    let mut got = Vec::new();
-    let mut i = 0;
-    while i < frames.len() {
-        let port = frames[i].0;
-        let mut j = i;
-        while j < frames.len() && frames[j].0 == port && j - i < 7 {
-            j += 1;
-        }
-        let mut bufs: Vec<VecBuf> = frames[i..j]
-            .iter()
-            .map(|(_, f)| VecBuf::new(f, 64))
-            .collect();
-        let mut actions = vec![Action::Exception; bufs.len()];
-        burst.process_burst(&mut bufs, port, 5, &mut actions);
-        got.extend(
-            bufs.iter()
-                .zip(actions)
-                .map(|(b, a)| (port, without_dest(a), b.data().to_vec())),
+    // Same-port frames in bursts of up to 7 and of up to 64 (longer than
+    // the prefetch distance), in order, with loads or prefetches ahead.
+    let prefetches = Counting::default();
+    for (max, prefetching) in [(7, false), (64, false), (7, true), (64, true)] {
+        let mut burst = Worker::new(
+            WorkerConfig {
+                capacity: 64,
+                prefetch_from: 0,
+                ..WorkerConfig::default()
+            },
+            snapshot(specs()),
         );
-        i = j;
+        let mut got = Vec::new();
+        let mut i = 0;
+        while i < frames.len() {
+            let port = frames[i].0;
+            let mut j = i;
+            while j < frames.len() && frames[j].0 == port && j - i < max {
+                j += 1;
+            }
+            let mut bufs: Vec<VecBuf> = frames[i..j]
+                .iter()
+                .map(|(_, f)| VecBuf::new(f, 64))
+                .collect();
+            let mut actions = vec![Action::Exception; bufs.len()];
+            if prefetching {
+                burst.process_burst_with(&mut bufs, port, 5, &mut actions, &prefetches);
+            } else {
+                burst.process_burst(&mut bufs, port, 5, &mut actions);
+            }
+            got.extend(
+                bufs.iter()
+                    .zip(actions)
+                    .map(|(b, a)| (port, without_dest(a), b.data().to_vec())),
+            );
+            i = j;
+        }
+        assert_eq!(got, want, "bursts of {max}, prefetching: {prefetching}");
+        assert_eq!(
+            burst.counters.iter().collect::<Vec<_>>(),
+            one.counters.iter().collect::<Vec<_>>()
+        );
     }
-    assert_eq!(got, want);
-    assert_eq!(
-        burst.counters.iter().collect::<Vec<_>>(),
-        one.counters.iter().collect::<Vec<_>>()
-    );
+    // Every frame's bucket, and the sessions of the frames that had one.
+    let counted = prefetches.0.get();
+    assert!(counted > 2 * frames.len(), "{counted}");
+    // A table below `prefetch_from` sessions is read ahead with loads.
+    let mut small = worker();
+    let mut bufs: Vec<VecBuf> = frames[..10]
+        .iter()
+        .map(|(_, f)| VecBuf::new(f, 64))
+        .collect();
+    let mut actions = vec![Action::Exception; bufs.len()];
+    small.process_burst_with(&mut bufs, 0, 5, &mut actions, &prefetches);
+    assert_eq!(prefetches.0.get(), counted);
+}
+
+/// A prefetch that only counts.
+#[derive(Default)]
+struct Counting(std::cell::Cell<usize>);
+
+impl crate::engine::Prefetch for Counting {
+    fn prefetch<T>(&self, _: &T) {
+        self.0.set(self.0.get() + 1);
+    }
 }

@@ -10,6 +10,7 @@
 //! whichever way it goes, reads one bucket line and then its session.
 
 use super::{flags, FlowKey, Session, NIL};
+use crate::engine::Prefetch;
 
 /// Entries in one bucket.
 const SLOTS: usize = 10;
@@ -236,6 +237,26 @@ impl SessionTable {
             }
         }
         NIL
+    }
+
+    /// Prefetches a tuple's home bucket.
+    #[inline]
+    pub fn prefetch_bucket(&self, h: Hashed, p: &impl Prefetch) {
+        p.prefetch(&self.index[h.bucket as usize]);
+    }
+
+    /// Prefetches both cache lines of the session a tuple's home bucket
+    /// points to, if any (it reads the bucket, so that should be on its
+    /// way already).
+    #[inline]
+    pub fn prefetch_session(&self, h: Hashed, p: &impl Prefetch) {
+        let r = self.candidate(h);
+        if r != NIL {
+            let s = &self.sessions[(r >> 1) as usize];
+            // Its first and its last field: a session spans two lines.
+            p.prefetch(s);
+            p.prefetch(&s.timer_prev);
+        }
     }
 
     /// Reads both cache lines of an entry's session, for the same purpose.

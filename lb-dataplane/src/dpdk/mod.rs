@@ -15,6 +15,7 @@ mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+mod prefetch;
 mod ring;
 
 pub use eal::{Eal, EalError};
@@ -22,6 +23,7 @@ pub use lcore::{launch, LaunchError, LcoreHandle};
 pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
+pub use prefetch::CpuPrefetch;
 pub use ring::{HandOverRing, RingConsumer, RingError};
 
 use std::ffi::CStr;

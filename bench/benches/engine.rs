@@ -7,121 +7,39 @@
 //! - each scheduler's pick among 1000 real servers;
 //! - the Maglev table build for 100 and 1000 real servers.
 //!
-//! Run: `cargo bench -p lb-core --bench engine`.
+//! Run: `cargo bench -p lb-bench --bench engine`.
 //!
-//! The tables sit in transparent huge pages, as in the dataplane, which
-//! starts itself with glibc's `glibc.malloc.hugetlb=1` tunable; so does
-//! this benchmark (set `GLIBC_TUNABLES`, even empty, to measure without).
+//! The engine runs as the dataplane runs it, which is why this lives here
+//! and not in lb-core: bursts prefetch with the dataplane's
+//! [`CpuPrefetch`] (lb-core has no unsafe code, so no prefetch instruction
+//! of its own; `burst_of_32_loads` shows the engine without it), and the
+//! tables sit in transparent huge pages, as the dataplane starts itself
+//! with glibc's `glibc.malloc.hugetlb=1` tunable; so does this benchmark
+//! (set `GLIBC_TUNABLES`, even empty, to measure without).
+
+mod fixture;
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use fixture::{restart_with_huge_malloc, snapshot, worker_with, Template};
 use lb_core::engine::{Action, Worker, WorkerConfig};
-use lb_core::net::{Interface, Network};
-use lb_core::packet::{PacketBuf, VecBuf};
+use lb_core::packet::VecBuf;
 use lb_core::sched::{
     FlowInfo, RsId, RsLoad, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE,
 };
-use lb_core::service::{
-    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
-};
 use lb_core::session::{addr_v4, SESSION_BYTES};
-use lb_core::testpkt::{Builder, LB_MAC};
 use lb_core::wire::tcp::Flags;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// A Full-NAT service with `servers` real servers and 16 local addresses.
-fn snapshot(servers: u32, sched: SchedKind) -> Arc<Snapshot> {
-    let mut s = ServiceSpec::new(ServiceKey {
-        proto: Protocol::Tcp,
-        vip: ip("198.18.0.10"),
-        port: 80,
-    });
-    s.sched = sched;
-    s.reals = (0..servers)
-        .map(|i| RealServer {
-            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
-            port: 8080,
-            mode: ForwardMode::Fnat,
-            weight: 1,
-            upper: 0,
-            lower: 0,
-        })
-        .collect();
-    s.laddrs = (1..=16).map(|i| IpAddr::from([10, 2, 0, i])).collect();
-    let net = Network::new(
-        vec![Interface {
-            port: 0,
-            mac: LB_MAC,
-            addrs: vec![(ip("10.0.0.1"), 8)],
-            mtu: 1500,
-        }],
-        &[],
-    )
-    .unwrap();
-    Arc::new(
-        Snapshot::build(1, vec![s], Timeouts::default())
-            .unwrap()
-            .with_network(net),
-    )
-}
-
-/// A frame template and where its client address and port sit.
-struct Template {
-    frame: Vec<u8>,
-}
-
-const SRC_IP: usize = 14 + 12;
-const SRC_PORT: usize = 14 + 20;
-
-impl Template {
-    fn new(flags: u8) -> Template {
-        Template {
-            frame: Builder::tcp_v4("10.0.0.2:1024", "198.18.0.10:80", flags)
-                .payload(&[0u8; 6])
-                .build(),
-        }
-    }
-
-    /// Flow `i`: client 10.x.y.z (from i / 50000), port 1024 + i % 50000.
-    fn fill(&self, buf: &mut VecBuf, i: u32) {
-        let d = buf.data_mut();
-        d.copy_from_slice(&self.frame);
-        let host = 0x0a00_0000 | (i / 50_000 + 2);
-        d[SRC_IP..SRC_IP + 4].copy_from_slice(&host.to_be_bytes());
-        d[SRC_PORT..SRC_PORT + 2]
-            .copy_from_slice(&u16::try_from(1024 + i % 50_000).unwrap().to_be_bytes());
-    }
-}
-
-fn worker_with(sessions: u32) -> Worker {
-    let cfg = WorkerConfig {
-        capacity: sessions + sessions / 4 + 1024,
-        ..WorkerConfig::default()
-    };
-    let mut w = Worker::new(cfg, snapshot(64, SchedKind::Rr));
-    let syn = Template::new(Flags::SYN);
-    let mut buf = VecBuf::new(&syn.frame, 64);
-    for i in 0..sessions {
-        syn.fill(&mut buf, i);
-        let a = w.process(&mut buf, 0, 1);
-        assert!(matches!(a, Action::Transmit { .. }), "{a:?} at {i}");
-    }
-    w
-}
+use lb_dataplane::dpdk::CpuPrefetch;
 
 fn established(c: &mut Criterion) {
     println!("memory per session: {SESSION_BYTES} bytes (session + its share of the index)");
     let mut g = c.benchmark_group("fnat_established");
     g.throughput(Throughput::Elements(1));
     for n in [1_000u32, 100_000, 1_000_000] {
-        let mut w = worker_with(n);
+        let mut w = worker_with(n, WorkerConfig::default().prefetch_from);
         let data = Template::new(Flags::ACK);
         let mut buf = VecBuf::new(&data.frame, 64);
         let mut x = 0x2545_f491_u32;
@@ -142,6 +60,15 @@ fn established(c: &mut Criterion) {
         let mut actions = vec![Action::Exception; 32];
         g.throughput(Throughput::Elements(32));
         g.bench_function(BenchmarkId::new("burst_of_32", n), |b| {
+            b.iter(|| {
+                for buf in &mut bufs {
+                    data.fill(buf, next());
+                }
+                w.process_burst_with(&mut bufs, 0, 2, &mut actions, &CpuPrefetch);
+                black_box(&actions);
+            })
+        });
+        g.bench_function(BenchmarkId::new("burst_of_32_loads", n), |b| {
             b.iter(|| {
                 for buf in &mut bufs {
                     data.fill(buf, next());
@@ -194,7 +121,13 @@ fn new_connections(c: &mut Criterion) {
                         if burst == 1 {
                             black_box(w.process(&mut bufs[0], 0, 1));
                         } else {
-                            w.process_burst(&mut bufs[..n], 0, 1, &mut actions[..n]);
+                            w.process_burst_with(
+                                &mut bufs[..n],
+                                0,
+                                1,
+                                &mut actions[..n],
+                                &CpuPrefetch,
+                            );
                             black_box(&actions);
                         }
                         i += u32::try_from(n).unwrap();
@@ -287,23 +220,6 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3))
         .sample_size(20);
     targets = established, new_connections, schedulers, maglev_build
-}
-
-/// Starts the benchmark again with glibc's malloc advising huge pages for
-/// large allocations, unless `GLIBC_TUNABLES` is already set. glibc reads
-/// its tunables only at start, hence the exec.
-fn restart_with_huge_malloc() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        let err = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-            .exec();
-        eprintln!("cannot restart with huge pages ({err}); measuring in 4 KiB pages");
-    }
 }
 
 fn main() {
