@@ -53,10 +53,15 @@ const _: () = assert!(
 /// Slots of the timer wheel (seconds it covers in one turn).
 const WHEEL_SLOTS: u32 = 4096;
 
-/// Marks a session's `timer_prev` as the first of its wheel slot, the
-/// slot in the low bits. Session ids stay below it.
+/// The wheel's extra list: the rest of a second whose sweep ran out of
+/// budget, which the next sweep takes up first.
+const PENDING: u32 = WHEEL_SLOTS;
+
+/// Marks a session's `timer_prev` as the first of its wheel slot (or of
+/// the [`PENDING`] list), the slot in the low bits. Session ids stay below
+/// it.
 pub(super) const HEAD: u32 = 0x8000_0000;
-const _: () = assert!(WHEEL_SLOTS <= 0xffff && NIL / 2 - 1 < HEAD);
+const _: () = assert!(PENDING < 0xffff && NIL / 2 - 1 < HEAD);
 
 /// A session's index in its table.
 pub type SessionId = u32;
@@ -155,7 +160,7 @@ impl SessionTable {
             ],
             free: 0,
             len: 0,
-            wheel: vec![NIL; WHEEL_SLOTS as usize].into_boxed_slice(),
+            wheel: vec![NIL; PENDING as usize + 1].into_boxed_slice(),
             clock: 0,
         }
     }
@@ -527,7 +532,10 @@ impl SessionTable {
     /// whose deadline has passed before removing it (it may adjust other
     /// sessions, such as templates, through the table), and re-arming those
     /// whose deadline moved. At most `budget` sessions are examined, so a
-    /// worker's pause stays short; the rest wait for the next call.
+    /// worker's pause stays short; the rest wait for the next call, which
+    /// takes up a second's sweep where this one stopped (the time a call
+    /// takes is bounded by its budget, however many sessions share a
+    /// second).
     pub fn expire(
         &mut self,
         now: u32,
@@ -536,26 +544,23 @@ impl SessionTable {
     ) -> ExpireOutcome {
         let mut out = ExpireOutcome::default();
         let mut examined = 0u32;
-        while self.clock != now {
+        loop {
             let t = self.clock.wrapping_add(1);
-            let slot = (t % WHEEL_SLOTS) as usize;
-            // Detach the slot's list so re-armed sessions that land in the
-            // same slot wait for its next turn.
-            let mut cur = std::mem::replace(&mut self.wheel[slot], NIL);
+            // The rest of second `t`, if the last sweep stopped inside it;
+            // else `t`'s slot, detached so that re-armed sessions landing
+            // in the same slot wait for its next turn.
+            let mut cur = std::mem::replace(&mut self.wheel[PENDING as usize], NIL);
+            if cur == NIL {
+                if self.clock == now {
+                    break;
+                }
+                cur = std::mem::replace(&mut self.wheel[(t % WHEEL_SLOTS) as usize], NIL);
+            }
             while cur != NIL {
                 if examined == budget {
-                    // Put the rest back and stop before this second.
-                    self.sessions[cur as usize].timer_prev = HEAD | (t % WHEEL_SLOTS);
-                    let mut tail = cur;
-                    while self.sessions[tail as usize].timer_next != NIL {
-                        tail = self.sessions[tail as usize].timer_next;
-                    }
-                    let head = self.wheel[slot];
-                    self.sessions[tail as usize].timer_next = head;
-                    if head != NIL {
-                        self.sessions[head as usize].timer_prev = tail;
-                    }
-                    self.wheel[slot] = cur;
+                    // The rest waits, as the pending list, for the next call.
+                    self.sessions[cur as usize].timer_prev = HEAD | PENDING;
+                    self.wheel[PENDING as usize] = cur;
                     out.more = true;
                     return out;
                 }
