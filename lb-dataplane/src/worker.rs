@@ -80,7 +80,7 @@ impl LbWorker {
         let mut out: Vec<MbufBurst> = (0..ports).map(|_| MbufBurst::new()).collect();
         let mut actions = [Action::Exception; MAX_BURST];
         let mut released: Vec<(u16, Mbuf)> = Vec::with_capacity(crate::neigh::MAX_HELD);
-        let mut last_expire = 0u32;
+        let mut sweep = Sweep::default();
         let mut last_pass = dpdk::rdtsc();
         let mut announced = Vec::new();
         let mailbox = Arc::clone(&self.mailbox);
@@ -156,10 +156,12 @@ impl LbWorker {
             } else {
                 self.counters.add(Counter::IdlePolls, 1);
             }
-            if now != last_expire {
-                last_expire = now;
-                self.engine.expire(now);
-                self.neigh.expire(now);
+            if sweep.due(now) {
+                if sweep.new_second(now) {
+                    self.neigh.expire(now);
+                }
+                let more = self.engine.expire(now).more;
+                sweep.done(now, more);
             }
             if self.published.version() != self.engine.snapshot().version {
                 self.engine.adopt(self.published.load());
@@ -344,7 +346,55 @@ fn handle(
     }
 }
 
+/// When a worker sweeps its sessions for expiry: once a second, and then
+/// on every pass of its loop for as long as the last sweep ran out of
+/// budget. Each sweep examines at most the engine's budget of sessions, so
+/// the pause between bursts stays short; sweeping again at once lets a
+/// second in which many sessions end be cleared in budget-sized steps
+/// between bursts rather than one budget a second, which would let the
+/// table fill while expired sessions wait.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// The second of the last sweep.
+    last: u32,
+    /// Whether it ran out of budget.
+    more: bool,
+}
+
+impl Sweep {
+    fn due(&self, now: u32) -> bool {
+        self.more || self.new_second(now)
+    }
+
+    fn new_second(&self, now: u32) -> bool {
+        now != self.last
+    }
+
+    fn done(&mut self, now: u32, more: bool) {
+        self.last = now;
+        self.more = more;
+    }
+}
+
 /// An mbuf's frame length, for byte counters.
 pub fn frame_len(m: &Mbuf) -> usize {
     PacketBuf::data(m).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sweep;
+
+    #[test]
+    fn a_sweep_out_of_budget_goes_on_at_the_next_pass() {
+        let mut s = Sweep::default();
+        assert!(!s.due(0));
+        assert!(s.due(1) && s.new_second(1));
+        s.done(1, true);
+        // Same second, budget ran out: sweep again, the neighbours wait.
+        assert!(s.due(1) && !s.new_second(1));
+        s.done(1, false);
+        assert!(!s.due(1));
+        assert!(s.due(2));
+    }
 }
