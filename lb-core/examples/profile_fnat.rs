@@ -4,16 +4,12 @@
 //! (arguments: sessions, packets).
 
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use lb_core::engine::{Worker, WorkerConfig};
-use lb_core::net::{Interface, Network};
 use lb_core::packet::{PacketBuf, VecBuf};
-use lb_core::service::{
-    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
-};
-use lb_core::testpkt::{Builder, LB_MAC};
+use lb_core::sched::SchedKind;
+use lb_core::testpkt::{fnat_snapshot, Builder};
 use lb_core::wire::tcp::Flags;
 
 fn main() {
@@ -25,38 +21,7 @@ fn main() {
         args.first().copied().unwrap_or(1000),
         args.get(1).copied().unwrap_or(1_000_000),
     );
-    let mut s = ServiceSpec::new(ServiceKey {
-        proto: Protocol::Tcp,
-        vip: "198.18.0.10".parse().unwrap(),
-        port: 80,
-    });
-    s.sched = lb_core::sched::SchedKind::Rr;
-    s.reals = (0..64u32)
-        .map(|i| RealServer {
-            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
-            port: 8080,
-            mode: ForwardMode::Fnat,
-            weight: 1,
-            upper: 0,
-            lower: 0,
-        })
-        .collect();
-    s.laddrs = (1..=16).map(|i| IpAddr::from([10, 2, 0, i])).collect();
-    let net = Network::new(
-        vec![Interface {
-            port: 0,
-            mac: LB_MAC,
-            addrs: vec![("10.0.0.1".parse().unwrap(), 8)],
-            mtu: 1500,
-        }],
-        &[],
-    )
-    .unwrap();
-    let snap = Arc::new(
-        Snapshot::build(1, vec![s], Timeouts::default())
-            .unwrap()
-            .with_network(net),
-    );
+    let snap = Arc::new(fnat_snapshot(64, SchedKind::Rr));
     let mut w = Worker::new(
         WorkerConfig {
             capacity: sessions * 2 + 1024,

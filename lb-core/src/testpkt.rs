@@ -1,10 +1,16 @@
 //! Builds test frames field by field, with every checksum computed from
 //! scratch, so a rewrite under test (incremental checksums) is compared
 //! with an independently built expectation. Used by unit tests, the golden
-//! table, fuzz seeds and benchmarks.
+//! table, fuzz seeds and benchmarks, which also share the configuration of
+//! [`fnat_snapshot`].
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::net::{Interface, Network};
+use crate::sched::SchedKind;
+use crate::service::{
+    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
+};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, tcp, udp, MacAddr};
 
@@ -37,6 +43,43 @@ fn sock(s: &str) -> SocketAddr {
 pub const LB_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 /// The MAC test frames come from.
 pub const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x01]);
+
+/// One Full-NAT TCP service, 198.18.0.10:80, over `servers` real servers
+/// (10.1.0.0 and up, port 8080) with 16 local addresses (10.2.0.1-16),
+/// behind port 0 ([`LB_MAC`], 10.0.0.1/8): the configuration benchmarks
+/// and profiles run, for frames from [`Builder`] to that VIP.
+pub fn fnat_snapshot(servers: u32, sched: SchedKind) -> Snapshot {
+    let mut s = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: IpAddr::from([198, 18, 0, 10]),
+        port: 80,
+    });
+    s.sched = sched;
+    s.reals = (0..servers)
+        .map(|i| RealServer {
+            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+            port: 8080,
+            mode: ForwardMode::Fnat,
+            weight: 1,
+            upper: 0,
+            lower: 0,
+        })
+        .collect();
+    s.laddrs = (1..=16).map(|i| IpAddr::from([10, 2, 0, i])).collect();
+    let net = Network::new(
+        vec![Interface {
+            port: 0,
+            mac: LB_MAC,
+            addrs: vec![(IpAddr::from([10, 0, 0, 1]), 8)],
+            mtu: 1500,
+        }],
+        &[],
+    )
+    .expect("a valid network");
+    Snapshot::build(1, vec![s], Timeouts::default())
+        .expect("a valid service")
+        .with_network(net)
+}
 
 impl Builder {
     fn base(src: &str, dst: &str, proto: u8) -> Builder {

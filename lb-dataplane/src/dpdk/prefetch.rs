@@ -35,52 +35,20 @@ impl Prefetch for CpuPrefetch {
 mod tests {
     use super::*;
     use lb_core::engine::{Action, Worker, WorkerConfig};
-    use lb_core::net::{Interface, Network};
     use lb_core::packet::{PacketBuf, VecBuf};
-    use lb_core::service::{
-        ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
-    };
-    use lb_core::testpkt::{Builder, LB_MAC};
+    use lb_core::sched::SchedKind;
+    use lb_core::testpkt::{fnat_snapshot, Builder};
     use lb_core::wire::tcp::Flags;
     use std::sync::Arc;
 
     fn worker() -> Worker {
-        let mut s = ServiceSpec::new(ServiceKey {
-            proto: Protocol::Tcp,
-            vip: "198.18.0.10".parse().unwrap(),
-            port: 80,
-        });
-        s.reals = (1..=4)
-            .map(|i| RealServer {
-                addr: std::net::IpAddr::from([10, 1, 0, i]),
-                port: 8080,
-                mode: ForwardMode::Fnat,
-                weight: 1,
-                upper: 0,
-                lower: 0,
-            })
-            .collect();
-        s.laddrs = vec!["10.2.0.1".parse().unwrap()];
-        let net = Network::new(
-            vec![Interface {
-                port: 0,
-                mac: LB_MAC,
-                addrs: vec![("10.0.0.1".parse().unwrap(), 8)],
-                mtu: 1500,
-            }],
-            &[],
-        )
-        .unwrap();
-        let snap = Snapshot::build(1, vec![s], Timeouts::default())
-            .unwrap()
-            .with_network(net);
         Worker::new(
             WorkerConfig {
                 capacity: 256,
                 prefetch_from: 0,
                 ..WorkerConfig::default()
             },
-            Arc::new(snap),
+            Arc::new(fnat_snapshot(4, SchedKind::Rr)),
         )
     }
 
