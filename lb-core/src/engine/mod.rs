@@ -379,7 +379,7 @@ impl Worker {
             Err(_) => Hashed::default(),
         };
         let mac = self.port_mac(in_port);
-        self.process_parsed(buf, &p, h, in_port, mac)
+        self.process_parsed(buf, &p, (h, NIL), in_port, mac)
     }
 
     /// Processes a burst of frames that arrived on `in_port`, writing one
@@ -426,19 +426,30 @@ impl Worker {
                 }
                 parsed.push(p);
             }
+            // Each frame's first matching entry, read to fetch its session
+            // ahead and then tried first by the lookup.
+            let mut hints = [NIL; BURST];
             if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
                 for h in &hashed[..n] {
                     self.sessions.prefetch_bucket(*h, prefetch);
                 }
-                for h in &hashed[..n.min(AHEAD)] {
-                    self.sessions.prefetch_session(*h, prefetch);
+                for (h, c) in hashed[..n.min(AHEAD)].iter().zip(&mut hints) {
+                    *c = self.sessions.candidate(*h);
+                    self.sessions.prefetch_session(*c, prefetch);
                 }
                 for i in 0..n {
                     if let Some(h) = hashed[..n].get(i + AHEAD) {
-                        self.sessions.prefetch_session(*h, prefetch);
+                        let c = self.sessions.candidate(*h);
+                        hints[i + AHEAD] = c;
+                        self.sessions.prefetch_session(c, prefetch);
                     }
-                    actions[i] =
-                        self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
+                    actions[i] = self.process_parsed(
+                        &mut bufs[i],
+                        &parsed[i],
+                        (hashed[i], hints[i]),
+                        in_port,
+                        mac,
+                    );
                 }
             } else {
                 // The warming loads wait in the reorder buffer until their
@@ -448,13 +459,19 @@ impl Worker {
                 for h in &hashed[..n] {
                     warm ^= self.sessions.warm_bucket(*h);
                 }
-                for h in &hashed[..n] {
-                    warm ^= self.sessions.warm_session(self.sessions.candidate(*h));
+                for (h, c) in hashed[..n].iter().zip(&mut hints) {
+                    *c = self.sessions.candidate(*h);
+                    warm ^= self.sessions.warm_session(*c);
                 }
                 std::hint::black_box(warm);
                 for i in 0..n {
-                    actions[i] =
-                        self.process_parsed(&mut bufs[i], &parsed[i], hashed[i], in_port, mac);
+                    actions[i] = self.process_parsed(
+                        &mut bufs[i],
+                        &parsed[i],
+                        (hashed[i], hints[i]),
+                        in_port,
+                        mac,
+                    );
                 }
             }
         }
@@ -464,7 +481,7 @@ impl Worker {
         &mut self,
         buf: &mut impl PacketBuf,
         p: &Result<Parsed, ParseError>,
-        h: Hashed,
+        (h, hint): (Hashed, u32),
         in_port: u16,
         port_mac: Option<MacAddr>,
     ) -> Action {
@@ -485,7 +502,7 @@ impl Worker {
         }
         let key = p.key();
         if !p.later_fragment {
-            match self.sessions.lookup_at(h, &key) {
+            match self.sessions.lookup_hinted(h, &key, hint) {
                 Some((id, Side::In)) => return self.inbound(buf, p, id, h),
                 Some((id, Side::Out)) => return self.outbound(buf, p, id),
                 None => {}

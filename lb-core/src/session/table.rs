@@ -264,12 +264,11 @@ impl SessionTable {
         p.prefetch(&self.index[h.bucket as usize]);
     }
 
-    /// Prefetches both cache lines of the session a tuple's home bucket
-    /// points to, if any (it reads the bucket, so that should be on its
-    /// way already).
+    /// Prefetches both cache lines of the session of entry `r` (a
+    /// [`candidate`](Self::candidate), which read the bucket, so that
+    /// should be on its way already), if any.
     #[inline]
-    pub fn prefetch_session(&self, h: Hashed, p: &impl Prefetch) {
-        let r = self.candidate(h);
+    pub fn prefetch_session(&self, r: u32, p: &impl Prefetch) {
         if r != NIL {
             let s = &self.sessions[(r >> 1) as usize];
             // Its first and its last field: a session spans two lines.
@@ -323,6 +322,22 @@ impl SessionTable {
         } else {
             s.outbound_key() == *k
         }
+    }
+
+    /// [`lookup_at`](Self::lookup_at), trying first the entry `hint` (a
+    /// [`candidate`](Self::candidate) read earlier, maybe stale: it is
+    /// checked against the key and taken only as a live connection's
+    /// client tuple, which no other entry can also match).
+    #[inline]
+    pub fn lookup_hinted(&self, h: Hashed, k: &FlowKey, hint: u32) -> Option<(SessionId, Side)> {
+        if hint != NIL && hint & 1 == DIR_IN {
+            let s = &self.sessions[(hint >> 1) as usize];
+            let live = s.flags & (flags::USED | flags::UNHASHED | flags::TEMPLATE) == flags::USED;
+            if live && self.matches(hint, k) {
+                return Some((hint >> 1, Side::In));
+            }
+        }
+        self.lookup_at(h, k)
     }
 
     /// The connection a packet with this tuple belongs to, and which of its
@@ -782,6 +797,40 @@ mod tests {
         assert_eq!(t.candidate(h), idb << 1, "the first match is the hint");
         assert_eq!(t.lookup_at(h, &a.inbound_key()), Some((ida, Side::In)));
         assert_eq!(t.lookup_in(&a.inbound_key()), Some(ida));
+    }
+
+    #[test]
+    fn a_stale_hint_falls_back_to_the_lookup() {
+        let mut t = SessionTable::with_capacity(8);
+        let (a, b) = (fnat(1), fnat(2));
+        let (ka, kb) = (a.inbound_key(), b.inbound_key());
+        let (ha, hb) = (t.hash(&ka), t.hash(&kb));
+        let ida = t.insert(a, 60).unwrap();
+        let hint = t.candidate(ha);
+        assert_eq!(hint, ida << 1);
+        assert_eq!(t.lookup_hinted(ha, &ka, hint), Some((ida, Side::In)));
+        // Another tuple's entry, a reply entry, or none: the lookup decides.
+        assert_eq!(t.lookup_hinted(hb, &kb, hint), None);
+        assert_eq!(
+            t.lookup_hinted(ha, &ka, ida << 1 | DIR_OUT),
+            Some((ida, Side::In))
+        );
+        assert_eq!(t.lookup_hinted(ha, &ka, NIL), Some((ida, Side::In)));
+        // The session went: its freed slot matches nothing, even a tuple
+        // of zeros like the empty slot's.
+        t.remove(ida);
+        assert_eq!(t.lookup_hinted(ha, &ka, hint), None);
+        let zero = Session::EMPTY.inbound_key();
+        assert_eq!(t.lookup_hinted(t.hash(&zero), &zero, hint), None);
+        // Its slot now holds another connection: found by its own tuple
+        // only.
+        let idb = t.insert(b, 60).unwrap();
+        assert_eq!(idb, ida);
+        assert_eq!(t.lookup_hinted(ha, &ka, hint), None);
+        assert_eq!(t.lookup_hinted(hb, &kb, hint), Some((idb, Side::In)));
+        // A template is no connection, hint or not.
+        t.get_mut(idb).flags |= flags::TEMPLATE;
+        assert_eq!(t.lookup_hinted(hb, &kb, hint), None);
     }
 
     #[test]
