@@ -19,6 +19,10 @@ const SLOTS: usize = 10;
 /// [`SLOTS`]): the rest is room that keeps overflow rare.
 const REFS_PER_BUCKET: usize = 7;
 
+/// The tag of an empty slot, which no tuple has: a bucket finds its free
+/// slots as it finds a tag's.
+const EMPTY_TAG: u16 = 0;
+
 /// One cache line of the index.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
@@ -219,10 +223,12 @@ impl SessionTable {
         );
         let h = fold(src ^ dst.rotate_left(29) ^ ports, self.seed[1] | 1);
         let n = self.index.len() as u64;
+        let tag = (h & 0xffff) as u16;
         Hashed {
             // Multiply-shift maps the high half onto the bucket count.
             bucket: u32::try_from(((h >> 32) * n) >> 32).unwrap_or(0),
-            tag: (h & 0xffff) as u16,
+            // Never an empty slot's.
+            tag: tag + u16::from(tag == EMPTY_TAG),
         }
     }
 
@@ -400,7 +406,10 @@ impl SessionTable {
         // There are more slots than entries, so a free one exists.
         for _ in 0..self.index.len() {
             let bucket = &mut self.index[b];
-            if let Some(j) = bucket.refs.iter().position(|&x| x == NIL) {
+            let free = bucket.matching(EMPTY_TAG);
+            if free != 0 {
+                let j = free.trailing_zeros() as usize % SLOTS;
+                debug_assert_eq!(bucket.refs[j], NIL);
                 bucket.refs[j] = r;
                 bucket.tags[j] = h.tag;
                 return;
@@ -417,9 +426,14 @@ impl SessionTable {
         let mut b = h.bucket as usize;
         for _ in 0..self.index.len() {
             let bucket = &mut self.index[b];
-            if let Some(j) = bucket.refs.iter().position(|&x| x == r) {
+            let mut m = bucket.matching(h.tag);
+            while m != 0 && bucket.refs[m.trailing_zeros() as usize % SLOTS] != r {
+                m &= m - 1;
+            }
+            if m != 0 {
+                let j = m.trailing_zeros() as usize % SLOTS;
                 bucket.refs[j] = NIL;
-                bucket.tags[j] = 0;
+                bucket.tags[j] = EMPTY_TAG;
                 // Undo the overflow counts of the buckets it passed.
                 let mut p = h.bucket as usize;
                 while p != b {
@@ -763,6 +777,16 @@ mod tests {
         let counted: Vec<u32> = t.index.iter().map(|b| b.overflow).collect();
         assert_eq!(counted, overflow);
         placed_away
+    }
+
+    #[test]
+    fn no_tuple_has_the_empty_tag() {
+        // A million tuples: about 15 would have tag 0 if it were not
+        // avoided.
+        let t = SessionTable::with_capacity(8);
+        for i in 0..1_000_000 {
+            assert_ne!(t.hash(&fnat(i).inbound_key()).tag, EMPTY_TAG);
+        }
     }
 
     #[test]
