@@ -8,13 +8,17 @@
 //!
 //! A (local address, port) pair may serve several real servers at once,
 //! since their reply tuples differ, as with DPVS's per-real-server
-//! sub-pools. Rather than keep a free list per (address, server) pair, an
-//! allocation probes candidate ports against the session table (is that
-//! reply tuple taken?), so a port is free again the moment its session is
-//! removed, with no memory per port. Exhaustion after a bounded number of
-//! probes is an error the caller counts as a drop.
+//! sub-pools. Rather than keep a free list per (address, server) pair, the
+//! worker counts its sessions per (address, port) pair ([`PortUse`], two
+//! bytes per pair, across all its services). A pair no session uses is
+//! free towards every server and is taken at once; only a pair already in
+//! use is checked against the session table (is this server's reply tuple
+//! taken?). So a pool with more pairs than connections never reads the
+//! table to allocate, and a crowded one still reuses ports per server.
+//! Exhaustion after a bounded number of probes is an error the caller
+//! counts as a drop.
 
-use crate::session::Addr;
+use crate::session::{Addr, NIL};
 
 /// How many candidate ports one allocation tries per local address.
 pub const PROBES: u32 = 64;
@@ -43,33 +47,60 @@ pub fn owner_of(port: u16, workers: u16) -> u16 {
     port % workers.max(1)
 }
 
-/// One worker's share of a service's local addresses and ports.
-#[derive(Debug, Clone)]
-pub struct LaddrPool {
-    laddrs: Box<[Addr]>,
-    /// Connections using each address, for the pool-use metric.
-    in_use: Box<[u32]>,
+/// One worker's share of a port range: ports `first + i * step` for `i`
+/// below `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Share {
     first: u32,
-    /// How many ports this worker owns in the range.
-    count: u32,
     step: u32,
-    /// The next port index to try, and the next address.
-    cursor: u32,
-    next_laddr: usize,
+    count: u32,
 }
 
-impl LaddrPool {
-    /// Worker `worker` of `workers`' share of `laddrs` over the inclusive
-    /// port range `min..=max`.
-    pub fn new(
-        laddrs: &[Addr],
-        worker: u16,
-        workers: u16,
-        (min, max): (u16, u16),
-    ) -> Result<LaddrPool, LaddrError> {
-        if laddrs.is_empty() {
-            return Err(LaddrError::Empty);
-        }
+impl Share {
+    fn port(&self, idx: u32) -> u16 {
+        u16::try_from(self.first + idx * self.step).unwrap_or(u16::MAX)
+    }
+
+    /// The index of `port`, if this share owns it.
+    fn index(&self, port: u16) -> Option<u32> {
+        let off = u32::from(port).checked_sub(self.first)?;
+        (off % self.step == 0 && off / self.step < self.count).then_some(off / self.step)
+    }
+}
+
+/// How many of one worker's Full-NAT sessions use each (local address,
+/// port) pair of its share, whatever their service and real server.
+///
+/// A zero count means the pair is free towards every real server, so it
+/// can be taken without looking at the session table. The counts are exact
+/// (every allocation adds one, every release takes one off), and a pair
+/// whose count would overflow is not given out.
+#[derive(Debug, Clone)]
+pub struct PortUse {
+    share: Share,
+    /// The addresses, by id.
+    laddrs: Vec<Addr>,
+    /// Open-addressed ids by address (id + 1, 0 for none): a power of two
+    /// at least twice the addresses, so a release finds its address's id
+    /// in one probe or two, without a loop whose exit mispredicts.
+    slots: Box<[u32]>,
+    /// Per address (by id), per port index.
+    counts: Vec<Box<[u16]>>,
+}
+
+/// Where an address's id sits in `slots` (of `len`, a power of two).
+#[inline]
+fn slot_of(a: &Addr, len: usize) -> usize {
+    let low = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    let high = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let h = (low ^ high.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as usize & (len - 1)
+}
+
+impl PortUse {
+    /// Worker `worker` of `workers`' share of the inclusive port range
+    /// `min..=max`.
+    pub fn new(worker: u16, workers: u16, (min, max): (u16, u16)) -> Result<PortUse, LaddrError> {
         if min > max || min == 0 {
             return Err(LaddrError::BadRange { min, max });
         }
@@ -87,12 +118,122 @@ impl LaddrPool {
             });
         }
         let count = (u32::from(max) - first) / step + 1;
+        Ok(PortUse {
+            share: Share { first, step, count },
+            laddrs: Vec::new(),
+            slots: vec![0; 2].into_boxed_slice(),
+            counts: Vec::new(),
+        })
+    }
+
+    /// The ports this worker owns per address.
+    pub fn ports_per_laddr(&self) -> u32 {
+        self.share.count
+    }
+
+    /// The id of `laddr`'s counts, made the first time (this allocates: a
+    /// pool asks when it is built, not per packet).
+    fn id(&mut self, laddr: &Addr) -> u32 {
+        if let Some(id) = self.find(laddr) {
+            return id;
+        }
+        let id = u32::try_from(self.laddrs.len()).unwrap_or(u32::MAX);
+        self.laddrs.push(*laddr);
+        self.counts
+            .push(vec![0; self.share.count as usize].into_boxed_slice());
+        let len = (self.laddrs.len() * 2).next_power_of_two();
+        if len > self.slots.len() {
+            self.slots = vec![0; len].into_boxed_slice();
+            for i in 0..self.laddrs.len() {
+                self.place(i);
+            }
+        } else {
+            self.place(id as usize);
+        }
+        id
+    }
+
+    fn place(&mut self, i: usize) {
+        let mut s = slot_of(&self.laddrs[i], self.slots.len());
+        while self.slots[s] != 0 {
+            s = (s + 1) & (self.slots.len() - 1);
+        }
+        self.slots[s] = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    }
+
+    /// The id of `laddr`, if a pool has it or had it.
+    #[inline]
+    fn find(&self, laddr: &Addr) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut s = slot_of(laddr, self.slots.len());
+        // Half the slots at least are empty, so this ends.
+        loop {
+            let v = self.slots[s];
+            if v == 0 {
+                return None;
+            }
+            if self.laddrs[(v - 1) as usize] == *laddr {
+                return Some(v - 1);
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// Sessions using (`laddr`, `port`).
+    pub fn sessions(&self, laddr: &Addr, port: u16) -> u32 {
+        match (self.find(laddr), self.share.index(port)) {
+            (Some(id), Some(i)) => u32::from(self.counts[id as usize][i as usize]),
+            _ => 0,
+        }
+    }
+
+    /// A session using (`laddr`, `port`) went; the address's id, for the
+    /// pool's own count ([`LaddrPool::release`]).
+    #[inline]
+    pub fn release(&mut self, laddr: &Addr, port: u16) -> Option<u32> {
+        let id = self.find(laddr)?;
+        if let Some(i) = self.share.index(port) {
+            let c = &mut self.counts[id as usize][i as usize];
+            *c = c.saturating_sub(1);
+        }
+        Some(id)
+    }
+}
+
+/// One worker's share of a service's local addresses and ports.
+#[derive(Debug, Clone)]
+pub struct LaddrPool {
+    laddrs: Box<[Addr]>,
+    /// Each address's id in the worker's [`PortUse`].
+    ids: Box<[u32]>,
+    /// Each [`PortUse`] id's address in this pool, NIL if not in it.
+    index_of: Box<[u32]>,
+    /// Connections using each address, for the pool-use metric.
+    in_use: Box<[u32]>,
+    share: Share,
+    /// The next port index to try, and the next address.
+    cursor: u32,
+    next_laddr: usize,
+}
+
+impl LaddrPool {
+    /// A pool of `laddrs` over the worker's share of ports, counted in
+    /// `ports`.
+    pub fn new(laddrs: &[Addr], ports: &mut PortUse) -> Result<LaddrPool, LaddrError> {
+        if laddrs.is_empty() {
+            return Err(LaddrError::Empty);
+        }
+        let ids: Box<[u32]> = laddrs.iter().map(|l| ports.id(l)).collect();
+        let mut index_of = vec![NIL; ports.laddrs.len()].into_boxed_slice();
+        for (i, &id) in ids.iter().enumerate() {
+            index_of[id as usize] = u32::try_from(i).unwrap_or(NIL);
+        }
         Ok(LaddrPool {
             laddrs: laddrs.into(),
+            ids,
+            index_of,
             in_use: vec![0; laddrs.len()].into_boxed_slice(),
-            first,
-            count,
-            step,
+            share: ports.share,
             cursor: 0,
             next_laddr: 0,
         })
@@ -100,24 +241,38 @@ impl LaddrPool {
 
     /// The ports this worker owns per address.
     pub fn ports_per_laddr(&self) -> u32 {
-        self.count
+        self.share.count
     }
 
-    /// Picks a (local address, port) whose reply tuple is free, asking
-    /// `taken(laddr, port)`; addresses are used in turn. `None` when
-    /// [`PROBES`] ports of every address are taken.
-    pub fn allocate(&mut self, mut taken: impl FnMut(&Addr, u16) -> bool) -> Option<(Addr, u16)> {
+    /// Picks a (local address, port) whose reply tuple is free: a pair no
+    /// session uses at once, a used one if `taken(laddr, port)` says this
+    /// reply tuple is not among them; addresses are used in turn. `None`
+    /// when [`PROBES`] ports of every address are taken. `ports` must be
+    /// the counts the pool was made with.
+    pub fn allocate(
+        &mut self,
+        ports: &mut PortUse,
+        mut taken: impl FnMut(&Addr, u16) -> bool,
+    ) -> Option<(Addr, u16)> {
+        debug_assert_eq!(self.share, ports.share);
         let n = self.laddrs.len();
         // Indices wrap with a compare rather than `%`: divisions cost more
         // than the rest of the loop. Both stay below their bounds.
         let wrap = |i: usize| if i >= n { i - n } else { i };
         for a in 0..n {
             let li = wrap(self.next_laddr + a);
-            for _ in 0..PROBES.min(self.count) {
+            let counts = &mut ports.counts[self.ids[li] as usize];
+            for _ in 0..PROBES.min(self.share.count) {
                 let idx = self.cursor;
-                self.cursor = if idx + 1 >= self.count { 0 } else { idx + 1 };
-                let port = u16::try_from(self.first + idx * self.step).unwrap_or(u16::MAX);
-                if !taken(&self.laddrs[li], port) {
+                self.cursor = if idx + 1 >= self.share.count {
+                    0
+                } else {
+                    idx + 1
+                };
+                let port = self.share.port(idx);
+                let used = &mut counts[idx as usize];
+                if *used == 0 || (*used < u16::MAX && !taken(&self.laddrs[li], port)) {
+                    *used += 1;
                     self.next_laddr = wrap(li + 1);
                     self.in_use[li] += 1;
                     return Some((self.laddrs[li], port));
@@ -127,10 +282,14 @@ impl LaddrPool {
         None
     }
 
-    /// A connection from `laddr` ended.
-    pub fn release(&mut self, laddr: &Addr) {
-        if let Some(i) = self.laddrs.iter().position(|l| l == laddr) {
-            self.in_use[i] = self.in_use[i].saturating_sub(1);
+    /// A connection from the address of [`PortUse`] id `id` ended (its
+    /// port went back with [`PortUse::release`], which gave the id).
+    #[inline]
+    pub fn release(&mut self, id: u32) {
+        if let Some(&i) = self.index_of.get(id as usize) {
+            if let Some(n) = self.in_use.get_mut(i as usize) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
@@ -163,9 +322,10 @@ mod tests {
         let workers = 3;
         let mut seen = HashSet::new();
         for w in 0..workers {
-            let mut p = LaddrPool::new(&lips(1), w, workers, (1025, 1100)).unwrap();
+            let mut u = PortUse::new(w, workers, (1025, 1100)).unwrap();
+            let mut p = LaddrPool::new(&lips(1), &mut u).unwrap();
             let mut got = HashSet::new();
-            while let Some((_, port)) = p.allocate(|_, port| got.contains(&port)) {
+            while let Some((_, port)) = p.allocate(&mut u, |_, port| got.contains(&port)) {
                 assert_eq!(owner_of(port, workers), w);
                 assert!((1025..=1100).contains(&port));
                 got.insert(port);
@@ -182,49 +342,131 @@ mod tests {
     fn one_port_serves_several_real_servers() {
         // The reply tuple includes the real server: a port busy towards one
         // server is free towards another.
-        let mut p = LaddrPool::new(&lips(1), 0, 1, (2000, 2000)).unwrap();
+        let mut u = PortUse::new(0, 1, (2000, 2000)).unwrap();
+        let mut p = LaddrPool::new(&lips(1), &mut u).unwrap();
         let mut busy: HashSet<(u8, u16)> = HashSet::new();
         for rs in 0..5u8 {
-            let (_, port) = p.allocate(|_, port| busy.contains(&(rs, port))).unwrap();
+            let (_, port) = p
+                .allocate(&mut u, |_, port| busy.contains(&(rs, port)))
+                .unwrap();
             assert_eq!(port, 2000);
             busy.insert((rs, port));
         }
+        assert_eq!(u.sessions(&lips(1)[0], 2000), 5);
         assert_eq!(
-            p.allocate(|_, port| busy.contains(&(0, port))),
+            p.allocate(&mut u, |_, port| busy.contains(&(0, port))),
             None,
             "exhausted towards server 0"
         );
     }
 
     #[test]
+    fn a_pair_no_session_uses_is_taken_without_asking() {
+        let mut u = PortUse::new(0, 1, (2000, 2001)).unwrap();
+        let mut p = LaddrPool::new(&lips(1), &mut u).unwrap();
+        let asked = std::cell::Cell::new(0);
+        let ask = |_: &Addr, _: u16| {
+            asked.set(asked.get() + 1);
+            false
+        };
+        assert_eq!(p.allocate(&mut u, ask).unwrap().1, 2000);
+        assert_eq!(p.allocate(&mut u, ask).unwrap().1, 2001);
+        assert_eq!(asked.get(), 0, "both pairs were unused");
+        // Both in use now: the next one asks.
+        assert_eq!(p.allocate(&mut u, ask).unwrap().1, 2000);
+        assert_eq!(asked.get(), 1);
+        // Released twice, 2000 is unused again; 2001 still has its session.
+        let l = lips(1)[0];
+        u.release(&l, 2000);
+        u.release(&l, 2000);
+        assert_eq!(u.sessions(&l, 2000), 0);
+        assert_eq!(u.sessions(&l, 2001), 1);
+        assert_eq!(p.allocate(&mut u, |_, _| true).unwrap().1, 2000);
+        // Ports outside the share and unknown addresses are ignored.
+        u.release(&l, 1999);
+        u.release(&lips(2)[1], 2000);
+        assert_eq!(u.sessions(&l, 2000), 1);
+    }
+
+    #[test]
+    fn every_address_is_found_among_many() {
+        let mut u = PortUse::new(0, 1, (2000, 2001)).unwrap();
+        let all: Vec<Addr> = (0..300u32)
+            .map(|i| crate::session::addr(std::net::Ipv4Addr::from(0x0a03_0000 + i).into()))
+            .collect();
+        // Pools of 1, 2, 4, ... addresses, overlapping: the map grows.
+        let mut pools = Vec::new();
+        for n in [1, 2, 4, 8, 16, 64, 200, 300] {
+            pools.push(LaddrPool::new(&all[..n], &mut u).unwrap());
+        }
+        for (i, a) in all.iter().enumerate() {
+            assert_eq!(u.find(a), Some(u32::try_from(i).unwrap()));
+        }
+        assert_eq!(u.find(&lips(1)[0]), None);
+        // A pool counts releases of its own addresses only.
+        let p = &mut pools[1];
+        let (a, port) = p.allocate(&mut u, |_, _| false).unwrap();
+        assert_eq!(p.in_use(), [1, 0]);
+        p.release(u32::try_from(all.len()).unwrap());
+        p.release(u.find(&all[250]).unwrap());
+        assert_eq!(p.in_use(), [1, 0]);
+        let id = u.release(&a, port).unwrap();
+        p.release(id);
+        assert_eq!(p.in_use(), [0, 0]);
+        assert_eq!(u.sessions(&a, port), 0);
+    }
+
+    #[test]
+    fn pools_sharing_an_address_share_its_counts() {
+        // Two services with the same local address: a pair one of them
+        // gave out is checked by the other, whose connections may go to
+        // the same real server.
+        let mut u = PortUse::new(0, 1, (2000, 2000)).unwrap();
+        let mut a = LaddrPool::new(&lips(1), &mut u).unwrap();
+        let mut b = LaddrPool::new(&lips(1), &mut u).unwrap();
+        assert!(a.allocate(&mut u, |_, _| panic!("unused")).is_some());
+        assert_eq!(b.allocate(&mut u, |_, _| true), None);
+        assert!(b.allocate(&mut u, |_, _| false).is_some());
+        assert_eq!(u.sessions(&lips(1)[0], 2000), 2);
+    }
+
+    #[test]
     fn addresses_in_turn_and_use_counts() {
-        let mut p = LaddrPool::new(&lips(2), 0, 1, DEFAULT_PORT_RANGE).unwrap();
-        let (a, _) = p.allocate(|_, _| false).unwrap();
-        let (b, _) = p.allocate(|_, _| false).unwrap();
+        let mut u = PortUse::new(0, 1, DEFAULT_PORT_RANGE).unwrap();
+        let mut p = LaddrPool::new(&lips(2), &mut u).unwrap();
+        let (a, _) = p.allocate(&mut u, |_, _| false).unwrap();
+        let (b, _) = p.allocate(&mut u, |_, _| false).unwrap();
         assert_ne!(a, b);
         assert_eq!(p.in_use(), [1, 1]);
-        p.release(&a);
-        p.release(&a);
+        for _ in 0..2 {
+            let id = u.release(&a, 1025).unwrap();
+            p.release(id);
+        }
         assert_eq!(p.in_use(), [0, 1]);
-        // When one address is exhausted, the next one serves.
+        // When one address is exhausted, the next one serves: make every
+        // pair of the first address used, then refuse them.
         let first = p.laddrs()[0];
-        let (c, _) = p.allocate(|l, _| *l == first).unwrap();
+        let id = u.find(&first).unwrap();
+        u.counts[id as usize].fill(1);
+        let (c, _) = p.allocate(&mut u, |l, _| *l == first).unwrap();
         assert_eq!(c, p.laddrs()[1]);
-        assert_eq!(p.allocate(|_, _| true), None);
+        for l in lips(2) {
+            let id = u.find(&l).unwrap();
+            u.counts[id as usize].fill(1);
+        }
+        assert_eq!(p.allocate(&mut u, |_, _| true), None);
     }
 
     #[test]
     fn bad_pools() {
-        assert_eq!(
-            LaddrPool::new(&[], 0, 1, DEFAULT_PORT_RANGE).unwrap_err(),
-            LaddrError::Empty
-        );
+        let mut u = PortUse::new(0, 1, DEFAULT_PORT_RANGE).unwrap();
+        assert_eq!(LaddrPool::new(&[], &mut u).unwrap_err(), LaddrError::Empty);
         assert!(matches!(
-            LaddrPool::new(&lips(1), 0, 1, (10, 5)),
+            PortUse::new(0, 1, (10, 5)),
             Err(LaddrError::BadRange { .. })
         ));
         assert!(matches!(
-            LaddrPool::new(&lips(1), 3, 4, (1024, 1026)),
+            PortUse::new(3, 4, (1024, 1026)),
             Err(LaddrError::TooManyWorkers { .. })
         ));
         assert_eq!(owner_of(1027, 4), 3);

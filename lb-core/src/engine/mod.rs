@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use arrayvec::ArrayVec;
 
-use crate::laddr::{owner_of, LaddrPool, DEFAULT_PORT_RANGE};
+use crate::laddr::{owner_of, LaddrPool, PortUse, DEFAULT_PORT_RANGE};
 use crate::mode::{self, tun};
 use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
 use crate::sched::FlowInfo;
@@ -164,6 +164,9 @@ pub struct Worker {
     owned: HashSet<Addr, ahash::RandomState>,
     /// Full-NAT local addresses of every service.
     laddrs: HashSet<Addr, ahash::RandomState>,
+    /// Sessions per (local address, port) of this worker's share; `None`
+    /// when the configured range gives it no port.
+    lports: Option<PortUse>,
     pub counters: Counters,
     ip_ident: u16,
     now: u32,
@@ -208,6 +211,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, snap: Arc<Snapshot>) -> Worker {
         let mut w = Worker {
             sessions: SessionTable::with_capacity(cfg.capacity),
+            lports: PortUse::new(cfg.id, cfg.workers, cfg.local_ports).ok(),
             cfg,
             snap: Arc::new(Snapshot::empty()),
             dests: Dests::default(),
@@ -303,8 +307,6 @@ impl Worker {
                 self.owned.insert(*l);
                 self.laddrs.insert(*l);
             }
-            let (id, workers, ports) = (self.cfg.id, self.cfg.workers, self.cfg.local_ports);
-            let new_pool = || LaddrPool::new(&laddrs, id, workers, ports).ok();
             let h = self.dests.svc_handle(key, || SvcEntry {
                 key,
                 snap_idx: NIL,
@@ -325,8 +327,8 @@ impl Worker {
                 e.svc = h;
                 e.mode = rs.mode;
                 e.idx = u32::try_from(ri).unwrap_or(NIL);
-                e.upper = rs.upper.div_ceil(u32::from(workers.max(1)));
-                e.lower = rs.lower.div_ceil(u32::from(workers.max(1)));
+                e.upper = rs.upper.div_ceil(u32::from(self.cfg.workers.max(1)));
+                e.lower = rs.lower.div_ceil(u32::from(self.cfg.workers.max(1)));
                 e.load.update_overload(e.upper, e.lower);
                 handles.push(d);
             }
@@ -343,7 +345,10 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|p| p.laddrs() == laddrs.as_slice());
             if !same_laddrs {
-                e.pool = new_pool();
+                e.pool = self
+                    .lports
+                    .as_mut()
+                    .and_then(|u| LaddrPool::new(&laddrs, u).ok());
             }
             e.loads = loads;
             e.dests = handles;
@@ -379,7 +384,9 @@ impl Worker {
             Err(_) => Hashed::default(),
         };
         let mac = self.port_mac(in_port);
-        self.process_parsed(buf, &p, (h, NIL), in_port, mac)
+        let action = self.process_parsed(buf, &p, (h, NIL), in_port, mac, &NoPrefetch);
+        self.sessions.link_pending();
+        action
     }
 
     /// Processes a burst of frames that arrived on `in_port`, writing one
@@ -449,6 +456,7 @@ impl Worker {
                         (hashed[i], hints[i]),
                         in_port,
                         mac,
+                        prefetch,
                     );
                 }
             } else {
@@ -471,19 +479,22 @@ impl Worker {
                         (hashed[i], hints[i]),
                         in_port,
                         mac,
+                        prefetch,
                     );
                 }
             }
+            self.sessions.link_pending();
         }
     }
 
-    fn process_parsed(
+    fn process_parsed<P: Prefetch>(
         &mut self,
         buf: &mut impl PacketBuf,
         p: &Result<Parsed, ParseError>,
         (h, hint): (Hashed, u32),
         in_port: u16,
         port_mac: Option<MacAddr>,
+        prefetch: &P,
     ) -> Action {
         let p = match p {
             Ok(p) => p,
@@ -503,7 +514,7 @@ impl Worker {
         let key = p.key();
         if !p.later_fragment {
             match self.sessions.lookup_hinted(h, &key, hint) {
-                Some((id, Side::In)) => return self.inbound(buf, p, id, h),
+                Some((id, Side::In)) => return self.inbound(buf, p, id, h, prefetch),
                 Some((id, Side::Out)) => return self.outbound(buf, p, id),
                 None => {}
             }
@@ -517,7 +528,7 @@ impl Worker {
         }
         if let Some(proto) = Protocol::from_number(p.proto) {
             if let Some(si) = self.snap.lookup_addr(proto, &p.dst, p.dport) {
-                return self.new_session(buf, p, si, h);
+                return self.new_session(buf, p, si, h, prefetch);
             }
         }
         if self.laddrs.contains(&p.dst) && matches!(p.proto, ip_proto::TCP | ip_proto::UDP) {
@@ -633,12 +644,13 @@ impl Worker {
     }
 
     /// Client to real server on an existing session.
-    fn inbound(
+    fn inbound<P: Prefetch>(
         &mut self,
         buf: &mut impl PacketBuf,
         p: &Parsed,
         id: SessionId,
         h: Hashed,
+        prefetch: &P,
     ) -> Action {
         let s = *self.sessions.get(id);
         if self.cfg.expire_nodest_conn
@@ -650,7 +662,7 @@ impl Worker {
                 || (p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack());
             if let (true, Some(proto)) = (starts, Protocol::from_number(p.proto)) {
                 if let Some(si) = self.snap.lookup_addr(proto, &p.dst, p.dport) {
-                    return self.new_session(buf, p, si, h);
+                    return self.new_session(buf, p, si, h, prefetch);
                 }
             }
             return self.drop(Counter::DropDestRemoved);
@@ -668,7 +680,7 @@ impl Worker {
         if p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack() && closing {
             self.close(id);
             if let Some(si) = self.snap.lookup_addr(Protocol::Tcp, &p.dst, p.dport) {
-                return self.new_session(buf, p, si, h);
+                return self.new_session(buf, p, si, h, prefetch);
             }
         }
         let dir = if s.has_outbound() {
@@ -766,12 +778,13 @@ impl Worker {
     }
 
     /// A new connection to service `si`; `hin` is the packet's tuple hashed.
-    fn new_session(
+    fn new_session<P: Prefetch>(
         &mut self,
         buf: &mut impl PacketBuf,
         p: &Parsed,
         si: u32,
         hin: Hashed,
+        prefetch: &P,
     ) -> Action {
         if p.fragment {
             return self.drop(Counter::DropFragment);
@@ -861,29 +874,34 @@ impl Worker {
             (d.addr, d.port, d.mode)
         };
         let mut laddr = ([0u8; 16], 0u16);
-        // The reply tuple's hash, kept from the pool's last (successful)
-        // check for the insert.
+        // The reply tuple's hash, for the insert.
         let mut hout = Hashed::default();
         if rs_mode == ForwardMode::Fnat {
             let sessions = &self.sessions;
-            let taken = |l: &Addr, port: u16| {
-                let k = FlowKey {
-                    src: rs_addr,
-                    dst: *l,
-                    sport: rs_port,
-                    dport: port,
-                    proto: p.proto,
-                };
-                hout = sessions.hash(&k);
-                sessions.out_tuple_in_use_at(hout, &k)
+            let out_key = |l: &Addr, port: u16| FlowKey {
+                src: rs_addr,
+                dst: *l,
+                sport: rs_port,
+                dport: port,
+                proto: p.proto,
             };
-            match self.dests.svcs[h as usize]
-                .pool
-                .as_mut()
-                .and_then(|pool| pool.allocate(taken))
-            {
-                Some(l) => laddr = l,
+            let taken = |l: &Addr, port: u16| {
+                let k = out_key(l, port);
+                sessions.out_tuple_in_use_at(sessions.hash(&k), &k)
+            };
+            let pool = self.dests.svcs[h as usize].pool.as_mut();
+            match pool.zip(self.lports.as_mut()) {
+                Some((pool, ports)) => match pool.allocate(ports, taken) {
+                    Some(l) => laddr = l,
+                    None => return self.drop(Counter::DropLaddrExhausted),
+                },
                 None => return self.drop(Counter::DropLaddrExhausted),
+            }
+            // Its bucket line, needed only when the burst is over: see
+            // `SessionTable::insert_deferred`.
+            hout = self.sessions.hash(&out_key(&laddr.0, laddr.1));
+            if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
+                self.sessions.prefetch_bucket(hout, prefetch);
             }
         }
         let dir = if rs_mode.maps_ports() {
@@ -917,7 +935,11 @@ impl Worker {
             }
         }
         let expires = self.now.wrapping_add(state.timeout(&self.snap.timeouts));
-        if self.sessions.insert_hashed(s, expires, hin, hout).is_err() {
+        if self
+            .sessions
+            .insert_deferred(s, expires, hin, hout)
+            .is_err()
+        {
             return self.drop(Counter::DropTableFull);
         }
         if let (ForwardMode::Nat, Some(owners)) = (s.mode, &self.nat_owners) {
@@ -958,7 +980,13 @@ impl Worker {
 
     /// Removes a session now, with all its bookkeeping.
     fn close(&mut self, id: SessionId) {
-        release(&mut self.dests, &mut self.counters, &mut self.sessions, id);
+        release(
+            &mut self.dests,
+            self.lports.as_mut(),
+            &mut self.counters,
+            &mut self.sessions,
+            id,
+        );
         self.sessions.remove(id);
     }
 
@@ -980,6 +1008,7 @@ impl Worker {
             dests,
             counters,
             snap,
+            lports,
             ..
         } = self;
         let out = sessions.expire(now, budget, |table, id| {
@@ -993,7 +1022,7 @@ impl Worker {
                 table.get_mut(id).expires = now.wrapping_add(timeout);
                 return false;
             }
-            release(dests, counters, table, id);
+            release(dests, lports.as_mut(), counters, table, id);
             true
         });
         self.dests.collect();
@@ -1149,8 +1178,19 @@ impl Worker {
 
 /// The bookkeeping of a session that goes: its real server's counts, its
 /// local port, its template's reference.
-fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable, id: SessionId) {
+fn release(
+    dests: &mut Dests,
+    lports: Option<&mut PortUse>,
+    counters: &mut Counters,
+    table: &mut SessionTable,
+    id: SessionId,
+) {
     let s = *table.get(id);
+    // Its local address's id in the worker's port counts, for its pool.
+    let laddr = match lports {
+        Some(u) if s.mode == ForwardMode::Fnat && !s.is_template() => u.release(&s.laddr, s.lport),
+        _ => None,
+    };
     if s.dest != NIL {
         let d = &mut dests.dests[s.dest as usize];
         d.refs = d.refs.saturating_sub(1);
@@ -1168,10 +1208,8 @@ fn release(dests: &mut Dests, counters: &mut Counters, table: &mut SessionTable,
     if let Some(svc) = dests.dests.get(s.dest as usize).map(|d| d.svc) {
         let v = &mut dests.svcs[svc as usize];
         v.refs = v.refs.saturating_sub(1);
-        if s.mode == ForwardMode::Fnat && !s.is_template() {
-            if let Some(pool) = v.pool.as_mut() {
-                pool.release(&s.laddr);
-            }
+        if let (Some(pool), Some(laddr)) = (v.pool.as_mut(), laddr) {
+            pool.release(laddr);
         }
     }
     if s.template() != NIL {

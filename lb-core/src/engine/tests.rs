@@ -525,6 +525,113 @@ fn fnat_ports_return_when_sessions_go_and_syn_reuses_time_wait() {
 }
 
 #[test]
+fn a_connection_closed_in_the_burst_that_made_it_leaves_no_reply_entry() {
+    // A Full-NAT session's reply tuple enters the index when its burst is
+    // over. One made and closed (established, reset, then a new SYN on the
+    // closed tuple) within a burst must leave no trace of it, and its successor and a
+    // neighbour must be whole.
+    let mut w = worker();
+    let c = "10.0.0.2:40000";
+    let frames = [
+        Builder::tcp_v4(c, "198.18.0.10:80", SYN).build(),
+        Builder::tcp_v4(c, "198.18.0.10:80", ACK).build(),
+        Builder::tcp_v4(c, "198.18.0.10:80", Flags::RST | ACK).build(),
+        Builder::tcp_v4(c, "198.18.0.10:80", SYN).build(),
+        Builder::tcp_v4("10.0.0.3:40000", "198.18.0.10:80", SYN).build(),
+    ];
+    let mut bufs: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f, 64)).collect();
+    let mut actions = vec![Action::Exception; bufs.len()];
+    w.process_burst(&mut bufs, 0, 5, &mut actions);
+    assert!(actions.iter().all(|a| matches!(a, Action::Transmit { .. })));
+    // The reply tuples the real servers saw, by the frames sent to them.
+    let reply = |b: &VecBuf| {
+        let k = parse(b.data()).unwrap().key();
+        FlowKey {
+            src: k.dst,
+            dst: k.src,
+            sport: k.dport,
+            dport: k.sport,
+            proto: k.proto,
+        }
+    };
+    let (gone, kept, other) = (reply(&bufs[0]), reply(&bufs[3]), reply(&bufs[4]));
+    assert_ne!(gone, kept);
+    assert_eq!(w.sessions.len(), 2);
+    assert_eq!(w.sessions.entries(), 4);
+    assert_eq!(w.sessions.lookup_out(&gone), None);
+    let ports = w.lports.as_ref().unwrap();
+    assert_eq!(ports.sessions(&gone.dst, gone.dport), 0);
+    for k in [kept, other] {
+        let id = w.sessions.lookup_out(&k).unwrap();
+        assert_eq!(w.sessions.get(id).outbound_key(), k);
+        assert_eq!(ports.sessions(&k.dst, k.dport), 1);
+    }
+    // The successor's replies reach the client.
+    let syn_ack = from_rs(Builder::tcp_v4(
+        &format!("{}:{}", session::ip(&kept.src), kept.sport),
+        &format!("{}:{}", session::ip(&kept.dst), kept.dport),
+        SYN | ACK,
+    ));
+    let (act, out) = run(&mut w, &syn_ack, 1, 5);
+    assert_eq!(act, tx(0, "10.0.0.2"));
+    assert_eq!(parse(&out).unwrap().key().dst, a("10.0.0.2"));
+}
+
+#[test]
+fn a_reply_in_the_burst_of_its_connections_first_packet_is_found() {
+    // As a replayed capture can have it: the SYN and the server's SYN-ACK
+    // in one burst on one port. The reply tuple is not in the index yet
+    // when the SYN-ACK is looked up, and is found all the same.
+    let frames = [
+        Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build(),
+        Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1025", SYN | ACK).build(),
+    ];
+    let mut one = worker();
+    let want: Vec<_> = frames.iter().map(|f| run(&mut one, f, 0, 5)).collect();
+    assert_eq!(
+        want[1].0,
+        tx(0, "10.0.0.2"),
+        "the SYN-ACK goes to the client"
+    );
+    let mut w = worker();
+    let mut bufs: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f, 64)).collect();
+    let mut actions = vec![Action::Exception; bufs.len()];
+    w.process_burst(&mut bufs, 0, 5, &mut actions);
+    let got: Vec<_> = bufs
+        .iter()
+        .zip(actions)
+        .map(|(b, a)| (without_dest(a), b.data().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_reply_tuple_waiting_for_the_index_is_taken() {
+    // One local port: two new flows to the one real server of the UDP
+    // service in one burst cannot both have it, though the first's reply
+    // tuple is not in the index yet when the second asks.
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            local_ports: (2000, 2000),
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    );
+    let frames = [
+        Builder::udp_v4("10.0.0.2:1000", "198.18.0.10:53", b"q").build(),
+        Builder::udp_v4("10.0.0.3:1000", "198.18.0.10:53", b"q").build(),
+    ];
+    let mut bufs: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f, 64)).collect();
+    let mut actions = vec![Action::Exception; bufs.len()];
+    w.process_burst(&mut bufs, 0, 5, &mut actions);
+    assert!(matches!(actions[0], Action::Transmit { .. }));
+    assert_eq!(actions[1], Action::Drop(Counter::DropLaddrExhausted));
+    assert_eq!(w.sessions.len(), 1);
+    assert_eq!(w.sessions.entries(), 2);
+}
+
+#[test]
 fn dr_syn_after_the_clients_fin_is_a_new_connection() {
     let mut specs = specs();
     specs[2] = svc(

@@ -73,6 +73,9 @@ pub mod flags {
     /// Out of the index but still alive: a template that lookups must no
     /// longer find while connections still follow it.
     pub const UNHASHED: u8 = 0x10;
+    /// Its reply tuple waits to enter the index (see
+    /// `SessionTable::insert_deferred`).
+    pub const OUT_PENDING: u8 = 0x20;
 }
 
 /// No session / no link.

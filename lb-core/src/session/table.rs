@@ -9,6 +9,8 @@
 //! a session are indexed by the same hash of their bytes, so a packet,
 //! whichever way it goes, reads one bucket line and then its session.
 
+use arrayvec::ArrayVec;
+
 use super::{flags, FlowKey, Session, NIL};
 use crate::engine::Prefetch;
 
@@ -64,6 +66,10 @@ const _: () = assert!(
     SESSION_BYTES <= 128,
     "a session must cost at most 128 bytes"
 );
+
+/// Reply tuples that can wait for the index at once (a burst's worth of
+/// new connections, twice over).
+const PENDING_LINKS: usize = 64;
 
 /// Slots of the timer wheel (seconds it covers in one turn).
 const WHEEL_SLOTS: u32 = 4096;
@@ -124,6 +130,12 @@ pub struct SessionTable {
     wheel: Box<[u32]>,
     /// The last second whose wheel slot was processed.
     clock: u32,
+    /// Sessions whose reply tuple is not in the index yet, with its hash.
+    pending: ArrayVec<(SessionId, Hashed), PENDING_LINKS>,
+    /// Bit `tag % 64` set for every pending reply tuple's tag (and maybe
+    /// others since removed): a lookup that misses scans the pending list
+    /// only when its bit is set.
+    pending_tags: u64,
 }
 
 const DIR_IN: u32 = 0;
@@ -177,6 +189,8 @@ impl SessionTable {
             len: 0,
             wheel: vec![NIL; PENDING as usize + 1].into_boxed_slice(),
             clock: 0,
+            pending: ArrayVec::new(),
+            pending_tags: 0,
         }
     }
 
@@ -363,7 +377,22 @@ impl SessionTable {
             out.get_or_insert((r >> 1, Side::Out));
             false
         });
+        if out.is_none() {
+            out = self.pending_out(h, k).map(|id| (id, Side::Out));
+        }
         out
+    }
+
+    /// The session whose reply tuple, waiting for the index, is `k`.
+    #[inline]
+    fn pending_out(&self, h: Hashed, k: &FlowKey) -> Option<SessionId> {
+        if self.pending_tags & 1 << (h.tag % 64) == 0 {
+            return None;
+        }
+        self.pending
+            .iter()
+            .find(|&&(id, hp)| hp == h && self.sessions[id as usize].outbound_key() == *k)
+            .map(|&(id, _)| id)
     }
 
     fn lookup_dir(&self, k: &FlowKey, dir: u32) -> Option<SessionId> {
@@ -380,6 +409,9 @@ impl SessionTable {
             }
             false
         });
+        if out.is_none() && dir == DIR_OUT {
+            out = self.pending_out(h, k);
+        }
         out
     }
 
@@ -507,13 +539,24 @@ impl SessionTable {
     #[inline]
     pub fn insert_hashed(
         &mut self,
-        mut s: Session,
+        s: Session,
         expires: u32,
         hin: Hashed,
         hout: Hashed,
     ) -> Result<SessionId, TableFull> {
         debug_assert_eq!(hin, self.hash(&s.inbound_key()));
         debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
+        let id = self.place(s, expires, hin)?;
+        if s.has_outbound() {
+            self.link(id, DIR_OUT, hout);
+        }
+        Ok(id)
+    }
+
+    /// Stores a session in a free slot, on the wheel and in the index by
+    /// its client tuple.
+    #[inline]
+    fn place(&mut self, mut s: Session, expires: u32, hin: Hashed) -> Result<SessionId, TableFull> {
         if self.free == NIL {
             return Err(TableFull);
         }
@@ -523,12 +566,54 @@ impl SessionTable {
         s.expires = expires;
         self.sessions[id as usize] = s;
         self.link(id, DIR_IN, hin);
-        if s.has_outbound() {
-            self.link(id, DIR_OUT, hout);
-        }
         self.wheel_link(id);
         self.len += 1;
         Ok(id)
+    }
+
+    /// [`insert_hashed`](Self::insert_hashed), but the reply tuple enters
+    /// the index only at the next [`link_pending`](Self::link_pending).
+    /// Meanwhile the bucket line it goes to can be on its way (the caller
+    /// has prefetched it) while the rest of the burst is handled, instead
+    /// of being waited for. Lookups find it all the same, in the pending
+    /// list (scanned only when a filter of its tags says it may be there:
+    /// a reply cannot come before the connection's first packet has left,
+    /// but a replayed capture can hold both in one burst); removing the
+    /// session drops the pending link.
+    #[inline]
+    pub fn insert_deferred(
+        &mut self,
+        s: Session,
+        expires: u32,
+        hin: Hashed,
+        hout: Hashed,
+    ) -> Result<SessionId, TableFull> {
+        debug_assert_eq!(hin, self.hash(&s.inbound_key()));
+        debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
+        let id = self.place(s, expires, hin)?;
+        if s.has_outbound() {
+            if self.pending.is_full() {
+                self.link(id, DIR_OUT, hout);
+            } else {
+                self.sessions[id as usize].flags |= flags::OUT_PENDING;
+                self.pending.push((id, hout));
+                self.pending_tags |= 1 << (hout.tag % 64);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Puts the reply tuples of [`insert_deferred`](Self::insert_deferred)
+    /// into the index.
+    #[inline]
+    pub fn link_pending(&mut self) {
+        for i in 0..self.pending.len() {
+            let (id, h) = self.pending[i];
+            self.sessions[id as usize].flags &= !flags::OUT_PENDING;
+            self.link(id, DIR_OUT, h);
+        }
+        self.pending.clear();
+        self.pending_tags = 0;
     }
 
     /// Removes a session now.
@@ -548,7 +633,10 @@ impl SessionTable {
             return;
         }
         self.unlink(id, DIR_IN, &s.inbound_key());
-        if s.has_outbound() {
+        if s.flags & flags::OUT_PENDING != 0 {
+            self.pending.retain(|(p, _)| *p != id);
+            self.sessions[id as usize].flags &= !flags::OUT_PENDING;
+        } else if s.has_outbound() {
             self.unlink(id, DIR_OUT, &s.outbound_key());
         }
         self.sessions[id as usize].flags |= flags::UNHASHED;
@@ -560,6 +648,16 @@ impl SessionTable {
         s.timer_next = self.free;
         self.free = id;
         self.len -= 1;
+    }
+
+    /// Entries in the index (two per connection with a reply tuple once
+    /// linked, one otherwise), for tests.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> usize {
+        self.index
+            .iter()
+            .map(|b| b.refs.iter().filter(|&&r| r != NIL).count())
+            .sum()
     }
 
     #[inline]
