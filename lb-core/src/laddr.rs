@@ -94,7 +94,9 @@ fn slot_of(a: &Addr, len: usize) -> usize {
     let low = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
     let high = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let h = (low ^ high.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (h >> 32) as usize & (len - 1)
+    // The product's top bits, which every input bit reaches (an IPv4
+    // address varies in the last byte, the top one of `low`).
+    usize::try_from(h >> (64 - len.trailing_zeros())).unwrap_or(0)
 }
 
 impl PortUse {
@@ -402,6 +404,16 @@ mod tests {
         for (i, a) in all.iter().enumerate() {
             assert_eq!(u.find(a), Some(u32::try_from(i).unwrap()));
         }
+        // Consecutive addresses spread over the map: most are found at
+        // their own slot.
+        let home = all
+            .iter()
+            .filter(|a| {
+                let v = u.slots[slot_of(a, u.slots.len())];
+                v != 0 && u.laddrs[(v - 1) as usize] == **a
+            })
+            .count();
+        assert!(home > all.len() / 2, "{home} of {} at home", all.len());
         assert_eq!(u.find(&lips(1)[0]), None);
         // A pool counts releases of its own addresses only.
         let p = &mut pools[1];
