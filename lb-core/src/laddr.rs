@@ -257,31 +257,51 @@ impl LaddrPool {
         mut taken: impl FnMut(&Addr, u16) -> bool,
     ) -> Option<(Addr, u16)> {
         debug_assert_eq!(self.share, ports.share);
+        // The common case first, straight through: the next pair is unused.
+        // It is also the loops' first candidate.
+        let (li, idx) = (self.next_laddr, self.cursor);
+        if ports.counts[self.ids[li] as usize][idx as usize] == 0 {
+            return Some(self.take(ports, li, idx));
+        }
         let n = self.laddrs.len();
         // Indices wrap with a compare rather than `%`: divisions cost more
         // than the rest of the loop. Both stay below their bounds.
         let wrap = |i: usize| if i >= n { i - n } else { i };
         for a in 0..n {
             let li = wrap(self.next_laddr + a);
-            let counts = &mut ports.counts[self.ids[li] as usize];
             for _ in 0..PROBES.min(self.share.count) {
                 let idx = self.cursor;
+                let used = ports.counts[self.ids[li] as usize][idx as usize];
+                if used == 0 || (used < u16::MAX && !taken(&self.laddrs[li], self.share.port(idx)))
+                {
+                    return Some(self.take(ports, li, idx));
+                }
                 self.cursor = if idx + 1 >= self.share.count {
                     0
                 } else {
                     idx + 1
                 };
-                let port = self.share.port(idx);
-                let used = &mut counts[idx as usize];
-                if *used == 0 || (*used < u16::MAX && !taken(&self.laddrs[li], port)) {
-                    *used += 1;
-                    self.next_laddr = wrap(li + 1);
-                    self.in_use[li] += 1;
-                    return Some((self.laddrs[li], port));
-                }
             }
         }
         None
+    }
+
+    /// Gives out port index `idx` of address `li`, moving on both cursors.
+    #[inline]
+    fn take(&mut self, ports: &mut PortUse, li: usize, idx: u32) -> (Addr, u16) {
+        ports.counts[self.ids[li] as usize][idx as usize] += 1;
+        self.in_use[li] += 1;
+        self.cursor = if idx + 1 >= self.share.count {
+            0
+        } else {
+            idx + 1
+        };
+        self.next_laddr = if li + 1 >= self.laddrs.len() {
+            0
+        } else {
+            li + 1
+        };
+        (self.laddrs[li], self.share.port(idx))
     }
 
     /// A connection from the address of [`PortUse`] id `id` ended (its

@@ -224,7 +224,7 @@ impl SessionTable {
 
     /// Where a tuple sits in the index. The three products are independent,
     /// so their latencies overlap; the last one mixes them.
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, k: &FlowKey) -> Hashed {
         let ports = (u64::from(k.sport) << 32) | (u64::from(k.dport) << 16) | u64::from(k.proto);
         let src = fold(
