@@ -945,6 +945,11 @@ impl Worker {
         {
             return self.drop(Counter::DropTableFull);
         }
+        // The next new connection's slot: its lines are read (the free
+        // list runs through them) and written then.
+        if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
+            self.sessions.prefetch_free(prefetch);
+        }
         if let (ForwardMode::Nat, Some(owners)) = (s.mode, &self.nat_owners) {
             owners.set(&s.outbound_key(), self.cfg.id);
         }

@@ -603,6 +603,16 @@ impl SessionTable {
         Ok(id)
     }
 
+    /// Prefetches the session the next insert will fill (both its lines),
+    /// if any.
+    #[inline]
+    pub fn prefetch_free(&self, p: &impl Prefetch) {
+        if let Some(s) = self.sessions.get(self.free as usize) {
+            p.prefetch(s);
+            p.prefetch(&s.timer_prev);
+        }
+    }
+
     /// Puts the reply tuples of [`insert_deferred`](Self::insert_deferred)
     /// into the index.
     #[inline]
