@@ -1,14 +1,20 @@
-//! Arbitrary bytes through the per-packet entry point, under every mode.
+//! Arbitrary bytes through the per-packet entry points, under every mode.
 //!
-//! One worker holds a service of each mode (DR, NAT, TUN, Full-NAT, UDP
+//! Two workers hold a service of each mode (DR, NAT, TUN, Full-NAT, UDP
 //! Full-NAT, and a persistent one) on a two-port network. Each input is
-//! split into frames (a length byte, a port byte, the frame); every frame
-//! goes through `process` on its port, then the clock moves and sessions
-//! expire. The worker is worker 0 of 2 with a shared NAT owners table and
-//! `expire_nodest_conn` on; a frame whose port byte has bit 1 set first
-//! switches to the snapshot without each service's first real server (and
-//! back), so removed servers' sessions are exercised. The engine must never
-//! panic, and what it sends on must parse.
+//! split into frames (a length byte, a port byte, the frame), and the
+//! frames into bursts: a burst ends where the port changes or after a
+//! frame whose port byte has bit 2 set. One worker takes every frame
+//! through `process`, the other every burst through `process_burst_with`
+//! with a prefetch that is active (a no-op here) from the first session,
+//! so that read-ahead hints, reply tuples waiting for the index and the
+//! rest of the burst path are exercised; after each burst the clock moves
+//! and both expire sessions. Each is worker 0 of 2 with a NAT owners table
+//! of its own and `expire_nodest_conn` on; a frame whose port byte has bit
+//! 1 set first switches both to the snapshot without each service's first
+//! real server (and back), so removed servers' sessions are exercised. The
+//! engine must never panic, what it sends on must parse, and the burst
+//! must give each frame the action and bytes that `process` gave it.
 
 #![no_main]
 
@@ -16,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use lb_core::engine::{Action, Worker, WorkerConfig};
+use lb_core::engine::{Action, Prefetch, Worker, WorkerConfig};
 use lb_core::net::{Interface, Network, Route};
 use lb_core::packet::{parse, PacketBuf, VecBuf};
 use lb_core::sched::SchedKind;
@@ -83,35 +89,80 @@ fn build(without_first: bool) -> Arc<Snapshot> {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Active, so the engine takes its prefetching path, but prefetching
+/// nothing.
+struct Active;
+
+impl Prefetch for Active {
+    fn prefetch<T>(&self, _: &T) {}
+}
+
+fn worker(prefetch_from: u32) -> Worker {
     let mut w = Worker::new(
-        WorkerConfig { capacity: 16, workers: 2, expire_nodest_conn: true, ..WorkerConfig::default() },
+        WorkerConfig {
+            capacity: 16,
+            workers: 2,
+            expire_nodest_conn: true,
+            prefetch_from,
+            ..WorkerConfig::default()
+        },
         snapshot(),
     );
     w.share_nat_owners(Arc::new(NatOwners::new(64)));
+    w
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut one = worker(u32::MAX);
+    let mut burst = worker(0);
     let mut small = false;
     let mut rest = data;
     let mut now = 0u32;
     while rest.len() >= 2 {
-        let len = usize::from(rest[0]) * 8;
+        // One burst: frames on one port.
         let port = u16::from(rest[1] & 1);
-        if rest[1] & 2 != 0 {
-            small = !small;
-            w.adopt(if small { shrunk() } else { snapshot() });
-        }
-        rest = &rest[2..];
-        let n = len.min(rest.len());
-        let (frame, tail) = rest.split_at(n);
-        rest = tail;
-        let mut buf = VecBuf::new(frame, 64);
-        match w.process(&mut buf, port, now) {
-            Action::Transmit { .. } | Action::Reply { .. } => {
-                parse(buf.data()).expect("what the engine sends parses");
+        let mut bufs = Vec::new();
+        let mut tick = 0u32;
+        while rest.len() >= 2 && u16::from(rest[1] & 1) == port && bufs.len() < 80 {
+            let len = usize::from(rest[0]) * 8;
+            let flags = rest[1];
+            if flags & 2 != 0 {
+                if bufs.is_empty() {
+                    small = !small;
+                    for w in [&mut one, &mut burst] {
+                        w.adopt(if small { shrunk() } else { snapshot() });
+                    }
+                } else {
+                    // Snapshots change between bursts: this frame starts
+                    // the next one.
+                    break;
+                }
             }
-            _ => {}
+            rest = &rest[2..];
+            let n = len.min(rest.len());
+            let (frame, tail) = rest.split_at(n);
+            rest = tail;
+            tick = u32::from(frame.first().copied().unwrap_or(0) % 8);
+            bufs.push(VecBuf::new(frame, 64));
+            if flags & 4 != 0 {
+                break;
+            }
         }
-        now = now.wrapping_add(u32::from(frame.first().copied().unwrap_or(0) % 8));
-        w.expire(now);
+        let mut singles = bufs.clone();
+        let want: Vec<Action> = singles.iter_mut().map(|b| one.process(b, port, now)).collect();
+        let mut actions = vec![Action::Exception; bufs.len()];
+        burst.process_burst_with(&mut bufs, port, now, &mut actions, &Active);
+        for ((a, b), (wa, wb)) in actions.iter().zip(&bufs).zip(want.iter().zip(&singles)) {
+            assert_eq!(a, wa, "a burst's action differs from the frame's alone");
+            assert_eq!(b.data(), wb.data(), "a burst's frame differs from the frame alone");
+            if matches!(a, Action::Transmit { .. } | Action::Reply { .. }) {
+                parse(b.data()).expect("what the engine sends parses");
+            }
+        }
+        now = now.wrapping_add(tick);
+        one.expire(now);
+        burst.expire(now);
     }
-    let _ = w.report();
+    let _ = one.report();
+    let _ = burst.report();
 });
