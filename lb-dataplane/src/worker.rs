@@ -160,7 +160,7 @@ impl LbWorker {
                 if sweep.new_second(now) {
                     self.neigh.expire(now);
                 }
-                let more = self.engine.expire(now).more;
+                let more = self.engine.expire_with(now, &CpuPrefetch).more;
                 sweep.done(now, more);
             }
             if self.published.version() != self.engine.snapshot().version {

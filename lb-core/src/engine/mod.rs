@@ -1009,6 +1009,22 @@ impl Worker {
     /// Templates outlive their connections: one with connections left is
     /// re-armed for its persistence timeout.
     pub fn expire(&mut self, now: u32) -> session::ExpireOutcome {
+        self.expire_with(now, &NoPrefetch)
+    }
+
+    /// [`expire`](Self::expire) with a prefetch instruction, which fetches
+    /// the index buckets of the sessions a few places ahead of the one
+    /// being removed (in tables of at least
+    /// [`prefetch_from`](WorkerConfig::prefetch_from) sessions).
+    pub fn expire_with<P: Prefetch>(&mut self, now: u32, prefetch: &P) -> session::ExpireOutcome {
+        if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
+            self.sweep(now, prefetch)
+        } else {
+            self.sweep(now, &NoPrefetch)
+        }
+    }
+
+    fn sweep<P: Prefetch>(&mut self, now: u32, prefetch: &P) -> session::ExpireOutcome {
         self.now = now;
         let budget = self.cfg.expire_budget;
         let Worker {
@@ -1019,20 +1035,25 @@ impl Worker {
             lports,
             ..
         } = self;
-        let out = sessions.expire(now, budget, |table, id| {
-            let s = *table.get(id);
-            if s.refs() > 0 {
-                let key = dests.svcs[dests.dests[s.dest as usize].svc as usize].key;
-                let timeout = snap
-                    .lookup(key.proto, key.vip, key.port)
-                    .and_then(|i| snap.services[i as usize].spec.persistence)
-                    .map_or(60, |p| p.timeout);
-                table.get_mut(id).expires = now.wrapping_add(timeout);
-                return false;
-            }
-            release(dests, lports.as_mut(), counters, table, id);
-            true
-        });
+        let out = sessions.expire_with(
+            now,
+            budget,
+            |table, id| {
+                let s = *table.get(id);
+                if s.refs() > 0 {
+                    let key = dests.svcs[dests.dests[s.dest as usize].svc as usize].key;
+                    let timeout = snap
+                        .lookup(key.proto, key.vip, key.port)
+                        .and_then(|i| snap.services[i as usize].spec.persistence)
+                        .map_or(60, |p| p.timeout);
+                    table.get_mut(id).expires = now.wrapping_add(timeout);
+                    return false;
+                }
+                release(dests, lports.as_mut(), counters, table, id);
+                true
+            },
+            prefetch,
+        );
         self.dests.collect();
         out
     }
