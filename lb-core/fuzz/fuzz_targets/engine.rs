@@ -9,7 +9,7 @@
 //! with a prefetch that is active (a no-op here) from the first session,
 //! so that read-ahead hints, reply tuples waiting for the index and the
 //! rest of the burst path are exercised; after each burst the clock moves
-//! and both expire sessions. Each is worker 0 of 2 with a NAT owners table
+//! and both expire sessions (the second with the prefetching sweep). Each is worker 0 of 2 with a NAT owners table
 //! of its own and `expire_nodest_conn` on; a frame whose port byte has bit
 //! 1 set first switches both to the snapshot without each service's first
 //! real server (and back), so removed servers' sessions are exercised. The
@@ -161,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
         }
         now = now.wrapping_add(tick);
         one.expire(now);
-        burst.expire(now);
+        burst.expire_with(now, &Active);
     }
     let _ = one.report();
     let _ = burst.report();
