@@ -1144,7 +1144,8 @@ mod tests {
         let p = Counting::default();
         for (now, budget) in [(12, 50), (12, 7), (13, 1000), (16, 3), (16, 1000), (50, 40)] {
             for _ in 0..3 {
-                let keep = |_: &mut SessionTable, id: SessionId| !id.is_multiple_of(11) || now >= 50;
+                let keep =
+                    |_: &mut SessionTable, id: SessionId| !id.is_multiple_of(11) || now >= 50;
                 let a = plain.expire(now, budget, keep);
                 let b = fetching.expire_with(now, budget, keep, &p);
                 assert_eq!(a, b, "at {now} with a budget of {budget}");
