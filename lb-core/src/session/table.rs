@@ -549,9 +549,7 @@ impl SessionTable {
         hin: Hashed,
         hout: Hashed,
     ) -> Result<SessionId, TableFull> {
-        debug_assert_eq!(hin, self.hash(&s.inbound_key()));
-        debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
-        let id = self.place(s, expires, hin)?;
+        let id = self.place(s, expires, hin, hout)?;
         if s.has_outbound() {
             self.link(id, DIR_OUT, hout);
         }
@@ -559,9 +557,18 @@ impl SessionTable {
     }
 
     /// Stores a session in a free slot, on the wheel and in the index by
-    /// its client tuple.
+    /// its client tuple (`hout` is only checked: linking the reply tuple is
+    /// the caller's).
     #[inline]
-    fn place(&mut self, mut s: Session, expires: u32, hin: Hashed) -> Result<SessionId, TableFull> {
+    fn place(
+        &mut self,
+        mut s: Session,
+        expires: u32,
+        hin: Hashed,
+        hout: Hashed,
+    ) -> Result<SessionId, TableFull> {
+        debug_assert_eq!(hin, self.hash(&s.inbound_key()));
+        debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
         if self.free == NIL {
             return Err(TableFull);
         }
@@ -593,9 +600,7 @@ impl SessionTable {
         hin: Hashed,
         hout: Hashed,
     ) -> Result<SessionId, TableFull> {
-        debug_assert_eq!(hin, self.hash(&s.inbound_key()));
-        debug_assert!(!s.has_outbound() || hout == self.hash(&s.outbound_key()));
-        let id = self.place(s, expires, hin)?;
+        let id = self.place(s, expires, hin, hout)?;
         if s.has_outbound() {
             if self.pending.is_full() {
                 self.link(id, DIR_OUT, hout);
