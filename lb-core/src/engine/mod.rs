@@ -132,8 +132,11 @@ pub struct WorkerConfig {
     /// being forwarded to the removed server.
     pub expire_nodest_conn: bool,
     /// Sessions from which bursts prefetch (with a [`Prefetch`] that
-    /// does). A smaller table stays in the caches, where reading ahead
-    /// with loads costs fewer instructions than prefetching.
+    /// does); below it they read ahead with loads. The default, 0, always
+    /// prefetches: in tables that stay in the caches the two cost the
+    /// same, and a large table that is still nearly empty (after a start
+    /// or a flush) misses the caches on its buckets however few sessions
+    /// it holds.
     pub prefetch_from: u32,
 }
 
@@ -146,7 +149,7 @@ impl Default for WorkerConfig {
             local_ports: DEFAULT_PORT_RANGE,
             expire_budget: 1024,
             expire_nodest_conn: false,
-            prefetch_from: 1 << 16,
+            prefetch_from: 0,
         }
     }
 }

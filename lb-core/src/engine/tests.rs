@@ -1216,7 +1216,14 @@ fn bursts_match_frame_by_frame_processing() {
     let counted = prefetches.0.get();
     assert!(counted > 2 * frames.len(), "{counted}");
     // A table below `prefetch_from` sessions is read ahead with loads.
-    let mut small = worker();
+    let mut small = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            prefetch_from: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    );
     let mut bufs: Vec<VecBuf> = frames[..10]
         .iter()
         .map(|(_, f)| VecBuf::new(f, 64))
