@@ -286,21 +286,26 @@ impl LaddrPool {
         None
     }
 
-    /// Gives out port index `idx` of address `li`, moving on both cursors.
+    /// Gives out port index `idx` of address `li` and moves the cursors on.
     #[inline]
     fn take(&mut self, ports: &mut PortUse, li: usize, idx: u32) -> (Addr, u16) {
         ports.counts[self.ids[li] as usize][idx as usize] += 1;
         self.in_use[li] += 1;
-        self.cursor = if idx + 1 >= self.share.count {
-            0
+        // The next address at the same port index, or past the last
+        // address the first one at the next index: consecutive
+        // connections read one line of each address's counts, instead of
+        // striding through all of them (a miss every other connection).
+        if li + 1 < self.laddrs.len() {
+            self.next_laddr = li + 1;
+            self.cursor = idx;
         } else {
-            idx + 1
-        };
-        self.next_laddr = if li + 1 >= self.laddrs.len() {
-            0
-        } else {
-            li + 1
-        };
+            self.next_laddr = 0;
+            self.cursor = if idx + 1 >= self.share.count {
+                0
+            } else {
+                idx + 1
+            };
+        }
         (self.laddrs[li], self.share.port(idx))
     }
 
@@ -460,6 +465,29 @@ mod tests {
         assert_eq!(b.allocate(&mut u, |_, _| true), None);
         assert!(b.allocate(&mut u, |_, _| false).is_some());
         assert_eq!(u.sessions(&lips(1)[0], 2000), 2);
+    }
+
+    #[test]
+    fn each_address_at_one_port_then_the_next_port() {
+        // The order that keeps consecutive connections on one line of
+        // each address's counts.
+        let mut u = PortUse::new(0, 1, (2000, 2001)).unwrap();
+        let l = lips(3);
+        let mut p = LaddrPool::new(&l, &mut u).unwrap();
+        let got: Vec<(Addr, u16)> = (0..7)
+            .map(|_| p.allocate(&mut u, |_, _| false).unwrap())
+            .collect();
+        let want = [
+            (l[0], 2000),
+            (l[1], 2000),
+            (l[2], 2000),
+            (l[0], 2001),
+            (l[1], 2001),
+            (l[2], 2001),
+            // Every pair in use: the ring starts again, asking this time.
+            (l[0], 2000),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
