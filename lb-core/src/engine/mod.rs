@@ -49,15 +49,6 @@ use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr};
 /// The most frames [`Worker::process_burst`] handles in one go.
 pub const BURST: usize = 64;
 
-/// How many frames ahead of the one being handled a burst prefetches the
-/// session, with a [`Prefetch`] that does not wait: far enough that the
-/// line arrives in time even when memory is slow (a handful of frames'
-/// work covers a miss to memory in a quiet moment), near enough that it is
-/// still in L1 when its frame comes. Paired runs at 1M sessions put 16
-/// from 1% to 6% ahead of 8 (the more, the noisier the machine) and 4
-/// behind by 5%; at 100k, 16 gained 5%.
-const AHEAD: usize = 16;
-
 /// Loading a cache line early, without waiting for it: how a burst
 /// overlaps the misses of its session lookups with the work on earlier
 /// frames. A prefetch instruction is `unsafe` to call in Rust and lb-core
@@ -412,9 +403,13 @@ impl Worker {
     }
 
     /// [`process_burst`](Self::process_burst) with a prefetch instruction:
-    /// every frame's index bucket is prefetched first, then each frame's
-    /// session [`AHEAD`] frames before it is handled, so the misses overlap
-    /// with work instead of being waited for in stages.
+    /// every frame's index bucket is prefetched, then every frame's session
+    /// (its bucket read for the entry), and only then are the frames
+    /// handled, so the burst's misses overlap one another and the work.
+    /// Paired runs put this ahead of prefetching each session 16 frames
+    /// before its frame: in bursts of 32, 5% at 100k sessions and 0-1% at
+    /// 1M; in bursts of 64, 8% and 1%; the same at 1k and for new
+    /// connections.
     pub fn process_burst_with<B: PacketBuf, P: Prefetch>(
         &mut self,
         bufs: &mut [B],
@@ -440,30 +435,16 @@ impl Worker {
                 parsed.push(p);
             }
             // Each frame's first matching entry, read to fetch its session
-            // ahead and then tried first by the lookup.
+            // ahead and then tried first by the lookup. In stages over the
+            // whole burst: every bucket, then every session, then the work.
             let mut hints = [NIL; BURST];
             if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
                 for h in &hashed[..n] {
                     self.sessions.prefetch_bucket(*h, prefetch);
                 }
-                for (h, c) in hashed[..n.min(AHEAD)].iter().zip(&mut hints) {
+                for (h, c) in hashed[..n].iter().zip(&mut hints) {
                     *c = self.sessions.candidate(*h);
                     self.sessions.prefetch_session(*c, prefetch);
-                }
-                for i in 0..n {
-                    if let Some(h) = hashed[..n].get(i + AHEAD) {
-                        let c = self.sessions.candidate(*h);
-                        hints[i + AHEAD] = c;
-                        self.sessions.prefetch_session(c, prefetch);
-                    }
-                    actions[i] = self.process_parsed(
-                        &mut bufs[i],
-                        &parsed[i],
-                        (hashed[i], hints[i]),
-                        in_port,
-                        mac,
-                        prefetch,
-                    );
                 }
             } else {
                 // The warming loads wait in the reorder buffer until their
@@ -478,16 +459,16 @@ impl Worker {
                     warm ^= self.sessions.warm_session(*c);
                 }
                 std::hint::black_box(warm);
-                for i in 0..n {
-                    actions[i] = self.process_parsed(
-                        &mut bufs[i],
-                        &parsed[i],
-                        (hashed[i], hints[i]),
-                        in_port,
-                        mac,
-                        prefetch,
-                    );
-                }
+            }
+            for i in 0..n {
+                actions[i] = self.process_parsed(
+                    &mut bufs[i],
+                    &parsed[i],
+                    (hashed[i], hints[i]),
+                    in_port,
+                    mac,
+                    prefetch,
+                );
             }
             self.sessions.link_pending();
         }
