@@ -460,15 +460,9 @@ impl Worker {
                 }
                 std::hint::black_box(warm);
             }
-            for i in 0..n {
-                actions[i] = self.process_parsed(
-                    &mut bufs[i],
-                    &parsed[i],
-                    (hashed[i], hints[i]),
-                    in_port,
-                    mac,
-                    prefetch,
-                );
+            let frames = bufs.iter_mut().zip(&parsed).zip(hashed.iter().zip(&hints));
+            for (((buf, p), (h, hint)), action) in frames.zip(actions.iter_mut()) {
+                *action = self.process_parsed(buf, p, (*h, *hint), in_port, mac, prefetch);
             }
             self.sessions.link_pending();
         }
