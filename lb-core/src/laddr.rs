@@ -474,9 +474,12 @@ mod tests {
         let mut u = PortUse::new(0, 1, (2000, 2001)).unwrap();
         let l = lips(3);
         let mut p = LaddrPool::new(&l, &mut u).unwrap();
-        let got: Vec<(Addr, u16)> = (0..7)
-            .map(|_| p.allocate(&mut u, |_, _| false).unwrap())
-            .collect();
+        let asked = std::cell::Cell::new(0);
+        let ask = |_: &Addr, _: u16| {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let got: Vec<(Addr, u16)> = (0..7).map(|_| p.allocate(&mut u, ask).unwrap()).collect();
         let want = [
             (l[0], 2000),
             (l[1], 2000),
@@ -488,6 +491,7 @@ mod tests {
             (l[0], 2000),
         ];
         assert_eq!(got, want);
+        assert_eq!(asked.get(), 1, "only the seventh pair was in use");
     }
 
     #[test]
