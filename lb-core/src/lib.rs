@@ -7,6 +7,7 @@
 //! - [`engine`]: the per-packet entry point of a worker;
 //! - [`net`]: interfaces, addresses and routes;
 //! - [`packet`]: one parse per frame, and the buffer trait;
+//! - [`offload`]: receive checksums finished or verified where no NIC did;
 //! - [`mode`]: DR, NAT, TUN and Full-NAT rewrites;
 //! - [`laddr`]: Full-NAT local-address pools, split between workers;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod laddr;
 pub mod mode;
 pub mod net;
+pub mod offload;
 pub mod packet;
 pub mod sched;
 pub mod service;

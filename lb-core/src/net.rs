@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 
+use crate::offload::RxChecksum;
 use crate::session::{addr, Addr};
 use crate::wire::MacAddr;
 
@@ -20,6 +21,8 @@ pub struct Interface {
     /// Its addresses (the DIP and others) with prefix lengths.
     pub addrs: Vec<(IpAddr, u8)>,
     pub mtu: u16,
+    /// What the port does with the transport checksums it receives.
+    pub rx_checksum: RxChecksum,
 }
 
 /// A static route.
@@ -179,6 +182,7 @@ mod tests {
                     mac: MacAddr([2, 0, 0, 0, 0, 1]),
                     addrs: vec![("10.0.0.1".parse().unwrap(), 24)],
                     mtu: 1500,
+                    rx_checksum: Default::default(),
                 },
                 Interface {
                     port: 1,
@@ -188,6 +192,7 @@ mod tests {
                         ("fd01::1".parse().unwrap(), 64),
                     ],
                     mtu: 9000,
+                    rx_checksum: Default::default(),
                 },
             ],
             &[

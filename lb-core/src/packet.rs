@@ -23,6 +23,26 @@ pub trait PacketBuf {
     fn adj(&mut self, n: usize) -> bool;
     /// Removes `n` bytes from the end; `false`, unchanged, if shorter.
     fn trim(&mut self, n: usize) -> bool;
+    /// What the receiving driver said of the transport checksum.
+    fn rx_l4_sum(&self) -> RxL4Sum {
+        RxL4Sum::Unknown
+    }
+}
+
+/// What the receiving driver says of a frame's transport checksum (see
+/// [`crate::offload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxL4Sum {
+    /// Nothing: the driver does not look.
+    #[default]
+    Unknown,
+    /// Verified right by the device.
+    Good,
+    /// Verified wrong by the device.
+    Bad,
+    /// Not computed yet, the data intact: the field holds the
+    /// pseudo-header sum (DPDK's `RTE_MBUF_F_RX_L4_CKSUM_NONE`).
+    Partial,
 }
 
 /// A heap buffer with headroom, for tests, fuzzing and benchmarks.

@@ -72,6 +72,7 @@ pub fn fnat_snapshot(servers: u32, sched: SchedKind) -> Snapshot {
             mac: LB_MAC,
             addrs: vec![(IpAddr::from([10, 0, 0, 1]), 8)],
             mtu: 1500,
+            rx_checksum: Default::default(),
         }],
         &[],
     )

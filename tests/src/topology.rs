@@ -144,12 +144,6 @@ impl OneArm {
                 &format!("02:00:00:00:00:{:02x}", idx + 1),
             ])?;
             ns.ip(&["link", "set", "eth0", "up"])?;
-            // A DPDK port on the other end sees what the kernel sends as
-            // is: no checksum left to offload hardware.
-            let _ = ns
-                .command("ethtool")
-                .args(["-K", "eth0", "tx", "off"])
-                .output();
             Ok(())
         };
         attach(&lb, 0)?;

@@ -23,6 +23,9 @@ pub enum Counter {
     SessionsExpired,
     /// Persistence templates created.
     TemplatesCreated,
+    /// Transport checksums a kernel sender left partial, finished on
+    /// receive.
+    RxChecksumFinished,
     DropL2Malformed,
     DropL3Malformed,
     DropL4Malformed,
@@ -52,10 +55,17 @@ pub enum Counter {
     /// A packet of a session whose real server was removed, with
     /// `expire_nodest_conn` on: the session went with it.
     DropDestRemoved,
+    /// The IP packet is longer than the frame that carried it: cut short
+    /// by a port whose frames are smaller than a kernel super-frame.
+    DropTruncated,
+    /// A TCP segment with SYN and RST, or SYN and FIN.
+    DropTcpBadFlags,
+    /// A session's first packet with a wrong transport checksum.
+    DropBadChecksum,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 26] = [
+    pub const ALL: [Counter; 30] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -65,6 +75,7 @@ impl Counter {
         Counter::SessionsCreated,
         Counter::SessionsExpired,
         Counter::TemplatesCreated,
+        Counter::RxChecksumFinished,
         Counter::DropL2Malformed,
         Counter::DropL3Malformed,
         Counter::DropL4Malformed,
@@ -82,6 +93,9 @@ impl Counter {
         Counter::DropNoHeadroom,
         Counter::DropUnsupported,
         Counter::DropDestRemoved,
+        Counter::DropTruncated,
+        Counter::DropTcpBadFlags,
+        Counter::DropBadChecksum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +109,7 @@ impl Counter {
             Counter::SessionsCreated => "sessions_created",
             Counter::SessionsExpired => "sessions_expired",
             Counter::TemplatesCreated => "templates_created",
+            Counter::RxChecksumFinished => "rx_checksum_finished",
             Counter::DropL2Malformed => "drop_l2_malformed",
             Counter::DropL3Malformed => "drop_l3_malformed",
             Counter::DropL4Malformed => "drop_l4_malformed",
@@ -112,6 +127,9 @@ impl Counter {
             Counter::DropNoHeadroom => "drop_no_headroom",
             Counter::DropUnsupported => "drop_unsupported",
             Counter::DropDestRemoved => "drop_dest_removed",
+            Counter::DropTruncated => "drop_truncated",
+            Counter::DropTcpBadFlags => "drop_tcp_bad_flags",
+            Counter::DropBadChecksum => "drop_bad_checksum",
         }
     }
 

@@ -44,7 +44,8 @@ use crate::session::{
     self, flags, next_state, Addr, Direction, FlowKey, Hashed, Session, SessionId, SessionTable,
     Side, State, NIL,
 };
-use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr};
+use crate::offload::{self, RxChecksum};
+use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, tcp, MacAddr, WireError};
 
 /// The most frames [`Worker::process_burst`] handles in one go.
 pub const BURST: usize = 64;
@@ -157,6 +158,9 @@ pub struct Worker {
     svc_of_snap: Vec<u32>,
     /// Each port's MAC, by port index.
     port_macs: Vec<Option<MacAddr>>,
+    /// By port index: whether partial transport checksums are finished on
+    /// receive ([`RxChecksum::Finish`]).
+    finish_rx: Vec<bool>,
     /// Addresses answered for: interface addresses, VIPs, local addresses.
     owned: HashSet<Addr, ahash::RandomState>,
     /// Full-NAT local addresses of every service.
@@ -179,6 +183,11 @@ fn tunnel_of(net: &crate::net::Network, port: u16) -> Option<(Ipv4Addr, u16)> {
 
 fn drop_of(e: ParseError) -> Counter {
     match e {
+        // The IP header says more than the frame holds: cut short, by a
+        // port whose frames are smaller than a kernel super-frame.
+        ParseError::L3(WireError::Truncated) | ParseError::L4(WireError::Truncated) => {
+            Counter::DropTruncated
+        }
         ParseError::L2(_) => Counter::DropL2Malformed,
         ParseError::L3(_) => Counter::DropL3Malformed,
         ParseError::L4(_) => Counter::DropL4Malformed,
@@ -214,6 +223,7 @@ impl Worker {
             dests: Dests::default(),
             svc_of_snap: Vec::new(),
             port_macs: Vec::new(),
+            finish_rx: Vec::new(),
             owned: HashSet::default(),
             laddrs: HashSet::default(),
             counters: Counters::default(),
@@ -286,12 +296,15 @@ impl Worker {
         self.laddrs.clear();
         self.owned.clear();
         self.port_macs.clear();
+        self.finish_rx.clear();
         for i in &snap.network.interfaces {
             let p = usize::from(i.port);
             if self.port_macs.len() <= p {
                 self.port_macs.resize(p + 1, None);
+                self.finish_rx.resize(p + 1, false);
             }
             self.port_macs[p] = Some(i.mac);
+            self.finish_rx[p] = i.rx_checksum == RxChecksum::Finish;
             for (a, _) in &i.addrs {
                 self.owned.insert(session::addr(*a));
             }
@@ -377,7 +390,12 @@ impl Worker {
         self.count(Counter::RxPackets);
         let p = parse(buf.data());
         let h = match &p {
-            Ok(p) => self.sessions.hash(&p.key()),
+            Ok(p) => {
+                if self.finishes_rx(in_port) {
+                    self.finish_rx_checksum(buf, p);
+                }
+                self.sessions.hash(&p.key())
+            }
             Err(_) => Hashed::default(),
         };
         let mac = self.port_mac(in_port);
@@ -420,6 +438,7 @@ impl Worker {
     ) {
         self.now = now;
         let mac = self.port_mac(in_port);
+        let finish = self.finishes_rx(in_port);
         for (bufs, actions) in bufs.chunks_mut(BURST).zip(actions.chunks_mut(BURST)) {
             let n = bufs.len().min(actions.len());
             self.counters
@@ -427,9 +446,12 @@ impl Worker {
             // Filled as the frames are parsed, not initialised first.
             let mut parsed = ArrayVec::<Result<Parsed, ParseError>, BURST>::new();
             let mut hashed = [Hashed::default(); BURST];
-            for (buf, h) in bufs[..n].iter().zip(&mut hashed) {
+            for (buf, h) in bufs[..n].iter_mut().zip(&mut hashed) {
                 let p = parse(buf.data());
                 if let Ok(p) = &p {
+                    if finish {
+                        self.finish_rx_checksum(buf, p);
+                    }
                     *h = self.sessions.hash(&p.key());
                 }
                 parsed.push(p);
@@ -492,6 +514,14 @@ impl Worker {
             L3::Other(_) => return self.drop(Counter::DropUnsupported),
             L3::Ipv4 | L3::Ipv6 => {}
         }
+        // SYN with RST or FIN is no segment any TCP sends: it neither
+        // opens a connection nor passes on one (IPVS drops it too).
+        if p.proto == ip_proto::TCP
+            && p.tcp_flags.syn()
+            && p.tcp_flags.0 & (tcp::Flags::RST | tcp::Flags::FIN) != 0
+        {
+            return self.drop(Counter::DropTcpBadFlags);
+        }
         let key = p.key();
         if !p.later_fragment {
             match self.sessions.lookup_hinted(h, &key, hint) {
@@ -531,6 +561,24 @@ impl Worker {
             return Action::Exception;
         }
         self.drop(Counter::DropUnsupported)
+    }
+
+    /// Whether port `port` finishes partial transport checksums.
+    #[inline]
+    fn finishes_rx(&self, port: u16) -> bool {
+        self.finish_rx
+            .get(usize::from(port))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Finishes a transport checksum a kernel sender left partial.
+    #[inline]
+    fn finish_rx_checksum(&mut self, buf: &mut impl PacketBuf, p: &Parsed) {
+        let rx = buf.rx_l4_sum();
+        if offload::finish_partial(buf.data_mut(), p, rx) {
+            self.count(Counter::RxChecksumFinished);
+        }
     }
 
     /// The MAC of port `port`, which frames to it must be addressed to
@@ -772,6 +820,12 @@ impl Worker {
         }
         if p.proto == ip_proto::TCP && (!p.tcp_flags.syn() || p.tcp_flags.ack()) {
             return self.drop(Counter::DropTcpNotSyn);
+        }
+        // A corrupt first packet must not hold a session (and a Full-NAT
+        // port) for a connection nobody opened. Established traffic is not
+        // summed again: its receiver drops a bad segment anyway.
+        if !offload::l4_checksum_ok(buf.data(), p, buf.rx_l4_sum()) {
+            return self.drop(Counter::DropBadChecksum);
         }
         if self.sessions.is_full() {
             return self.drop(Counter::DropTableFull);

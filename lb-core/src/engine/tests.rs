@@ -60,12 +60,14 @@ fn network() -> Network {
                 mac: LB_MAC,
                 addrs: vec![(ip("10.0.0.1"), 24)],
                 mtu: 1500,
+                rx_checksum: Default::default(),
             },
             Interface {
                 port: 1,
                 mac: RS_SIDE_MAC,
                 addrs: vec![(ip("10.1.0.1"), 16)],
                 mtu: 1500,
+                rx_checksum: Default::default(),
             },
         ],
         &[Route {
@@ -403,8 +405,19 @@ fn what_is_not_balanced() {
         run(&mut w, &f[..12], 0, 1).0,
         Action::Drop(Counter::DropL2Malformed)
     );
+    // Shorter than its IP header says: cut short on the way.
     assert_eq!(
         run(&mut w, &f[..30], 0, 1).0,
+        Action::Drop(Counter::DropTruncated)
+    );
+    assert_eq!(
+        run(&mut w, &f[..f.len() - 1], 0, 1).0,
+        Action::Drop(Counter::DropTruncated)
+    );
+    let mut v5 = f.clone();
+    v5[14] = 0x55;
+    assert_eq!(
+        run(&mut w, &v5, 0, 1).0,
         Action::Drop(Counter::DropL3Malformed)
     );
     let mut bad = f.clone();
@@ -1070,12 +1083,14 @@ fn ipv6_nat() {
                 mac: LB_MAC,
                 addrs: vec![(ip("fd00::1"), 64)],
                 mtu: 1500,
+                rx_checksum: Default::default(),
             },
             Interface {
                 port: 1,
                 mac: RS_SIDE_MAC,
                 addrs: vec![(ip("fd01::1"), 64)],
                 mtu: 1500,
+                rx_checksum: Default::default(),
             },
         ],
         &[],
@@ -1241,4 +1256,132 @@ impl crate::engine::Prefetch for Counting {
     fn prefetch<T>(&self, _: &T) {
         self.0.set(self.0.get() + 1);
     }
+}
+
+/// The worker of [`worker`], whose client-side port 0 is kernel-backed:
+/// it finishes partial checksums.
+fn kernel_worker() -> Worker {
+    let mut net = network();
+    net.interfaces[0].rx_checksum = RxChecksum::Finish;
+    let snap = Snapshot::build(1, specs(), Timeouts::default())
+        .unwrap()
+        .with_network(Network::new(net.interfaces, &net.statics).unwrap());
+    Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        Arc::new(snap),
+    )
+}
+
+/// `f` as a kernel sender hands it over veth: the transport checksum
+/// field holds only the folded pseudo-header sum.
+fn partial(mut f: Vec<u8>) -> Vec<u8> {
+    let p = parse(&f).unwrap();
+    let at = p.l4_offset + if p.proto == ip_proto::TCP { 16 } else { 6 };
+    let len = u16::try_from(p.l3_end - p.l4_offset).unwrap();
+    let v4 = |a: &Addr| [a[12], a[13], a[14], a[15]];
+    let pseudo = crate::wire::checksum::pseudo_v4(v4(&p.src), v4(&p.dst), p.proto, len);
+    f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
+    f
+}
+
+fn checksum_ok(f: &[u8]) -> bool {
+    offload::l4_checksum_ok(f, &parse(f).unwrap(), Default::default())
+}
+
+#[test]
+fn partial_checksums_from_a_kernel_port_leave_finished_in_every_mode() {
+    let mut w = kernel_worker();
+    for (k, port) in [80u16, 81, 82, 83, 84].into_iter().enumerate() {
+        let client = format!("10.0.0.2:{}", 42000 + k);
+        let vip = format!("198.18.0.10:{port}");
+        for (flags, payload) in [(SYN, &b""[..]), (ACK, &[0x61; 1200][..])] {
+            let f = partial(Builder::tcp_v4(&client, &vip, flags).payload(payload).build());
+            assert!(!checksum_ok(&f));
+            let (act, out) = run(&mut w, &f, 0, 1);
+            assert!(matches!(act, Action::Transmit { .. }), "{port}: {act:?}");
+            // TUN's segment is inside the IPIP packet: the Ethernet header
+            // and the inner packet, without the outer IPv4 header.
+            let inner = match port {
+                83 => [&out[..14], &out[34..]].concat(),
+                _ => out,
+            };
+            assert!(checksum_ok(&inner), "{port} {flags:#x}: checksum left unfinished");
+        }
+    }
+    let udp = partial(Builder::udp_v4("10.0.0.2:5000", "198.18.0.10:53", b"query").build());
+    let (act, out) = run(&mut w, &udp, 0, 1);
+    assert_eq!(act, tx(1, "10.1.0.5"));
+    assert!(checksum_ok(&out));
+    assert_eq!(w.counters.get(Counter::RxChecksumFinished), 11);
+    assert_eq!(w.counters.get(Counter::DropBadChecksum), 0);
+}
+
+#[test]
+fn a_port_that_trusts_its_checksums_sees_a_partial_one_as_wrong() {
+    let mut w = worker();
+    let f = partial(Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", SYN).build());
+    assert_eq!(
+        run(&mut w, &f, 0, 1).0,
+        Action::Drop(Counter::DropBadChecksum)
+    );
+    assert_eq!(w.counters.get(Counter::RxChecksumFinished), 0);
+    assert_eq!(w.sessions.len(), 0);
+}
+
+#[test]
+fn a_first_packet_with_a_wrong_checksum_opens_no_session() {
+    for mut w in [worker(), kernel_worker()] {
+        let mut syn = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", SYN).build();
+        syn[14 + 20 + 16] ^= 0x01;
+        let mut udp = Builder::udp_v4("10.0.0.2:5000", "198.18.0.10:53", b"query").build();
+        udp[14 + 20 + 6] ^= 0x01;
+        for f in [&syn, &udp] {
+            assert_eq!(
+                run(&mut w, f, 0, 1).0,
+                Action::Drop(Counter::DropBadChecksum)
+            );
+        }
+        assert_eq!(w.sessions.len(), 0);
+        assert_eq!(w.counters.get(Counter::SessionsCreated), 0);
+        // Once the session exists, segments are not summed again.
+        let good = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", SYN).build();
+        assert!(matches!(run(&mut w, &good, 0, 1).0, Action::Transmit { .. }));
+        let mut data = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", ACK)
+            .payload(b"hello")
+            .build();
+        data[14 + 20 + 16] ^= 0x01;
+        assert!(matches!(run(&mut w, &data, 0, 1).0, Action::Transmit { .. }));
+        assert_eq!(w.counters.get(Counter::DropBadChecksum), 2);
+    }
+}
+
+#[test]
+fn syn_with_rst_or_fin_neither_opens_nor_passes() {
+    let mut w = worker();
+    let rst = tcp::Flags::RST;
+    for flags in [SYN | rst, SYN | FIN, SYN | ACK | rst, SYN | FIN | rst] {
+        let f = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", flags).build();
+        assert_eq!(
+            run(&mut w, &f, 0, 1).0,
+            Action::Drop(Counter::DropTcpBadFlags)
+        );
+    }
+    assert_eq!(w.sessions.len(), 0);
+    // Nor on a connection that exists, in either direction.
+    let syn = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:81", SYN).build();
+    assert!(matches!(run(&mut w, &syn, 0, 1).0, Action::Transmit { .. }));
+    let f = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:81", SYN | FIN).build();
+    assert_eq!(
+        run(&mut w, &f, 0, 1).0,
+        Action::Drop(Counter::DropTcpBadFlags)
+    );
+    let back = from_rs(Builder::tcp_v4("10.1.0.5:8081", "10.0.0.2:42000", SYN | rst | ACK));
+    assert_eq!(
+        run(&mut w, &back, 1, 1).0,
+        Action::Drop(Counter::DropTcpBadFlags)
+    );
+    assert_eq!(w.counters.get(Counter::DropTcpBadFlags), 6);
 }

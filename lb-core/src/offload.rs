@@ -1,0 +1,237 @@
+//! What a NIC's receive checksum offload would have done, for ports that
+//! have none: transport checksums finished where a kernel sender left them
+//! partial, and verified where a packet is about to create a session.
+//!
+//! A kernel sender over veth or TAP, and a kernel router forwarding its
+//! packets, hands its TCP and UDP segments over *partial*
+//! (`CHECKSUM_PARTIAL`): the checksum field holds only the folded
+//! pseudo-header sum, for the device to finish. Kernel-backed DPDK drivers
+//! (`net_af_packet`, `net_af_xdp`) do not pass on the kernel's "checksum not
+//! ready" status, so such a segment arrives looking corrupt, and after an
+//! incremental rewrite it *is* corrupt for the next receiver. A partial field
+//! is recognisable: it equals the folded pseudo-header sum of the packet
+//! itself. Finishing sets the field to the checksum of what arrived, which
+//! for a field that was already right is the value it had, so the test can
+//! only ever mend: a genuinely wrong checksum stays wrong unless it happens
+//! to equal the pseudo-header sum (one in 65,536 corrupt segments).
+//!
+//! Drivers that report a status ([`RxL4Sum`], DPDK's RX L4 checksum flags)
+//! are taken at their word: `Good` and `Bad` need no sum, `Partial`
+//! (virtio's `NEEDS_CSUM`) is finished without the test.
+
+pub use crate::packet::RxL4Sum;
+use crate::packet::{Parsed, L3};
+use crate::wire::{checksum, ip_proto};
+
+/// How a port treats the transport checksums it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxChecksum {
+    /// As they come: complete from the sender, or verified by the NIC
+    /// (PCI NICs). The fast path pays nothing.
+    #[default]
+    Trust,
+    /// Partial checksums are finished (kernel-backed ports: af_packet,
+    /// af_xdp, TAP, virtio-user).
+    Finish,
+}
+
+/// Where a TCP or UDP checksum field sits in `frame`, and the packet's
+/// pseudo-header sum; `None` for anything else, for fragments (the
+/// checksum covers the whole datagram) and for a UDP datagram over IPv4
+/// without a checksum.
+fn l4_sum(frame: &[u8], p: &Parsed) -> Option<(usize, u64)> {
+    if p.fragment {
+        return None;
+    }
+    let at = match p.proto {
+        ip_proto::TCP => p.l4_offset + 16,
+        ip_proto::UDP => p.l4_offset + 6,
+        _ => return None,
+    };
+    let len = p.l3_end.checked_sub(p.l4_offset)?;
+    let pseudo = match p.l3 {
+        L3::Ipv4 => {
+            let v4 = |a: &[u8; 16]| [a[12], a[13], a[14], a[15]];
+            checksum::pseudo_v4(v4(&p.src), v4(&p.dst), p.proto, u16::try_from(len).ok()?)
+        }
+        L3::Ipv6 => checksum::pseudo_v6(p.src, p.dst, p.proto, u32::try_from(len).ok()?),
+        _ => return None,
+    };
+    let field = frame.get(at..at + 2)?;
+    if p.proto == ip_proto::UDP && p.l3 == L3::Ipv4 && field == [0, 0] {
+        return None;
+    }
+    Some((at, pseudo))
+}
+
+/// Whether the checksum field of `p` holds the folded pseudo-header sum,
+/// as a kernel sender leaves it for the device to finish.
+pub fn is_partial(frame: &[u8], p: &Parsed) -> bool {
+    match l4_sum(frame, p) {
+        Some((at, pseudo)) => {
+            u16::from_be_bytes([frame[at], frame[at + 1]]) == checksum::fold(pseudo)
+        }
+        None => false,
+    }
+}
+
+/// Computes and stores the transport checksum of `p` over what the frame
+/// holds.
+fn fill(frame: &mut [u8], p: &Parsed, at: usize, pseudo: u64) {
+    frame[at] = 0;
+    frame[at + 1] = 0;
+    let sum = checksum::checksum(pseudo, &frame[p.l4_offset..p.l3_end]);
+    // UDP sends a computed zero as all ones (RFC 768); TCP's zero is zero.
+    let sum = if sum == 0 && p.proto == ip_proto::UDP {
+        0xffff
+    } else {
+        sum
+    };
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Finishes the transport checksum of `p` if the driver says it is
+/// partial or, when it says nothing, if the field holds the pseudo-header
+/// sum. Returns whether it finished one.
+pub fn finish_partial(frame: &mut [u8], p: &Parsed, rx: RxL4Sum) -> bool {
+    let Some((at, pseudo)) = l4_sum(frame, p) else {
+        return false;
+    };
+    let partial = match rx {
+        RxL4Sum::Partial => true,
+        RxL4Sum::Unknown => {
+            u16::from_be_bytes([frame[at], frame[at + 1]]) == checksum::fold(pseudo)
+        }
+        RxL4Sum::Good | RxL4Sum::Bad => false,
+    };
+    if partial {
+        fill(frame, p, at, pseudo);
+    }
+    partial
+}
+
+/// Whether the transport checksum of `p` is right, as the driver reports
+/// it or as summed here. Packets without one (not TCP or UDP, UDP over
+/// IPv4 without a checksum, fragments) pass.
+pub fn l4_checksum_ok(frame: &[u8], p: &Parsed, rx: RxL4Sum) -> bool {
+    match rx {
+        RxL4Sum::Good | RxL4Sum::Partial => return true,
+        RxL4Sum::Bad => return false,
+        RxL4Sum::Unknown => {}
+    }
+    match l4_sum(frame, p) {
+        Some((_, pseudo)) => checksum::checksum(pseudo, &frame[p.l4_offset..p.l3_end]) == 0,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::parse;
+    use crate::testpkt::Builder;
+    use crate::wire::tcp;
+
+    /// A segment as a kernel sender hands it to veth: the checksum field
+    /// holds the folded pseudo-header sum.
+    fn partial(mut f: Vec<u8>) -> Vec<u8> {
+        let p = parse(&f).unwrap();
+        let (at, pseudo) = l4_sum(&f, &p).unwrap();
+        f[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        f
+    }
+
+    fn frames() -> Vec<Vec<u8>> {
+        vec![
+            Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::SYN).build(),
+            Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+                .payload(&[0x41; 1000])
+                .build(),
+            Builder::udp_v4("10.9.0.2:5000", "198.18.0.10:53", b"query").build(),
+            Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", tcp::Flags::SYN).build(),
+            Builder::udp_v6("[fd00::2]:5000", "[fd00::10]:53", b"odd").build(),
+        ]
+    }
+
+    #[test]
+    fn a_partial_checksum_is_recognised_and_finished_to_the_senders_value() {
+        for good in frames() {
+            let mut f = partial(good.clone());
+            let p = parse(&f).unwrap();
+            assert!(is_partial(&f, &p));
+            assert!(!l4_checksum_ok(&f, &p, RxL4Sum::Unknown));
+            assert!(finish_partial(&mut f, &p, RxL4Sum::Unknown));
+            assert_eq!(f, good, "finished as the sender would have");
+            assert!(l4_checksum_ok(&f, &p, RxL4Sum::Unknown));
+        }
+    }
+
+    #[test]
+    fn a_complete_checksum_is_left_alone_and_a_wrong_one_stays_wrong() {
+        for good in frames() {
+            let mut f = good.clone();
+            let p = parse(&f).unwrap();
+            assert!(!is_partial(&f, &p));
+            assert!(!finish_partial(&mut f, &p, RxL4Sum::Unknown));
+            assert_eq!(f, good);
+            let (at, _) = l4_sum(&f, &p).unwrap();
+            f[at] ^= 0x10;
+            let bad = f.clone();
+            assert!(!finish_partial(&mut f, &p, RxL4Sum::Unknown));
+            assert_eq!(f, bad, "a wrong checksum is not mended");
+            assert!(!l4_checksum_ok(&f, &p, RxL4Sum::Unknown));
+        }
+    }
+
+    #[test]
+    fn the_drivers_word_is_taken() {
+        let good = frames().remove(1);
+        let mut f = good.clone();
+        let p = parse(&f).unwrap();
+        let (at, _) = l4_sum(&f, &p).unwrap();
+        f[at..at + 2].copy_from_slice(&[0x12, 0x34]);
+        // Virtio's NEEDS_CSUM: whatever the field holds, it gets finished.
+        assert!(finish_partial(&mut f, &p, RxL4Sum::Partial));
+        assert_eq!(f, good);
+        let mut g = partial(good.clone());
+        assert!(!finish_partial(&mut g, &p, RxL4Sum::Good));
+        assert!(l4_checksum_ok(&g, &p, RxL4Sum::Good));
+        assert!(!l4_checksum_ok(&good, &p, RxL4Sum::Bad));
+    }
+
+    #[test]
+    fn udp_without_a_checksum_fragments_and_icmp_pass_untouched() {
+        let mut f = Builder::udp_v4("10.9.0.2:5000", "198.18.0.10:53", b"q").build();
+        let p = parse(&f).unwrap();
+        f[p.l4_offset + 6..p.l4_offset + 8].copy_from_slice(&[0, 0]);
+        let before = f.clone();
+        assert!(!finish_partial(&mut f, &p, RxL4Sum::Unknown));
+        assert!(l4_checksum_ok(&f, &p, RxL4Sum::Unknown));
+        assert_eq!(f, before);
+        let echo = Builder::icmp_echo("10.9.0.2", "10.0.0.1", 7, b"ping").build();
+        let p = parse(&echo).unwrap();
+        assert!(l4_checksum_ok(&echo, &p, RxL4Sum::Unknown));
+        let mut frag = Builder::tcp_v4("10.9.0.2:1", "198.18.0.10:80", tcp::Flags::SYN).build();
+        let mut p = parse(&frag).unwrap();
+        p.fragment = true;
+        assert!(!finish_partial(&mut frag, &p, RxL4Sum::Unknown));
+    }
+
+    #[test]
+    fn a_computed_zero_udp_checksum_is_sent_as_all_ones() {
+        // Search a payload whose UDP checksum computes to zero, then check
+        // that finishing its partial form stores 0xffff.
+        for x in 0..=u16::MAX {
+            let f = Builder::udp_v4("10.9.0.2:5000", "198.18.0.10:53", &x.to_be_bytes()).build();
+            let p = parse(&f).unwrap();
+            if f[p.l4_offset + 6..p.l4_offset + 8] != [0xff, 0xff] {
+                continue;
+            }
+            let mut g = partial(f.clone());
+            assert!(finish_partial(&mut g, &p, RxL4Sum::Unknown));
+            assert_eq!(g, f);
+            return;
+        }
+        panic!("no payload sums to zero");
+    }
+}
