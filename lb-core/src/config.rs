@@ -348,6 +348,11 @@ pub struct Port {
     /// The port's addresses with prefix lengths, e.g. "10.0.0.1/24".
     #[serde(default)]
     pub addresses: Vec<Spanned<String>>,
+    /// What the port does with received transport checksums: "finish"
+    /// (partial ones from kernel senders are finished) or "trust" (as they
+    /// come); absent: "finish" for kernel-backed drivers, else "trust"
+    /// ([`crate::offload::default_for_driver`]).
+    pub rx_checksum: Option<crate::offload::RxChecksum>,
 }
 
 /// `[[forward]]`: packets received on `from` leave through `to`.

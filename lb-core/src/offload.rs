@@ -23,8 +23,10 @@ pub use crate::packet::RxL4Sum;
 use crate::packet::{Parsed, L3};
 use crate::wire::{checksum, ip_proto};
 
-/// How a port treats the transport checksums it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a port treats the transport checksums it receives (`rx_checksum`
+/// of a `[[port]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RxChecksum {
     /// As they come: complete from the sender, or verified by the NIC
     /// (PCI NICs). The fast path pays nothing.
@@ -33,6 +35,22 @@ pub enum RxChecksum {
     /// Partial checksums are finished (kernel-backed ports: af_packet,
     /// af_xdp, TAP, virtio-user).
     Finish,
+}
+
+/// The drivers whose frames come from the kernel's stack, which hands
+/// segments over with partial checksums and says so only in metadata these
+/// drivers drop or pass on as flags.
+pub const KERNEL_BACKED: [&str; 4] = ["net_af_packet", "net_af_xdp", "net_tap", "net_virtio_user"];
+
+/// A port's default: [`RxChecksum::Finish`] for kernel-backed drivers,
+/// [`RxChecksum::Trust`] for the rest (PCI NICs verify in hardware, pcap and
+/// ring ports carry what was written).
+pub fn default_for_driver(driver: &str) -> RxChecksum {
+    if KERNEL_BACKED.contains(&driver) {
+        RxChecksum::Finish
+    } else {
+        RxChecksum::Trust
+    }
 }
 
 /// Where a TCP or UDP checksum field sits in `frame`, and the packet's

@@ -283,6 +283,9 @@ pub fn run(
             port = port.name(),
             driver = port.driver(),
             queues,
+            rx_checksum = ?p
+                .rx_checksum
+                .unwrap_or_else(|| lb_core::offload::default_for_driver(port.driver())),
             "port started"
         );
         ports.push(port);
@@ -568,6 +571,9 @@ fn network(config: &Config, lb: &LbSetup, ports: &[Port]) -> Result<Network, Net
             mac: MacAddr(p.mac()),
             addrs: lb.addresses[i].clone(),
             mtu: config.ports[i].mtu.unwrap_or(1500),
+            rx_checksum: config.ports[i]
+                .rx_checksum
+                .unwrap_or_else(|| lb_core::offload::default_for_driver(p.driver())),
         })
         .collect();
     let routes: Vec<Route> = lb

@@ -37,6 +37,7 @@ use arrayvec::ArrayVec;
 
 use crate::laddr::{owner_of, LaddrPool, PortUse, DEFAULT_PORT_RANGE};
 use crate::mode::{self, tun};
+use crate::offload::{self, RxChecksum};
 use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
 use crate::sched::FlowInfo;
 use crate::service::{ForwardMode, Protocol, Snapshot};
@@ -44,7 +45,6 @@ use crate::session::{
     self, flags, next_state, Addr, Direction, FlowKey, Hashed, Session, SessionId, SessionTable,
     Side, State, NIL,
 };
-use crate::offload::{self, RxChecksum};
 use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, tcp, MacAddr, WireError};
 
 /// The most frames [`Worker::process_burst`] handles in one go.

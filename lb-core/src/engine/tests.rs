@@ -1298,7 +1298,11 @@ fn partial_checksums_from_a_kernel_port_leave_finished_in_every_mode() {
         let client = format!("10.0.0.2:{}", 42000 + k);
         let vip = format!("198.18.0.10:{port}");
         for (flags, payload) in [(SYN, &b""[..]), (ACK, &[0x61; 1200][..])] {
-            let f = partial(Builder::tcp_v4(&client, &vip, flags).payload(payload).build());
+            let f = partial(
+                Builder::tcp_v4(&client, &vip, flags)
+                    .payload(payload)
+                    .build(),
+            );
             assert!(!checksum_ok(&f));
             let (act, out) = run(&mut w, &f, 0, 1);
             assert!(matches!(act, Action::Transmit { .. }), "{port}: {act:?}");
@@ -1308,7 +1312,10 @@ fn partial_checksums_from_a_kernel_port_leave_finished_in_every_mode() {
                 83 => [&out[..14], &out[34..]].concat(),
                 _ => out,
             };
-            assert!(checksum_ok(&inner), "{port} {flags:#x}: checksum left unfinished");
+            assert!(
+                checksum_ok(&inner),
+                "{port} {flags:#x}: checksum left unfinished"
+            );
         }
     }
     let udp = partial(Builder::udp_v4("10.0.0.2:5000", "198.18.0.10:53", b"query").build());
@@ -1348,12 +1355,18 @@ fn a_first_packet_with_a_wrong_checksum_opens_no_session() {
         assert_eq!(w.counters.get(Counter::SessionsCreated), 0);
         // Once the session exists, segments are not summed again.
         let good = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", SYN).build();
-        assert!(matches!(run(&mut w, &good, 0, 1).0, Action::Transmit { .. }));
+        assert!(matches!(
+            run(&mut w, &good, 0, 1).0,
+            Action::Transmit { .. }
+        ));
         let mut data = Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", ACK)
             .payload(b"hello")
             .build();
         data[14 + 20 + 16] ^= 0x01;
-        assert!(matches!(run(&mut w, &data, 0, 1).0, Action::Transmit { .. }));
+        assert!(matches!(
+            run(&mut w, &data, 0, 1).0,
+            Action::Transmit { .. }
+        ));
         assert_eq!(w.counters.get(Counter::DropBadChecksum), 2);
     }
 }
@@ -1378,7 +1391,11 @@ fn syn_with_rst_or_fin_neither_opens_nor_passes() {
         run(&mut w, &f, 0, 1).0,
         Action::Drop(Counter::DropTcpBadFlags)
     );
-    let back = from_rs(Builder::tcp_v4("10.1.0.5:8081", "10.0.0.2:42000", SYN | rst | ACK));
+    let back = from_rs(Builder::tcp_v4(
+        "10.1.0.5:8081",
+        "10.0.0.2:42000",
+        SYN | rst | ACK,
+    ));
     assert_eq!(
         run(&mut w, &back, 1, 1).0,
         Action::Drop(Counter::DropTcpBadFlags)

@@ -323,4 +323,16 @@ impl lb_core::packet::PacketBuf for Mbuf {
     fn trim(&mut self, n: usize) -> bool {
         u16::try_from(n).is_ok_and(|n| Mbuf::trim(self, n))
     }
+
+    #[inline]
+    fn rx_l4_sum(&self) -> lb_core::packet::RxL4Sum {
+        use lb_core::packet::RxL4Sum;
+        let mask = u64::from(dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_MASK);
+        match self.raw().ol_flags & mask {
+            f if f == u64::from(dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD) => RxL4Sum::Good,
+            f if f == u64::from(dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_BAD) => RxL4Sum::Bad,
+            f if f == u64::from(dpdk_sys::RTE_MBUF_F_RX_L4_CKSUM_NONE) => RxL4Sum::Partial,
+            _ => RxL4Sum::Unknown,
+        }
+    }
 }
