@@ -15,5 +15,6 @@
 #include <rte_flow.h>
 #include <rte_ring.h>
 #include <rte_version.h>
+#include <rte_gso.h>
 
 #include "shim.h"

@@ -143,6 +143,59 @@ pub fn l4_checksum_ok(frame: &[u8], p: &Parsed, rx: RxL4Sum) -> bool {
     }
 }
 
+/// What a frame larger than its port's MTU is, for segmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Its IP packet fits the MTU after all (a VLAN tag made the frame
+    /// longer): send as it is.
+    Fits,
+    /// TCP over IPv4, with its header lengths (Ethernet, IP, TCP): what
+    /// the segmentation library cuts.
+    TcpV4 { l2: u16, l3: u16, l4: u16 },
+    /// Anything else (TCP over IPv6, UDP, fragments): not segmented.
+    Other,
+}
+
+/// Classifies a frame longer than `mtu` + its Ethernet header.
+pub fn oversize(frame: &[u8], mtu: u16) -> Oversize {
+    let Ok(p) = crate::packet::parse(frame) else {
+        return Oversize::Other;
+    };
+    if p.l3_end - p.l3_offset <= usize::from(mtu) {
+        return Oversize::Fits;
+    }
+    if p.l3 != L3::Ipv4 || p.proto != ip_proto::TCP || p.fragment {
+        return Oversize::Other;
+    }
+    let Some(&doff) = frame.get(p.l4_offset + 12) else {
+        return Oversize::Other;
+    };
+    let len = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    Oversize::TcpV4 {
+        l2: len(p.l3_offset),
+        l3: len(p.l4_offset - p.l3_offset),
+        l4: u16::from(doff >> 4) * 4,
+    }
+}
+
+/// Computes a segment's IPv4 header checksum and its transport checksum
+/// from scratch (what segmentation leaves to the NIC). Returns `false`,
+/// changing nothing, for a frame that is not IPv4 TCP or UDP.
+pub fn fill_checksums(frame: &mut [u8]) -> bool {
+    let Ok(p) = crate::packet::parse(frame) else {
+        return false;
+    };
+    if p.l3 != L3::Ipv4 {
+        return false;
+    }
+    let Some((at, pseudo)) = l4_sum(frame, &p) else {
+        return false;
+    };
+    crate::wire::ipv4::Packet::new_unchecked(&mut frame[p.l3_offset..p.l4_offset]).fill_checksum();
+    fill(frame, &p, at, pseudo);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +286,47 @@ mod tests {
         let mut p = parse(&frag).unwrap();
         p.fragment = true;
         assert!(!finish_partial(&mut frag, &p, RxL4Sum::Unknown));
+    }
+
+    #[test]
+    fn oversize_frames_are_told_apart() {
+        let big = Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+            .payload(&[0x42; 3000])
+            .build();
+        assert_eq!(
+            oversize(&big, 1500),
+            Oversize::TcpV4 {
+                l2: 14,
+                l3: 20,
+                l4: 20
+            }
+        );
+        assert_eq!(oversize(&big, 3040), Oversize::Fits);
+        let tagged = Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+            .payload(&[0x42; 1460])
+            .vlan(7)
+            .build();
+        assert_eq!(oversize(&tagged, 1500), Oversize::Fits);
+        let v6 = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", tcp::Flags::ACK)
+            .payload(&[0x42; 3000])
+            .build();
+        assert_eq!(oversize(&v6, 1500), Oversize::Other);
+        let udp = Builder::udp_v4("10.9.0.2:5000", "198.18.0.10:53", &[0; 3000]).build();
+        assert_eq!(oversize(&udp, 1500), Oversize::Other);
+    }
+
+    #[test]
+    fn checksums_are_filled_from_scratch() {
+        let good = Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+            .payload(&[0x42; 100])
+            .build();
+        let mut f = good.clone();
+        f[14 + 10] ^= 0xff;
+        f[14 + 20 + 16] ^= 0xff;
+        assert!(fill_checksums(&mut f));
+        assert_eq!(f, good);
+        let mut v6 = Builder::tcp_v6("[fd00::2]:1", "[fd00::10]:80", tcp::Flags::ACK).build();
+        assert!(!fill_checksums(&mut v6));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use lb_core::wire::MacAddr;
 use serde::Serialize;
 
 use crate::dpdk::{
-    self, Eal, EalError, LaunchError, LcoreHandle, Link, Mempool, MempoolError, Port, PortConfig,
-    PortError, PortStats, RxQueue, TxQueue, MAX_BURST,
+    self, Eal, EalError, Gso, LaunchError, LcoreHandle, Link, Mempool, MempoolError, Port,
+    PortConfig, PortError, PortStats, RxQueue, TxQueue, MAX_BURST,
 };
 use crate::forward::ForwardWorker;
 use crate::neigh::Neighbors;
@@ -184,7 +184,16 @@ pub struct WorkerReport {
 /// The EAL arguments for `config`: its own, then `extra`, then the lcore list
 /// and a per-process file prefix unless those were given.
 pub fn eal_args(config: &Config, extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = config.eal.args.iter().chain(extra).cloned().collect();
+    let mut args: Vec<String> = config
+        .eal
+        .args
+        .iter()
+        .chain(extra)
+        .map(|a| match a.strip_prefix("--vdev=") {
+            Some(dev) => format!("--vdev={}", af_packet_devargs(dev)),
+            None => a.clone(),
+        })
+        .collect();
     let short = |args: &[String], flag: &str| {
         args.iter()
             .any(|a| a.starts_with(flag) && !a.starts_with("--"))
@@ -208,6 +217,49 @@ pub fn eal_args(config: &Config, extra: &[String]) -> Vec<String> {
     }
     args
 }
+
+/// af_packet ring frames that hold a whole kernel super-frame (a TCP
+/// segment of up to 64 KB from a sender with TSO, which veth passes on
+/// unsegmented): the largest frame whose data, less DPDK's 32 bytes of
+/// ring header, still fits one mbuf (65,535 bytes less 128 of headroom).
+/// DPDK places frame `i` at `i * framesz`, so a block holds a whole number
+/// of frames and a whole number of pages: 256 frames.
+const AF_PACKET_FRAME: u32 = 65_424;
+const AF_PACKET_BLOCK: u32 = AF_PACKET_FRAME * 256;
+const AF_PACKET_FRAMES: u32 = 512;
+/// The bytes of an af_packet ring frame that are not packet data.
+const AF_PACKET_FRAME_OVERHEAD: u32 = 32;
+
+/// Device arguments for an af_packet port as the dataplane probes it: ring
+/// frames for super-frames unless the arguments size the ring themselves.
+fn af_packet_devargs(dev: &str) -> String {
+    let driver = dev.split(',').next().unwrap_or_default();
+    let is_af_packet = driver.starts_with("net_af_packet") || driver.starts_with("eth_af_packet");
+    let sized = ["blocksz=", "framesz=", "framecnt="]
+        .iter()
+        .any(|k| dev.split(',').any(|kv| kv.starts_with(k)));
+    if !is_af_packet || sized {
+        return dev.to_owned();
+    }
+    format!("{dev},blocksz={AF_PACKET_BLOCK},framesz={AF_PACKET_FRAME},framecnt={AF_PACKET_FRAMES}")
+}
+
+/// The mbuf data room (headroom included) a port's receive pool needs for
+/// its device arguments: an af_packet port's ring frame, when it is larger
+/// than a standard mbuf; `None` for the shared pool.
+fn rx_data_room(devargs: &str) -> Option<u16> {
+    let framesz: u32 = devargs
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("framesz="))?
+        .parse()
+        .ok()?;
+    let room = framesz.saturating_sub(AF_PACKET_FRAME_OVERHEAD) + dpdk::HEADROOM;
+    (room > u32::from(dpdk::DEFAULT_DATA_ROOM)).then(|| u16::try_from(room).unwrap_or(u16::MAX))
+}
+
+/// Receive pool mbufs for a port with large frames: the ones in flight in
+/// every worker's bursts and batches, with room to spare.
+const LARGE_RX_MBUFS: u32 = 1023;
 
 /// The exit report's count of packets handed to a worker after it stopped
 /// reading its ring (the last few of a run, freed at exit).
@@ -246,7 +298,7 @@ pub fn run(
     let eal = Eal::init(eal_args(config, &opts.extra_eal_args))?;
     for p in &config.ports {
         if let Some(device) = &p.device {
-            eal.probe(device.get_ref())
+            eal.probe(&af_packet_devargs(device.get_ref()))
                 .map_err(|source| AppError::Probe {
                     port: p.name.get_ref().clone(),
                     source,
@@ -269,7 +321,24 @@ pub fn run(
     let mut ports = Vec::new();
     // queues_of[port][worker] = (rx, tx) of that worker on that port.
     let mut queues_of = Vec::new();
-    for p in &config.ports {
+    for (i, p) in config.ports.iter().enumerate() {
+        let devargs = p
+            .device
+            .as_ref()
+            .map(|d| af_packet_devargs(d.get_ref()))
+            .or_else(|| eal.device_arg(p.name.get_ref()));
+        // A port whose frames are larger than a standard mbuf receives
+        // into a pool of its own, sized for them.
+        let rx_pool = match devargs.as_deref().and_then(rx_data_room) {
+            Some(room) => Mempool::create(
+                &eal,
+                &format!("lb_rx_{i}"),
+                LARGE_RX_MBUFS,
+                config.mempool.cache.min(LARGE_RX_MBUFS / 4),
+                room,
+            )?,
+            None => pool,
+        };
         let cfg = PortConfig {
             rx_queues: queues,
             tx_queues: queues,
@@ -278,7 +347,7 @@ pub fn run(
             mtu: p.mtu,
             promiscuous: p.promiscuous,
         };
-        let (port, rx, tx) = Port::open(&eal, p.name.get_ref(), pool, &cfg)?;
+        let (port, rx, tx) = Port::open(&eal, p.name.get_ref(), rx_pool, &cfg)?;
         tracing::info!(
             port = port.name(),
             driver = port.driver(),
@@ -650,6 +719,9 @@ fn launch_lb(
             inboxes.push(Some(inbox));
         }
     }
+    // Payload references of segments cut from super-frames; each lives
+    // only until its segment is made contiguous, so few are needed.
+    let gso_indirect = Mempool::create(eal, "lb_gso_indirect", 1023, 32, 0)?;
     for (w, (&lcore, port_queues)) in lcores.iter().zip(per_worker).enumerate() {
         let (rx, tx): (Vec<RxQueue>, Vec<TxQueue>) = port_queues.into_iter().unzip();
         let mut engine = Engine::new(
@@ -698,6 +770,8 @@ fn launch_lb(
             announce: w == 0,
             handover: handover.clone(),
             inbox: inboxes.get_mut(w).and_then(Option::take),
+            gso: Gso::new(pool, gso_indirect),
+            mtus: net.interfaces.iter().map(|i| i.mtu).collect(),
         };
         let h = dpdk::launch(eal, lcore, move || worker.run())
             .map_err(|source| AppError::Launch { lcore, source })?;
@@ -881,6 +955,27 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn af_packet_ports_get_super_frame_rings_unless_sized() {
+        let d = af_packet_devargs("net_af_packet0,iface=eth0");
+        assert_eq!(
+            d,
+            "net_af_packet0,iface=eth0,blocksz=16748544,framesz=65424,framecnt=512"
+        );
+        // A whole number of frames and of pages per block.
+        assert_eq!(AF_PACKET_BLOCK % AF_PACKET_FRAME, 0);
+        assert_eq!(AF_PACKET_BLOCK % 4096, 0);
+        // The frame's data fits one mbuf.
+        assert_eq!(rx_data_room(&d), Some(65_520));
+        let sized = "net_af_packet0,iface=eth0,framesz=2048";
+        assert_eq!(af_packet_devargs(sized), sized);
+        assert_eq!(rx_data_room(sized), None);
+        assert_eq!(
+            af_packet_devargs("net_af_xdp0,iface=eth0"),
+            "net_af_xdp0,iface=eth0"
+        );
+    }
 
     fn config(eal: &str) -> Config {
         Config::from_toml(&format!(

@@ -42,10 +42,20 @@ pub enum Counter {
     GarpSent,
     /// Packets other workers handed to this one (its Full-NAT replies).
     HandOverIn,
+    /// TCP super-frames (larger than the output port's MTU, from kernel
+    /// senders with TSO) cut into segments.
+    GsoFrames,
+    /// The segments they became.
+    GsoSegments,
+    /// Dropped: larger than the output port's MTU and not TCP over IPv4,
+    /// which is all the segmentation library cuts.
+    DropOversize,
+    /// Dropped: segmentation failed (no mbufs).
+    DropGso,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 16] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -58,6 +68,10 @@ impl Counter {
         Counter::MaxLoopGapNs,
         Counter::GarpSent,
         Counter::HandOverIn,
+        Counter::GsoFrames,
+        Counter::GsoSegments,
+        Counter::DropOversize,
+        Counter::DropGso,
     ];
 
     /// The counter's name in reports.
@@ -75,6 +89,10 @@ impl Counter {
             Counter::MaxLoopGapNs => "max_loop_gap_ns",
             Counter::GarpSent => "garp_sent",
             Counter::HandOverIn => "hand_over_in",
+            Counter::GsoFrames => "gso_frames",
+            Counter::GsoSegments => "gso_segments",
+            Counter::DropOversize => "drop_oversize",
+            Counter::DropGso => "drop_gso",
         }
     }
 }

@@ -16,8 +16,8 @@ use lb_core::session;
 use lb_core::stats::ServiceReport;
 
 use crate::dpdk::{
-    self, CpuPrefetch, HandOverRing, Mbuf, MbufBurst, Mempool, RingConsumer, RxQueue, TxQueue,
-    MAX_BURST,
+    self, CpuPrefetch, Gso, HandOverRing, Mbuf, MbufBurst, Mempool, RingConsumer, RxQueue, TxQueue,
+    MAX_BURST, MAX_SEGMENTS,
 };
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
@@ -55,6 +55,10 @@ pub struct LbWorker {
     /// worker), and this worker's own end of its ring.
     pub handover: Vec<&'static HandOverRing>,
     pub inbox: Option<RingConsumer>,
+    /// Cuts TCP super-frames from kernel senders to each port's MTU.
+    pub gso: Gso,
+    /// Each port's MTU (the largest IP packet it sends), by port index.
+    pub mtus: Vec<u16>,
 }
 
 /// What a worker hands back when it stops.
@@ -208,6 +212,50 @@ impl LbWorker {
     }
 
     fn queue(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {
+        let mtu = self.mtus.get(port).copied().unwrap_or(u16::MAX);
+        if m.pkt_len() > u32::from(mtu) + ETHERNET_HEADER {
+            self.segment(out, port, mtu, m);
+            return;
+        }
+        self.queue_frame(out, port, m);
+    }
+
+    /// A frame larger than the port's MTU: a TCP/IPv4 super-frame from a
+    /// kernel sender leaves in MTU-sized segments, anything else is dropped
+    /// (no receiver would take it).
+    #[cold]
+    fn segment(&mut self, out: &mut [MbufBurst], port: usize, mtu: u16, m: Mbuf) {
+        use lb_core::offload::{fill_checksums, oversize, Oversize};
+        let kind = if m.is_contiguous() {
+            oversize(PacketBuf::data(&m), mtu)
+        } else {
+            Oversize::Other
+        };
+        let (l2, l3, l4) = match kind {
+            Oversize::Fits => return self.queue_frame(out, port, m),
+            Oversize::Other => {
+                self.counters.add(Counter::DropOversize, 1);
+                return;
+            }
+            Oversize::TcpV4 { l2, l3, l4 } => (l2, l3, l4),
+        };
+        let mut segs = arrayvec::ArrayVec::<Mbuf, MAX_SEGMENTS>::new();
+        let cut = self.gso.segment(m, (l2, l3, l4), l2 + mtu, &mut segs);
+        if cut.is_err() {
+            self.counters.add(Counter::DropGso, 1);
+        }
+        if segs.is_empty() {
+            return;
+        }
+        self.counters.add(Counter::GsoFrames, 1);
+        self.counters.add(Counter::GsoSegments, segs.len() as u64);
+        for mut seg in segs {
+            fill_checksums(PacketBuf::data_mut(&mut seg));
+            self.queue_frame(out, port, seg);
+        }
+    }
+
+    fn queue_frame(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {
         let Some(batch) = out.get_mut(port) else {
             self.counters.add(Counter::DropNoPort, 1);
             return;
@@ -375,6 +423,9 @@ impl Sweep {
         self.more = more;
     }
 }
+
+/// The Ethernet header that a frame carries beyond its MTU-sized packet.
+const ETHERNET_HEADER: u32 = 14;
 
 /// An mbuf's frame length, for byte counters.
 pub fn frame_len(m: &Mbuf) -> usize {

@@ -53,7 +53,7 @@ impl Mbuf {
         unsafe { self.0.as_ref() }
     }
 
-    fn raw_mut(&mut self) -> &mut dpdk_sys::rte_mbuf {
+    pub(super) fn raw_mut(&mut self) -> &mut dpdk_sys::rte_mbuf {
         // SAFETY: as in `raw`, and &mut self makes the access exclusive.
         unsafe { self.0.as_mut() }
     }

@@ -13,6 +13,9 @@ use super::{rte_errno, Eal, Errno, Mbuf, SOCKET_ID_ANY};
 pub const DEFAULT_DATA_ROOM: u16 = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 const _: () = assert!(dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE <= u16::MAX as u32);
 
+/// The room DPDK keeps in front of every mbuf's data.
+pub const HEADROOM: u32 = dpdk_sys::RTE_PKTMBUF_HEADROOM;
+
 /// Why a pool could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum MempoolError {

@@ -11,6 +11,7 @@
 #![allow(unsafe_code)]
 
 mod eal;
+mod gso;
 mod lcore;
 mod mbuf;
 mod mempool;
@@ -19,9 +20,10 @@ mod prefetch;
 mod ring;
 
 pub use eal::{Eal, EalError};
+pub use gso::{Gso, GsoError, MAX_SEGMENTS};
 pub use lcore::{launch, LaunchError, LcoreHandle};
 pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
-pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM};
+pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM, HEADROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
 pub use prefetch::CpuPrefetch;
 pub use ring::{HandOverRing, RingConsumer, RingError};
