@@ -10,6 +10,9 @@
 //!   themselves;
 //! - [`topology`] builds client / load balancer / real-server namespaces
 //!   with HTTP servers, for real TCP through the appliance;
+//! - [`routed`] builds the routed topology a new user builds by hand
+//!   (client behind a kernel router, LB and servers on a bridge), kernel
+//!   defaults everywhere;
 //! - [`dataplane`] runs an idle dataplane with an admin socket;
 //! - [`binary`] finds (building if needed) the workspace's binaries.
 
@@ -22,4 +25,5 @@ pub mod dissect;
 pub mod golden;
 pub mod netns;
 pub mod pcap;
+pub mod routed;
 pub mod topology;

@@ -1,0 +1,242 @@
+//! The world as it comes: the routed topology of `lb_tests::routed`, built
+//! with the kernel's defaults (transmit checksum offload and TSO on every
+//! veth, so segments arrive with partial checksums and as super-frames), for
+//! DR, NAT and Full-NAT on both kernel-backed port types. Each run carries
+//! 300 HTTP requests (rr: exactly 150 per server), a 10 MB download and a
+//! 10 MB upload compared byte for byte, and a UDP exchange.
+//!
+//! The tests run one at a time: each starts a busy-polling dataplane, and
+//! these machines have two cores.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lb_tests::binary;
+use lb_tests::golden::TempDir;
+use lb_tests::routed::{same_bytes, Reals, Routed};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const VIP: &str = "198.18.0.10";
+const REQUESTS: usize = 300;
+const BLOB: usize = 10 * 1000 * 1000;
+
+#[derive(Clone, Copy)]
+enum PortType {
+    AfPacket,
+    AfXdp,
+}
+
+impl PortType {
+    fn name(self) -> &'static str {
+        match self {
+            PortType::AfPacket => "net_af_packet0",
+            PortType::AfXdp => "net_af_xdp0",
+        }
+    }
+}
+
+struct Dataplane {
+    child: Child,
+    report: std::path::PathBuf,
+    _tmp: TempDir,
+}
+
+fn start(topo: &Routed, port: PortType, mode: &str) -> Dataplane {
+    let tmp = TempDir::new("routed");
+    let config = tmp.0.join("lb.toml");
+    let report = tmp.0.join("report.json");
+    let name = port.name();
+    let laddrs = if mode == "fnat" {
+        "local_addresses = [\"10.0.0.100\"]"
+    } else {
+        ""
+    };
+    let service = |proto: &str, port: u16| {
+        let reals: String = (0..2)
+            .map(|k| {
+                format!("[[service.real]]\naddress = \"10.0.0.1{k}\"\nport = {port}\nmode = \"{mode}\"\n")
+            })
+            .collect();
+        format!("[[service]]\nprotocol = \"{proto}\"\nvip = \"{VIP}\"\nport = {port}\nscheduler = \"rr\"\n{laddrs}\n{reals}")
+    };
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning", "--vdev={name},iface=eth0"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "{name}"
+addresses = ["10.0.0.1/24"]
+[[route]]
+prefix = "0.0.0.0/0"
+port = "{name}"
+gateway = "10.0.0.254"
+{}
+{}
+"#,
+            service("tcp", 80),
+            service("udp", 5353)
+        ),
+    )
+    .unwrap();
+    let mut child = topo
+        .lb
+        .command(binary::path("lb-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--report")
+        .arg(&report)
+        .args(["--duration", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    lb_tests::dataplane::wait_for_log(&mut stderr, "forwarding");
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+    });
+    Dataplane {
+        child,
+        report,
+        _tmp: tmp,
+    }
+}
+
+impl Dataplane {
+    fn stop(mut self) -> serde_json::Value {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the dataplane did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(&self.report).expect("the dataplane wrote its report");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn counter(report: &serde_json::Value, name: &str) -> u64 {
+    let engine = report["engine"]["counters"][name].as_u64().unwrap_or(0);
+    let workers: u64 = report["workers"]
+        .as_array()
+        .map(|ws| ws.iter().filter_map(|w| w["counters"][name].as_u64()).sum())
+        .unwrap_or(0);
+    engine + workers
+}
+
+/// Everything one mode must carry on one port type.
+fn carries_everything(tag: &str, port: PortType, mode: &str, reals: Reals) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = Routed::new(tag, reals, BLOB).unwrap();
+    let lb = start(&topo, port, mode);
+    let url = format!("http://{VIP}/");
+
+    let mut per_server = BTreeMap::<String, usize>::new();
+    for i in 0..REQUESTS {
+        let body = topo
+            .curl(5, &[&url])
+            .unwrap_or_else(|e| panic!("{mode}: request {i} failed: {e}"));
+        let server = body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        *per_server.entry(server).or_default() += 1;
+    }
+    assert_eq!(
+        per_server.values().copied().collect::<Vec<_>>(),
+        [150, 150],
+        "{mode}: rr spreads exactly: {per_server:?}"
+    );
+
+    let down = topo.scratch("down");
+    topo.curl(60, &["-o", down.to_str().unwrap(), &format!("{url}blob")])
+        .unwrap_or_else(|e| panic!("{mode}: the download failed: {e}"));
+    same_bytes(&topo.blob_path(), &down).unwrap_or_else(|e| panic!("{mode}: download: {e}"));
+
+    let upload = format!("@{}", topo.blob_path().display());
+    let answer = topo
+        .curl(60, &["--data-binary", &upload, &format!("{url}up")])
+        .unwrap_or_else(|e| panic!("{mode}: the upload failed: {e}"));
+    let server: usize = answer
+        .strip_prefix("rs")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("{mode}: unexpected answer to the upload: {answer:?}"));
+    same_bytes(&topo.blob_path(), &topo.upload_of(server))
+        .unwrap_or_else(|e| panic!("{mode}: upload: {e}"));
+
+    let answers = topo.udp_exchange(&format!("{VIP}:5353"), 20).unwrap();
+    for (i, a) in answers.iter().enumerate() {
+        assert!(
+            a.ends_with(&format!(":datagram {i}")),
+            "{mode}: datagram {i} answered {a:?}"
+        );
+    }
+    assert_eq!(answers.len(), 20, "{mode}: every datagram answered");
+
+    let report = lb.stop();
+    // The kernel's defaults were in force: its partial checksums arrived
+    // and were finished, and no session-creating packet was refused.
+    assert!(
+        counter(&report, "rx_checksum_finished") > 0,
+        "{mode}: no partial checksum seen: the test ran without the kernel's offloads"
+    );
+    assert_eq!(counter(&report, "drop_bad_checksum"), 0, "{mode}");
+    assert_eq!(counter(&report, "drop_truncated"), 0, "{mode}");
+    assert_eq!(counter(&report, "drop_oversize"), 0, "{mode}");
+    assert_eq!(counter(&report, "drop_gso"), 0, "{mode}");
+    if let PortType::AfPacket = port {
+        // veth hands af_packet whole super-frames: the upload (and, where
+        // replies pass the LB, the download) left in segments.
+        assert!(
+            counter(&report, "gso_frames") > 0,
+            "{mode}: no super-frame seen on af_packet"
+        );
+    }
+}
+
+#[test]
+fn full_nat_on_af_packet() {
+    carries_everything("fp", PortType::AfPacket, "fnat", Reals::Plain);
+}
+
+#[test]
+fn full_nat_on_af_xdp() {
+    carries_everything("fx", PortType::AfXdp, "fnat", Reals::Plain);
+}
+
+#[test]
+fn nat_on_af_packet() {
+    carries_everything("np", PortType::AfPacket, "nat", Reals::GatewayIsLb);
+}
+
+#[test]
+fn nat_on_af_xdp() {
+    carries_everything("nx", PortType::AfXdp, "nat", Reals::GatewayIsLb);
+}
+
+#[test]
+fn direct_routing_on_af_packet() {
+    carries_everything("dp", PortType::AfPacket, "dr", Reals::VipOnLoopback(VIP));
+}
+
+#[test]
+fn direct_routing_on_af_xdp() {
+    carries_everything("dx", PortType::AfXdp, "dr", Reals::VipOnLoopback(VIP));
+}
