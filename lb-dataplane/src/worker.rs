@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use lb_core::engine::{Action, Counters, Worker as Engine};
+use lb_core::engine::{Action, Counter as EngineCounter, Counters, Worker as Engine};
 use lb_core::packet::PacketBuf;
 use lb_core::session;
 use lb_core::stats::ServiceReport;
@@ -88,6 +88,10 @@ impl LbWorker {
         let mut last_pass = dpdk::rdtsc();
         let mut announced = Vec::new();
         let mailbox = Arc::clone(&self.mailbox);
+        // Frames cut short by a port (super-frames larger than its ring's
+        // frames) are told to the operator once per port.
+        let mut truncated = self.engine.counters.get(EngineCounter::DropTruncated);
+        let mut told_truncated = vec![false; ports];
         self.neigh.size_dests(self.engine.dest_slots());
         self.announce_new(&mut out, &mut announced);
         while !self.stop.load(Ordering::Relaxed) {
@@ -125,6 +129,20 @@ impl LbWorker {
                 );
                 for (m, action) in rx.drain().zip(actions.iter()) {
                     self.dispatch(&mut out, port, m, *action, now, &mut released);
+                }
+                let cut = self.engine.counters.get(EngineCounter::DropTruncated);
+                if cut != truncated {
+                    truncated = cut;
+                    if !std::mem::replace(&mut told_truncated[p], true) {
+                        tracing::warn!(
+                            port = p,
+                            "frames arrive shorter than their IP headers say (counted as \
+                             drop_truncated): the sender hands over super-frames larger than \
+                             this port's receive frames; on net_af_packet leave framesz, blocksz \
+                             and framecnt unset (the dataplane then sizes the ring for 64 KB), \
+                             use net_af_xdp, or turn TSO off on the sending side"
+                        );
+                    }
                 }
             }
             // Packets other workers received for this one.
