@@ -133,7 +133,10 @@ impl LbWorker {
                 let cut = self.engine.counters.get(EngineCounter::DropTruncated);
                 if cut != truncated {
                     truncated = cut;
-                    if !std::mem::replace(&mut told_truncated[p], true) {
+                    let told = told_truncated
+                        .get_mut(p)
+                        .map(|t| std::mem::replace(t, true));
+                    if told == Some(false) {
                         tracing::warn!(
                             port = p,
                             "frames arrive shorter than their IP headers say (counted as \
