@@ -190,11 +190,75 @@ def tun_one_arm():
     return stamp(ins), stamp(exp), stamp(exp1)
 
 
+def fold(x):
+    while x >> 16:
+        x = (x & 0xffff) + (x >> 16)
+    return x
+
+
+def partial(pkt):
+    """`pkt` as a kernel sender hands it over veth with checksum offload on:
+    the TCP or UDP checksum field holds only the folded pseudo-header sum
+    (CHECKSUM_PARTIAL), for the device to finish."""
+    p = pkt.copy()
+    ip = p[IP]
+    l4 = ip.payload
+    length = len(bytes(l4))
+    words = [int(x) for x in ip.src.split(".")] + [int(x) for x in ip.dst.split(".")]
+    total = sum((words[i] << 8) | words[i + 1] for i in range(0, 8, 2)) + ip.proto + length
+    l4.chksum = fold(total)
+    return p
+
+
+def shifted(pkt, layer):
+    """`pkt` with a transport checksum that is wrong by one: what a one's
+    complement update of it gives is the right checksum, wrong by one too."""
+    p = pkt.__class__(bytes(pkt))
+    right = p[layer].chksum
+    p[layer].chksum = (~fold((~right & 0xffff) + 1)) & 0xffff
+    return p
+
+
+def fnat_wire():
+    c, v = ("10.0.0.2", 40000), (VIP, 80)
+    l1, r1 = (LIP, 1025), ("10.0.0.5", 8080)
+    get = b"GET / HTTP/1.0\r\n\r\n"
+    ins, exp0 = [], []
+    # Partial checksums both ways (a kernel port): finished on the way.
+    for inp, out in [
+        (tcp(CLIENT, LB, c, v, "S", 1000, mss=True), tcp(LB, RS1, l1, r1, "S", 1000, ttl=63, mss=True)),
+        (tcp(RS1, LB, r1, l1, "SA", 5000, 1001), tcp(LB, CLIENT, v, c, "SA", 5000, 1001, ttl=63)),
+        (tcp(CLIENT, LB, c, v, "PA", 1001, 5001, get), tcp(LB, RS1, l1, r1, "PA", 1001, 5001, get, ttl=63)),
+        (udp(CLIENT, LB, ("10.0.0.2", 5000), (VIP, 53), b"query"),
+         udp(LB, RS1, (LIP, 1025), ("10.0.0.5", 5353), b"query", ttl=63)),
+    ]:
+        ins.append(partial(inp))
+        exp0.append(out)
+    # An established segment with a wrong checksum is not summed again:
+    # it leaves rewritten, its checksum as wrong as it came.
+    data = tcp(CLIENT, LB, c, v, "PA", 1019, 5001, b"more")
+    ins.append(shifted(data, TCP))
+    exp0.append(shifted(tcp(LB, RS1, l1, r1, "PA", 1019, 5001, b"more", ttl=63), TCP))
+    # Dropped, each with its counter: SYN+RST and SYN+FIN (no session, not
+    # forwarded), a SYN and a UDP query with wrong checksums (not partial),
+    # and an IPv4 packet longer than its frame.
+    ins.append(tcp(CLIENT, LB, ("10.0.0.2", 41001), v, "SR", 1))
+    ins.append(tcp(CLIENT, LB, ("10.0.0.2", 41002), v, "SF", 1))
+    ins.append(shifted(tcp(CLIENT, LB, ("10.0.0.2", 41003), v, "S", 1), TCP))
+    ins.append(shifted(udp(CLIENT, LB, ("10.0.0.2", 5001), (VIP, 53), b"query"), UDP))
+    long = bytes(tcp(CLIENT, LB, ("10.0.0.2", 41004), v, "PA", 1, 1, b"x" * 1400))
+    ins.append(Ether(long[:114]))
+    return stamp(ins), stamp(exp0)
+
+
 def main():
     ins, exp0, exp1 = fnat_one_arm()
     wrpcap("lb-fnat-one-arm/in0.pcap", ins)
     wrpcap("lb-fnat-one-arm/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
     wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
+    ins, exp0 = fnat_wire()
+    wrpcap("lb-fnat-wire/in0.pcap", ins)
+    wrpcap("lb-fnat-wire/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
     for name, make in [("nat", nat_one_arm), ("dr", dr_one_arm), ("tun", tun_one_arm)]:
         ins, exp, exp1 = make()
         wrpcap(f"lb-{name}-one-arm/in0.pcap", ins)
