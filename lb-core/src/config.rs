@@ -265,8 +265,12 @@ pub struct RealConfig {
 #[derive(Debug, Clone, Default)]
 pub struct LbSetup {
     pub services: Vec<ServiceSpec>,
-    /// Per port (in `ports` order): its addresses with prefix lengths.
+    /// Per interface (ports, then VLAN sub-interfaces, as
+    /// [`Config::interfaces`] lists them): its addresses with prefix
+    /// lengths.
     pub addresses: Vec<Vec<(IpAddr, u8)>>,
+    /// The VLAN sub-interfaces, after the ports: (port index, VLAN id).
+    pub vlans: Vec<(usize, u16)>,
     /// (prefix, length, port index, gateway).
     pub routes: Vec<(IpAddr, u8, usize, Option<IpAddr>)>,
     /// (address, MAC, port index).
@@ -353,6 +357,21 @@ pub struct Port {
     /// come); absent: "finish" for kernel-backed drivers, else "trust"
     /// ([`crate::offload::default_for_driver`]).
     pub rx_checksum: Option<crate::offload::RxChecksum>,
+    /// 802.1Q sub-interfaces on this port (`[[port.vlan]]`).
+    #[serde(default, rename = "vlan")]
+    pub vlans: Vec<VlanConfig>,
+}
+
+/// `[[port.vlan]]`: an 802.1Q sub-interface of its port, named
+/// `<port>.<id>` in routes and neighbours: its own addresses, its own ARP,
+/// frames tagged with `id` in and out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanConfig {
+    /// The VLAN id, 1 to 4094.
+    pub id: Spanned<u16>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
 }
 
 /// `[[forward]]`: packets received on `from` leave through `to`.
@@ -622,14 +641,14 @@ impl Config {
     fn lb_setup(&self, text: &str) -> Result<LbSetup, ConfigError> {
         let c = Checker { text };
         let known = || {
-            self.ports
-                .iter()
-                .map(|p| p.name.get_ref().as_str())
+            self.interfaces()
+                .into_iter()
+                .map(|(n, _, _)| n)
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let port = |name: &Spanned<String>, key: &str| {
-            self.port_index(name.get_ref()).ok_or_else(|| {
+            self.interface_index(name.get_ref()).ok_or_else(|| {
                 c.error(
                     name.span(),
                     key,
@@ -696,6 +715,32 @@ impl Config {
             }
             setup.addresses.push(addrs);
         }
+        for (i, p) in self.ports.iter().enumerate() {
+            let mut ids = HashSet::new();
+            for v in &p.vlans {
+                let id = *v.id.get_ref();
+                if !(1..=4094).contains(&id) {
+                    return Err(c.error(
+                        v.id.span(),
+                        "[[port.vlan]] id",
+                        format!("{id} is not a VLAN id: use 1 to 4094"),
+                    ));
+                }
+                if !ids.insert(id) {
+                    return Err(c.error(
+                        v.id.span(),
+                        "[[port.vlan]] id",
+                        format!("VLAN {id} is defined twice on {:?}", p.name.get_ref()),
+                    ));
+                }
+                let mut addrs = Vec::new();
+                for a in &v.addresses {
+                    addrs.push(prefix(a, "[[port.vlan]] addresses")?);
+                }
+                setup.addresses.push(addrs);
+                setup.vlans.push((i, id));
+            }
+        }
         for r in &self.routes {
             let (a, l) = prefix(&r.prefix, "[[route]] prefix")?;
             let gw = r
@@ -720,7 +765,15 @@ impl Config {
             ));
         }
         if let Some(e) = &self.exception {
-            setup.exception_port = Some(port(&e.port, "[exception] port")?);
+            let i = port(&e.port, "[exception] port")?;
+            if i >= self.ports.len() {
+                return Err(c.error(
+                    e.port.span(),
+                    "[exception] port",
+                    "the exception path is a port of its own (a TAP), not a VLAN".into(),
+                ));
+            }
+            setup.exception_port = Some(i);
         }
         setup.timeouts = timeouts_of(&self.timeouts);
         setup.services = services_of(&c, &self.services)?;
@@ -730,6 +783,30 @@ impl Config {
     /// The index in `ports` of the port called `name`.
     pub fn port_index(&self, name: &str) -> Option<usize> {
         self.ports.iter().position(|p| p.name.get_ref() == name)
+    }
+
+    /// The load balancer's interfaces: every port in order, then every
+    /// VLAN sub-interface in order, as (name, port index, VLAN id). The
+    /// engine's port numbers are positions in this list.
+    pub fn interfaces(&self) -> Vec<(String, usize, Option<u16>)> {
+        let ports = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.get_ref().clone(), i, None));
+        let vlans = self.ports.iter().enumerate().flat_map(|(i, p)| {
+            p.vlans.iter().map(move |v| {
+                let id = *v.id.get_ref();
+                (format!("{}.{id}", p.name.get_ref()), i, Some(id))
+            })
+        });
+        ports.chain(vlans).collect()
+    }
+
+    /// The position in [`interfaces`](Self::interfaces) of the interface
+    /// called `name` (a port, or `<port>.<id>` for a VLAN).
+    pub fn interface_index(&self, name: &str) -> Option<usize> {
+        self.interfaces().iter().position(|(n, _, _)| n == name)
     }
 }
 
@@ -1048,6 +1125,36 @@ to = "net_null0"
 
     fn err(text: &str) -> ConfigError {
         Config::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn vlan_sub_interfaces_follow_the_ports() {
+        let text = LB.replace(
+            "addresses = [\"10.0.0.1/24\"]\n",
+            "addresses = [\"10.0.0.1/24\"]\n[[port.vlan]]\nid = 100\naddresses = [\"10.100.0.1/24\"]\n",
+        ) + "[[route]]\nprefix = \"10.9.0.0/24\"\nport = \"net_pcap0.100\"\ngateway = \"10.100.0.254\"\n";
+        let c = Config::from_toml(&text).unwrap();
+        let lb = c.lb.as_ref().unwrap();
+        assert_eq!(lb.vlans, vec![(0, 100)]);
+        assert_eq!(lb.addresses[1], vec![("10.100.0.1".parse().unwrap(), 24)]);
+        assert_eq!(c.interface_index("net_pcap0.100"), Some(1));
+        assert!(lb.routes.iter().any(|r| r.2 == 1));
+        for (bad, says) in [("0", "not a VLAN id"), ("4095", "not a VLAN id")] {
+            let e = err(&text.replace("id = 100", &format!("id = {bad}")));
+            assert!(e.message.contains(says), "{e}");
+            assert_eq!(e.key, "[[port.vlan]] id");
+        }
+        let twice = text.replace(
+            "[[port.vlan]]\nid = 100\n",
+            "[[port.vlan]]\nid = 100\n[[port.vlan]]\nid = 100\n",
+        );
+        assert!(
+            err(&twice).message.contains("defined twice"),
+            "{}",
+            err(&twice)
+        );
+        let e = err(&text.replace("port = \"net_pcap0.100\"", "port = \"net_pcap0.200\""));
+        assert!(e.message.contains("net_pcap0.100"), "{e}");
     }
 
     #[test]

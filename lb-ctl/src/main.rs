@@ -772,6 +772,12 @@ fn run_extra(e: Extra) -> Result<String, Error> {
                     out.push_str(&format!("  {k:<24} {v}\n"));
                 }
             }
+            for v in d["vlans"].as_array().into_iter().flatten() {
+                out.push_str(&format!("vlan {}:\n", v["name"].as_str().unwrap_or("")));
+                for k in ["rx_packets", "tx_packets"] {
+                    out.push_str(&format!("  {k:<24} {}\n", v[k]));
+                }
+            }
             for (i, w) in d["workers"].as_array().into_iter().flatten().enumerate() {
                 out.push_str(&format!("worker {i} (sessions {}):\n", w["sessions"]));
                 for (k, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {

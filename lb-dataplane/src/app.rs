@@ -632,17 +632,19 @@ fn launch_forwarders(
 /// The network of the load balancer: each port with its real MAC, its
 /// configured addresses and MTU, and the static routes.
 fn network(config: &Config, lb: &LbSetup, ports: &[Port]) -> Result<Network, NetError> {
-    let interfaces = ports
-        .iter()
+    // Every port, then every VLAN sub-interface, on its port's MAC.
+    let interfaces = config
+        .interfaces()
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| Interface {
+        .map(|(i, (_, port, _))| Interface {
             port: u16::try_from(i).unwrap_or(u16::MAX),
-            mac: MacAddr(p.mac()),
+            mac: MacAddr(ports[port].mac()),
             addrs: lb.addresses[i].clone(),
-            mtu: config.ports[i].mtu.unwrap_or(1500),
-            rx_checksum: config.ports[i]
+            mtu: config.ports[port].mtu.unwrap_or(1500),
+            rx_checksum: config.ports[port]
                 .rx_checksum
-                .unwrap_or_else(|| lb_core::offload::default_for_driver(p.driver())),
+                .unwrap_or_else(|| lb_core::offload::default_for_driver(ports[port].driver())),
         })
         .collect();
     let routes: Vec<Route> = lb
@@ -683,20 +685,22 @@ fn launch_lb(
         port: u16::try_from(p).unwrap_or(u16::MAX),
         uplink: u16::try_from((0..ports.len()).find(|&i| i != p).unwrap_or(0)).unwrap_or(0),
     });
-    let neighbor_ports: Vec<(MacAddr, Vec<(std::net::Ipv4Addr, u8)>)> = ports
+    let neighbor_ports: Vec<(MacAddr, Vec<(std::net::Ipv4Addr, u8)>)> = net
+        .interfaces
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let v4 = lb.addresses[i]
+        .map(|i| {
+            let v4 = i
+                .addrs
                 .iter()
                 .filter_map(|(a, l)| match a {
                     std::net::IpAddr::V4(v4) => Some((*v4, *l)),
                     std::net::IpAddr::V6(_) => None,
                 })
                 .collect();
-            (MacAddr(p.mac()), v4)
+            (i.mac, v4)
         })
         .collect();
+    let vlans = crate::vlan::Vlans::new(ports.len(), &lb.vlans);
     // With several workers, a ring each for the packets others receive for
     // it (Full-NAT replies to its local ports).
     let mut handover = Vec::new();
@@ -746,7 +750,7 @@ fn launch_lb(
                 u16::try_from(port).unwrap_or(u16::MAX),
             );
         }
-        let (counters, reader) = WorkerStats::new(lcore);
+        let (counters, reader) = WorkerStats::with_interfaces(lcore, net.interfaces.len());
         let mailbox = Arc::clone(&mailboxes[w]);
         let peers = mailboxes
             .iter()
@@ -772,19 +776,17 @@ fn launch_lb(
             inbox: inboxes.get_mut(w).and_then(Option::take),
             gso: Gso::new(pool, gso_indirect),
             mtus: net.interfaces.iter().map(|i| i.mtu).collect(),
+            vlans: vlans.clone(),
         };
         let h = dpdk::launch(eal, lcore, move || worker.run())
             .map_err(|source| AppError::Launch { lcore, source })?;
         handles.push(WorkerHandle::Lb(h));
         readers.push(reader);
     }
-    Ok(crate::control::Control::new(
-        published,
-        mailboxes,
-        net,
-        snap.specs(),
-        lb.timeouts,
-    ))
+    let mut control =
+        crate::control::Control::new(published, mailboxes, net, snap.specs(), lb.timeouts);
+    control.interfaces = config.interfaces().into_iter().map(|(n, _, _)| n).collect();
+    Ok(control)
 }
 
 fn show_addr(a: std::net::IpAddr, port: u16) -> String {

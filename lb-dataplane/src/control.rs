@@ -66,6 +66,9 @@ pub struct Control {
     pub worker_stats: Vec<Arc<crate::stats::WorkerStats>>,
     /// The ports, for their DPDK statistics.
     pub ports: Vec<crate::dpdk::Port>,
+    /// The interfaces' names by the engine's port number: the ports, then
+    /// their VLAN sub-interfaces (`<port>.<id>`).
+    pub interfaces: Vec<String>,
     network: Network,
     specs: Vec<ServiceSpec>,
     timeouts: Timeouts,
@@ -123,6 +126,7 @@ impl Control {
             mailboxes,
             worker_stats: Vec::new(),
             ports: Vec::new(),
+            interfaces: Vec::new(),
             network,
             specs,
             timeouts,
@@ -510,6 +514,21 @@ impl Control {
         Ok(json!({"connections": out}))
     }
 
+    /// Every interface's name, by the engine's port number.
+    fn interface_names(&self) -> Vec<String> {
+        if self.interfaces.is_empty() {
+            return self.ports.iter().map(|p| p.name().to_owned()).collect();
+        }
+        self.interfaces.clone()
+    }
+
+    fn interface_name(&self, i: usize) -> String {
+        self.interface_names()
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("port{i}"))
+    }
+
     /// The engines' counters, summed, and per worker.
     pub fn counters(&self) -> Result<Value, String> {
         let snaps = self.collect()?;
@@ -532,20 +551,32 @@ impl Control {
             .iter()
             .map(|p| json!({"name": p.name(), "driver": p.driver(), "link": p.link(), "stats": p.stats()}))
             .collect();
+        // VLAN sub-interfaces' frames in and out, summed over workers.
+        let mut vlans = vec![(0u64, 0u64); self.interfaces.len()];
+        for w in &self.worker_stats {
+            for (sum, (rx, tx)) in vlans.iter_mut().zip(w.interfaces()) {
+                sum.0 += rx;
+                sum.1 += tx;
+            }
+        }
+        let vlans: Vec<Value> = self
+            .interfaces
+            .iter()
+            .zip(vlans)
+            .skip(self.ports.len())
+            .map(|(name, (rx, tx))| json!({"name": name, "rx_packets": rx, "tx_packets": tx}))
+            .collect();
         Ok(json!({
             "total": total.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "workers": per,
             "ports": ports,
+            "vlans": vlans,
         }))
     }
 
     /// The interfaces' addresses and the routes (connected and static).
     pub fn routes(&self) -> Value {
-        let port_name = |i: u16| {
-            self.ports
-                .get(usize::from(i))
-                .map_or_else(|| format!("port{i}"), |p| p.name().to_owned())
-        };
+        let port_name = |i: u16| self.interface_name(usize::from(i));
         let addresses: Vec<Value> = self
             .network
             .interfaces
@@ -581,14 +612,11 @@ impl Control {
         let mut statics = self.network.statics.clone();
         if add {
             let port = port.ok_or("a route needs the port it leaves by")?;
-            let idx = self
-                .ports
+            let names = self.interface_names();
+            let idx = names
                 .iter()
-                .position(|p| p.name() == port)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = self.ports.iter().map(crate::dpdk::Port::name).collect();
-                    format!("no port named {port:?} (ports: {})", names.join(", "))
-                })?;
+                .position(|n| n == port)
+                .ok_or_else(|| format!("no port named {port:?} (ports: {})", names.join(", ")))?;
             let gateway = gateway.map(|g| parse_ip(g, "the gateway")).transpose()?;
             if statics.iter().any(|r| r.prefix == addr && r.len == len) {
                 return Err(format!("a route to {prefix} exists already"));

@@ -17,4 +17,5 @@ pub mod neigh;
 pub mod probe;
 pub mod publish;
 pub mod stats;
+pub mod vlan;
 pub mod worker;

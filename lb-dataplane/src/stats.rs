@@ -52,10 +52,12 @@ pub enum Counter {
     DropOversize,
     /// Dropped: segmentation failed (no mbufs).
     DropGso,
+    /// Dropped: no headroom left for a VLAN tag.
+    DropVlanHeadroom,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -72,6 +74,7 @@ impl Counter {
         Counter::GsoSegments,
         Counter::DropOversize,
         Counter::DropGso,
+        Counter::DropVlanHeadroom,
     ];
 
     /// The counter's name in reports.
@@ -93,6 +96,7 @@ impl Counter {
             Counter::GsoSegments => "gso_segments",
             Counter::DropOversize => "drop_oversize",
             Counter::DropGso => "drop_gso",
+            Counter::DropVlanHeadroom => "drop_vlan_headroom",
         }
     }
 }
@@ -104,6 +108,10 @@ const COUNTERS: usize = Counter::ALL.len();
 pub struct WorkerStats {
     lcore: u32,
     values: CachePadded<[AtomicU64; COUNTERS]>,
+    /// Frames received and sent per interface, by the engine's port
+    /// number; counted for VLAN sub-interfaces (a port's own traffic is in
+    /// its DPDK statistics).
+    interfaces: Box<[[AtomicU64; 2]]>,
 }
 
 /// The writable side: exactly one per worker, owned by it.
@@ -116,9 +124,18 @@ impl WorkerStats {
     /// A zeroed set for the worker on `lcore`, split into its writer and a
     /// reader handle.
     pub fn new(lcore: u32) -> (WorkerCounters, Arc<WorkerStats>) {
+        WorkerStats::with_interfaces(lcore, 0)
+    }
+
+    /// [`new`](Self::new), with receive and transmit counts for
+    /// `interfaces` interfaces.
+    pub fn with_interfaces(lcore: u32, interfaces: usize) -> (WorkerCounters, Arc<WorkerStats>) {
         let stats = Arc::new(WorkerStats {
             lcore,
             values: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            interfaces: (0..interfaces)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
         });
         (
             WorkerCounters {
@@ -138,6 +155,14 @@ impl WorkerStats {
         self.values[c as usize].load(Ordering::Relaxed)
     }
 
+    /// Frames received and sent on each interface.
+    pub fn interfaces(&self) -> Vec<(u64, u64)> {
+        self.interfaces
+            .iter()
+            .map(|[rx, tx]| (rx.load(Ordering::Relaxed), tx.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Every counter by name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
         Counter::ALL
@@ -154,6 +179,21 @@ impl WorkerCounters {
         let g = &self.stats.values[c as usize];
         if v > g.load(Ordering::Relaxed) {
             g.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds received and sent frames to interface `iface`.
+    #[inline]
+    pub fn add_interface(&mut self, iface: usize, rx: u64, tx: u64) {
+        if let Some([r, t]) = self.stats.interfaces.get(iface) {
+            r.store(
+                r.load(Ordering::Relaxed).wrapping_add(rx),
+                Ordering::Relaxed,
+            );
+            t.store(
+                t.load(Ordering::Relaxed).wrapping_add(tx),
+                Ordering::Relaxed,
+            );
         }
     }
 

@@ -22,6 +22,7 @@ use crate::dpdk::{
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
 use crate::stats::{Counter, WorkerCounters};
+use crate::vlan::{self, Vlans};
 
 /// Where the exception path leads: frames for the kernel go out of `port`
 /// (a TAP), and what the kernel sends there leaves by `uplink`.
@@ -57,8 +58,11 @@ pub struct LbWorker {
     pub inbox: Option<RingConsumer>,
     /// Cuts TCP super-frames from kernel senders to each port's MTU.
     pub gso: Gso,
-    /// Each port's MTU (the largest IP packet it sends), by port index.
+    /// Each interface's MTU (the largest IP packet it sends), by the
+    /// engine's port number (ports, then VLAN sub-interfaces).
     pub mtus: Vec<u16>,
+    /// The VLAN sub-interfaces.
+    pub vlans: Vlans,
 }
 
 /// What a worker hands back when it stops.
@@ -118,6 +122,10 @@ impl LbWorker {
                     for m in rx.drain() {
                         self.queue(&mut out, uplink, m);
                     }
+                    continue;
+                }
+                if self.vlans.on_port(p) {
+                    self.receive_tagged(&mut rx, p, now, &mut actions, &mut out, &mut released);
                     continue;
                 }
                 self.engine.process_burst_with(
@@ -232,9 +240,69 @@ impl LbWorker {
         *announced = owned;
     }
 
-    fn queue(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {
-        let mtu = self.mtus.get(port).copied().unwrap_or(u16::MAX);
-        if m.pkt_len() > u32::from(mtu) + ETHERNET_HEADER {
+    /// A burst from a port with VLAN sub-interfaces: each frame of a
+    /// configured VLAN loses its tag and belongs to that VLAN's interface;
+    /// the engine then takes the frames in runs of one interface (frames
+    /// still tagged stay on the port, where the engine drops them).
+    #[allow(clippy::too_many_arguments)]
+    fn receive_tagged(
+        &mut self,
+        rx: &mut MbufBurst,
+        p: usize,
+        now: u32,
+        actions: &mut [Action; MAX_BURST],
+        out: &mut [MbufBurst],
+        released: &mut Vec<(u16, Mbuf)>,
+    ) {
+        let port = u16::try_from(p).unwrap_or(u16::MAX);
+        let n = rx.len();
+        let mut ifaces = [port; MAX_BURST];
+        for (m, iface) in rx.as_mut_slice().iter_mut().zip(&mut ifaces) {
+            let Some(id) = vlan::tag_of(m) else {
+                continue;
+            };
+            if let Some(i) = self.vlans.interface(p, id) {
+                if vlan::strip(m) {
+                    *iface = i;
+                    self.counters.add_interface(usize::from(i), 1, 0);
+                }
+            }
+        }
+        let mut start = 0;
+        while start < n {
+            let iface = ifaces[start];
+            let len = ifaces[start..n].iter().take_while(|&&i| i == iface).count();
+            let frames = &mut rx.as_mut_slice()[start..start + len];
+            self.engine.process_burst_with(
+                frames,
+                iface,
+                now,
+                &mut actions[start..start + len],
+                &CpuPrefetch,
+            );
+            start += len;
+        }
+        for ((m, action), iface) in rx.drain().zip(actions.iter()).zip(ifaces) {
+            self.dispatch(out, iface, m, *action, now, released);
+        }
+    }
+
+    /// Queues a frame for interface `iface` (a port, or a VLAN on one,
+    /// whose tag it then gets), cut into segments if it is larger than the
+    /// interface's MTU.
+    fn queue(&mut self, out: &mut [MbufBurst], iface: usize, mut m: Mbuf) {
+        let mtu = self.mtus.get(iface).copied().unwrap_or(u16::MAX);
+        let (port, tag) = self.vlans.port_of(iface);
+        let mut l2 = ETHERNET_HEADER;
+        if let Some(id) = tag {
+            if !vlan::insert(&mut m, id) {
+                self.counters.add(Counter::DropVlanHeadroom, 1);
+                return;
+            }
+            self.counters.add_interface(iface, 0, 1);
+            l2 += VLAN_TAG;
+        }
+        if m.pkt_len() > u32::from(mtu) + l2 {
             self.segment(out, port, mtu, m);
             return;
         }
@@ -447,6 +515,8 @@ impl Sweep {
 
 /// The Ethernet header that a frame carries beyond its MTU-sized packet.
 const ETHERNET_HEADER: u32 = 14;
+/// An 802.1Q tag's length.
+const VLAN_TAG: u32 = 4;
 
 /// An mbuf's frame length, for byte counters.
 pub fn frame_len(m: &Mbuf) -> usize {

@@ -7,7 +7,7 @@ the mode must do (see each case's README.md); scapy computes every checksum
 from scratch, so the dataplane's incremental updates are checked against
 independent values.
 """
-from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw, wrpcap
+from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, Raw, wrpcap
 
 
 LB = "02:70:63:61:70:00"      # net_pcap0's MAC
@@ -251,11 +251,52 @@ def fnat_wire():
     return stamp(ins), stamp(exp0)
 
 
+def fnat_vlan():
+    """Full-NAT with the client on VLAN 100 of the port and the real
+    servers untagged: tags taken off on the way in and put back on the way
+    out; a VLAN nobody configured and QinQ dropped."""
+    client, vdip = "10.100.0.2", "10.100.0.1"
+    c, v = (client, 40000), (VIP, 80)
+    l1, r1 = (LIP, 1025), ("10.0.0.5", 8080)
+
+    def tagged(p, vid=100):
+        eth = p[Ether]
+        return Ether(src=eth.src, dst=eth.dst) / Dot1Q(vlan=vid) / eth.payload
+
+    ins, exp = [], []
+    ins.append(tagged(Ether(src=CLIENT, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=CLIENT, psrc=client, pdst=vdip)))
+    exp.append(tagged(Ether(src=LB, dst=CLIENT) / ARP(op=2, hwsrc=LB, psrc=vdip, hwdst=CLIENT, pdst=client)))
+    ins.append(tagged(tcp(CLIENT, LB, c, v, "S", 1000, mss=True)))
+    exp.append(tcp(LB, RS1, l1, r1, "S", 1000, ttl=63, mss=True))
+    ins.append(tcp(RS1, LB, r1, l1, "SA", 5000, 1001))
+    exp.append(tagged(tcp(LB, CLIENT, v, c, "SA", 5000, 1001, ttl=63)))
+    ins.append(tagged(Ether(src=CLIENT, dst=LB) / IP(src=client, dst=vdip) / ICMP(type=8, id=7, seq=1) / Raw(b"ping")))
+    exp.append(tagged(Ether(src=LB, dst=CLIENT) / IP(src=vdip, dst=client, ttl=64) / ICMP(type=0, id=7, seq=1) / Raw(b"ping")))
+    ins.append(Ether(src=RS1, dst=LB) / IP(src="10.0.0.5", dst=DIP) / ICMP(type=8, id=8, seq=1) / Raw(b"ping"))
+    exp.append(Ether(src=LB, dst=RS1) / IP(src=DIP, dst="10.0.0.5", ttl=64) / ICMP(type=0, id=8, seq=1) / Raw(b"ping"))
+    # Dropped: VLAN 200 (nobody's), VLAN 300 inside VLAN 100, and an
+    # 802.1ad outer tag.
+    syn = tcp(CLIENT, LB, (client, 40001), v, "S", 1)
+    ins.append(tagged(syn, 200))
+    ins.append(Ether(src=CLIENT, dst=LB) / Dot1Q(vlan=100) / Dot1Q(vlan=300) / syn[IP])
+    ins.append(Ether(src=CLIENT, dst=LB) / Dot1AD(vlan=100) / Dot1Q(vlan=300) / syn[IP])
+    return stamp(ins), stamp(exp)
+
+
 def main():
     ins, exp0, exp1 = fnat_one_arm()
     wrpcap("lb-fnat-one-arm/in0.pcap", ins)
     wrpcap("lb-fnat-one-arm/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
     wrpcap("lb-fnat-one-arm/expect1.pcap", exp1)
+    ins, exp0 = fnat_vlan()
+    wrpcap("lb-fnat-vlan/in0.pcap", ins)
+    # The gratuitous ARPs at start: each owned address on the port, then
+    # on its VLAN (tagged), address by address.
+    untagged = garps(DIP, VIP, LIP, "10.100.0.1")
+    announced = []
+    for g in untagged:
+        announced += [g, Ether(src=LB, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=100) / g[ARP]]
+    wrpcap("lb-fnat-vlan/expect0.pcap", stamp(announced) + exp0)
     ins, exp0 = fnat_wire()
     wrpcap("lb-fnat-wire/in0.pcap", ins)
     wrpcap("lb-fnat-wire/expect0.pcap", garps(DIP, VIP, LIP) + exp0)

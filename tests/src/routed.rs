@@ -66,6 +66,43 @@ socketserver.TCPServer.allow_reuse_address = True
 http.server.ThreadingHTTPServer(('0.0.0.0', 80), H).serve_forever()
 "#;
 
+/// The router's VLAN sub-interface, in user space (the kernel here has no
+/// 8021q module): a TAP device `vlan<id>` whose frames leave `eth0` with
+/// the 802.1Q tag, and whose tagged frames from `eth0` (the kernel moves
+/// the tag into the packet's metadata, read back with PACKET_AUXDATA) are
+/// written to the TAP untagged.
+const VLAN_TAGGER: &str = r#"
+import fcntl, os, socket, struct, sys, threading
+vid = int(sys.argv[1])
+TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454ca, 0x0002, 0x1000
+tap = os.open('/dev/net/tun', os.O_RDWR)
+fcntl.ioctl(tap, TUNSETIFF, struct.pack('16sH', b'vlan%d' % vid, IFF_TAP | IFF_NO_PI))
+raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+raw.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+raw.bind(('eth0', 0))
+tag = struct.pack('!HH', 0x8100, vid)
+def out():
+    while True:
+        f = os.read(tap, 65535)
+        raw.send(f[:12] + tag + f[12:])
+threading.Thread(target=out, daemon=True).start()
+while True:
+    f, anc, _, addr = raw.recvmsg(65535, socket.CMSG_SPACE(20))
+    if addr[2] == socket.PACKET_OUTGOING:
+        continue
+    tci = None
+    for level, kind, data in anc:
+        if level == 263 and kind == 8:
+            status, _, _, _, _, vtci, _ = struct.unpack('IIIHHHH', data[:20])
+            if status & 0x10:
+                tci = vtci
+    if tci is None and f[12:14] == b'\x81\x00':
+        tci = struct.unpack('!H', f[14:16])[0]
+        f = f[:12] + f[16:]
+    if tci is not None and tci & 0xfff == vid:
+        os.write(tap, f)
+"#;
+
 /// How the real servers are set up for a forwarding mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reals {
@@ -140,6 +177,24 @@ impl Routed {
     /// Builds the namespaces, links and routes, writes a blob of
     /// `blob_len` bytes and starts both servers.
     pub fn new(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
+        Routed::build(tag, reals, blob_len, None)
+    }
+
+    /// [`new`](Self::new), with the router reaching the load balancer over
+    /// 802.1Q VLAN `vlan` on the same bridge: the router's `vlan<id>` (a
+    /// user-space sub-interface of its `eth0`, see [`VLAN_TAGGER`]) is
+    /// 10.100.0.254/24 and routes the VIPs to 10.100.0.1, the load
+    /// balancer's VLAN address; the real servers stay untagged.
+    pub fn with_client_vlan(
+        tag: &str,
+        reals: Reals,
+        blob_len: usize,
+        vlan: u16,
+    ) -> io::Result<Routed> {
+        Routed::build(tag, reals, blob_len, Some(vlan))
+    }
+
+    fn build(tag: &str, reals: Reals, blob_len: usize, vlan: Option<u16>) -> io::Result<Routed> {
         let switch = Netns::new(&format!("{tag}sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
@@ -170,10 +225,38 @@ impl Routed {
             ])?;
         }
         router.ip(&["addr", "add", "10.0.0.254/24", "dev", "eth0"])?;
+        let mut running = Vec::new();
         run(router
             .command("sysctl")
             .args(["-qw", "net.ipv4.ip_forward=1"]))?;
-        router.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"])?;
+        match vlan {
+            None => {
+                router.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"])?;
+            }
+            Some(id) => {
+                let dev = format!("vlan{id}");
+                let tagger = router
+                    .command("python3")
+                    .args(["-c", VLAN_TAGGER, &id.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                running.push(tagger);
+                let mut up = false;
+                for _ in 0..100 {
+                    if router.ip(&["link", "set", &dev, "up"]).is_ok() {
+                        up = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !up {
+                    return Err(io::Error::other("the VLAN tagger did not create its TAP"));
+                }
+                router.ip(&["addr", "add", "10.100.0.254/24", "dev", &dev])?;
+                router.ip(&["route", "add", "198.18.0.0/15", "via", "10.100.0.1"])?;
+            }
+        }
         let dir = std::env::temp_dir().join(format!("lb-tests-{}", router.name()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("blob"), blob(blob_len))?;
@@ -183,7 +266,7 @@ impl Routed {
             lb,
             client,
             servers,
-            running: Vec::new(),
+            running,
             dir,
         };
         for k in 0..topo.servers.len() {
@@ -268,6 +351,18 @@ impl Routed {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
+    }
+
+    /// Sends `frame` (raw Ethernet bytes) out of the router's `eth0`, as is.
+    pub fn inject(&self, frame: &[u8]) -> io::Result<()> {
+        const SEND: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+s.send(bytes.fromhex(sys.argv[1]))
+"#;
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        run(self.router.command("python3").args(["-c", SEND, &hex]))
     }
 
     /// Sends `count` UDP datagrams from the client to `to` (one socket,

@@ -62,10 +62,14 @@ pub enum Counter {
     DropTcpBadFlags,
     /// A session's first packet with a wrong transport checksum.
     DropBadChecksum,
+    /// A frame tagged with a VLAN that no interface has.
+    DropVlanUnknown,
+    /// A frame with an 802.1ad tag or two tags (QinQ).
+    DropQinq,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 32] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -96,6 +100,8 @@ impl Counter {
         Counter::DropTruncated,
         Counter::DropTcpBadFlags,
         Counter::DropBadChecksum,
+        Counter::DropVlanUnknown,
+        Counter::DropQinq,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +136,8 @@ impl Counter {
             Counter::DropTruncated => "drop_truncated",
             Counter::DropTcpBadFlags => "drop_tcp_bad_flags",
             Counter::DropBadChecksum => "drop_bad_checksum",
+            Counter::DropVlanUnknown => "drop_vlan_unknown",
+            Counter::DropQinq => "drop_qinq",
         }
     }
 

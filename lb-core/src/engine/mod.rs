@@ -194,6 +194,28 @@ fn drop_of(e: ParseError) -> Counter {
     }
 }
 
+/// Why a tagged frame is dropped: QinQ (an 802.1ad tag, or a second tag)
+/// or a VLAN no interface has.
+#[cold]
+fn vlan_drop(frame: &[u8]) -> Counter {
+    let ethertype = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let stacked = |t: Option<u16>| {
+        matches!(
+            t,
+            Some(ethernet::ethertype::VLAN | ethernet::ethertype::QINQ)
+        )
+    };
+    if ethertype(12) == Some(ethernet::ethertype::QINQ) || stacked(ethertype(16)) {
+        Counter::DropQinq
+    } else {
+        Counter::DropVlanUnknown
+    }
+}
+
 fn mask(a: &Addr, len: u8, v4: bool) -> Addr {
     let bits = if v4 {
         96 + u32::from(len.min(32))
@@ -503,6 +525,12 @@ impl Worker {
             Ok(p) => p,
             Err(e) => return self.drop(drop_of(*e)),
         };
+        // The dataplane takes the tag off frames of its VLAN sub-interfaces:
+        // a tag left is a VLAN nobody configured, and a frame must never be
+        // forwarded with its tags as if it were untagged.
+        if p.vlan.is_some() {
+            return self.drop(vlan_drop(buf.data()));
+        }
         let dst_mac = ethernet::Frame::new_unchecked(buf.data()).dst();
         if let Some(mac) = port_mac {
             if dst_mac != mac && !dst_mac.is_multicast() {

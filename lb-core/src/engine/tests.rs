@@ -1402,3 +1402,36 @@ fn syn_with_rst_or_fin_neither_opens_nor_passes() {
     );
     assert_eq!(w.counters.get(Counter::DropTcpBadFlags), 6);
 }
+
+#[test]
+fn tagged_frames_are_never_balanced_as_if_untagged() {
+    let mut w = worker();
+    let syn = || Builder::tcp_v4("10.0.0.2:42000", "198.18.0.10:80", SYN);
+    assert_eq!(
+        run(&mut w, &syn().vlan(100).build(), 0, 1).0,
+        Action::Drop(Counter::DropVlanUnknown)
+    );
+    // Two 802.1Q tags, and an 802.1ad outer tag.
+    let mut double = syn().vlan(100).build();
+    double.splice(16..16, [0x81, 0x00, 0x00, 0x07]);
+    assert_eq!(
+        run(&mut w, &double, 0, 1).0,
+        Action::Drop(Counter::DropQinq)
+    );
+    let mut ad = syn().vlan(100).build();
+    ad[12..14].copy_from_slice(&ethertype::QINQ.to_be_bytes());
+    assert_eq!(run(&mut w, &ad, 0, 1).0, Action::Drop(Counter::DropQinq));
+    // Nor ARP on a VLAN nobody has.
+    let arp = frame(
+        PEER_MAC,
+        MacAddr::BROADCAST,
+        Some(100),
+        ethertype::ARP,
+        &[0; 28],
+    );
+    assert_eq!(
+        run(&mut w, &arp, 0, 1).0,
+        Action::Drop(Counter::DropVlanUnknown)
+    );
+    assert_eq!(w.sessions.len(), 0);
+}

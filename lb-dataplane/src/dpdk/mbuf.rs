@@ -92,6 +92,21 @@ impl Mbuf {
         self.raw().pkt_len
     }
 
+    /// The 802.1Q TCI the driver took off the frame (VLAN strip offload),
+    /// if it did.
+    #[inline]
+    pub fn vlan_stripped(&self) -> Option<u16> {
+        let m = self.raw();
+        let stripped = u64::from(dpdk_sys::RTE_MBUF_F_RX_VLAN_STRIPPED);
+        (m.ol_flags & stripped != 0).then_some(m.vlan_tci)
+    }
+
+    /// Forgets the driver's stripped tag (the frame is then untagged).
+    pub fn clear_vlan_stripped(&mut self) {
+        let flags = u64::from(dpdk_sys::RTE_MBUF_F_RX_VLAN_STRIPPED | dpdk_sys::RTE_MBUF_F_RX_VLAN);
+        self.raw_mut().ol_flags &= !flags;
+    }
+
     /// Whether the packet is in one segment.
     #[inline]
     pub fn is_contiguous(&self) -> bool {
