@@ -152,6 +152,11 @@ pub enum Oversize {
     /// TCP over IPv4, with its header lengths (Ethernet, IP, TCP): what
     /// the segmentation library cuts.
     TcpV4 { l2: u16, l3: u16, l4: u16 },
+    /// A TCP/IPv4 super-frame that TUN mode wrapped in a 20-byte outer
+    /// IPv4 header (IPIP), with the inner header lengths: cut as
+    /// [`TcpV4`](Oversize::TcpV4) without the outer header, which each
+    /// segment then gets back ([`unwrap_outer`], [`rewrap`]).
+    IpipTcpV4 { l2: u16, l3: u16, l4: u16 },
     /// Anything else (TCP over IPv6, UDP, fragments): not segmented.
     Other,
 }
@@ -164,18 +169,77 @@ pub fn oversize(frame: &[u8], mtu: u16) -> Oversize {
     if p.l3_end - p.l3_offset <= usize::from(mtu) {
         return Oversize::Fits;
     }
-    if p.l3 != L3::Ipv4 || p.proto != ip_proto::TCP || p.fragment {
+    if p.l3 != L3::Ipv4 || p.fragment {
         return Oversize::Other;
     }
-    let Some(&doff) = frame.get(p.l4_offset + 12) else {
-        return Oversize::Other;
-    };
     let len = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
-    Oversize::TcpV4 {
-        l2: len(p.l3_offset),
-        l3: len(p.l4_offset - p.l3_offset),
-        l4: u16::from(doff >> 4) * 4,
+    match p.proto {
+        ip_proto::TCP => match tcp_header_len(frame, p.l4_offset) {
+            Some(l4) => Oversize::TcpV4 {
+                l2: len(p.l3_offset),
+                l3: len(p.l4_offset - p.l3_offset),
+                l4,
+            },
+            None => Oversize::Other,
+        },
+        ip_proto::IPIP if p.l4_offset - p.l3_offset == OUTER_LEN => {
+            match inner_tcp_v4(&frame[p.l4_offset..p.l3_end]) {
+                Some((l3, l4)) => Oversize::IpipTcpV4 {
+                    l2: len(p.l3_offset),
+                    l3,
+                    l4,
+                },
+                None => Oversize::Other,
+            }
+        }
+        _ => Oversize::Other,
     }
+}
+
+/// The outer header TUN mode writes (no options).
+const OUTER_LEN: usize = crate::wire::ipv4::HEADER_LEN;
+
+fn tcp_header_len(frame: &[u8], at: usize) -> Option<u16> {
+    frame.get(at + 12).map(|&doff| u16::from(doff >> 4) * 4)
+}
+
+/// The header lengths of an inner IPv4 packet that is an unfragmented TCP
+/// segment.
+fn inner_tcp_v4(inner: &[u8]) -> Option<(u16, u16)> {
+    let &first = inner.first()?;
+    let ihl = usize::from(first & 0x0f) * 4;
+    let frag = u16::from_be_bytes([*inner.get(6)?, *inner.get(7)?]);
+    if first >> 4 != 4 || ihl < 20 || inner.get(9) != Some(&ip_proto::TCP) || frag & 0x3fff != 0 {
+        return None;
+    }
+    Some((u16::try_from(ihl).ok()?, tcp_header_len(inner, ihl)?))
+}
+
+/// Takes the outer IPv4 header off an [`Oversize::IpipTcpV4`] frame whose
+/// link header is `l2` bytes: the link header moves up over it, so the
+/// frame minus its first 20 bytes is the inner packet behind that header.
+/// Returns the outer header, for [`rewrap`].
+pub fn unwrap_outer(frame: &mut [u8], l2: usize) -> [u8; OUTER_LEN] {
+    let mut outer = [0u8; OUTER_LEN];
+    outer.copy_from_slice(&frame[l2..l2 + OUTER_LEN]);
+    frame.copy_within(0..l2, OUTER_LEN);
+    outer
+}
+
+/// Puts `outer` back on a segment cut from an unwrapped frame: `frame`
+/// starts with 20 free bytes, then the link header (`l2` bytes) and the
+/// inner packet. The link header moves back to the front, and the outer
+/// header gets the segment's length, identifier `outer`'s + `k` (each
+/// segment is its own datagram) and its checksum.
+pub fn rewrap(frame: &mut [u8], l2: usize, outer: &[u8; OUTER_LEN], k: u16) {
+    frame.copy_within(OUTER_LEN..OUTER_LEN + l2, 0);
+    let total = u16::try_from(frame.len() - l2).unwrap_or(u16::MAX);
+    frame[l2..l2 + OUTER_LEN].copy_from_slice(outer);
+    let mut header = crate::wire::ipv4::Packet::new_unchecked(&mut frame[l2..l2 + OUTER_LEN]);
+    let ident = u16::from_be_bytes([outer[4], outer[5]]).wrapping_add(k);
+    header.set_total_len(total);
+    header.set_ident(ident);
+    header.fill_checksum();
 }
 
 /// Computes a segment's IPv4 header checksum and its transport checksum
@@ -313,6 +377,62 @@ mod tests {
         assert_eq!(oversize(&v6, 1500), Oversize::Other);
         let udp = Builder::udp_v4("10.9.0.2:5000", "198.18.0.10:53", &[0; 3000]).build();
         assert_eq!(oversize(&udp, 1500), Oversize::Other);
+    }
+
+    /// `f` in TUN mode's outer header (10.0.0.1 -> 10.1.0.5, ident 77).
+    fn wrapped(f: &[u8]) -> Vec<u8> {
+        let p = parse(f).unwrap();
+        let mut b = crate::packet::VecBuf::new(f, 64);
+        crate::mode::tun::encap(
+            &mut b,
+            &p,
+            [10, 0, 0, 1].into(),
+            [10, 1, 0, 5].into(),
+            77,
+            1500,
+        )
+        .unwrap();
+        crate::packet::PacketBuf::data(&b).to_vec()
+    }
+
+    #[test]
+    fn a_wrapped_super_frame_is_unwrapped_and_each_segment_rewrapped() {
+        let big = Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+            .payload(&[0x42; 3000])
+            .vlan(7)
+            .build();
+        assert_eq!(
+            oversize(&wrapped(&big), 1500),
+            Oversize::IpipTcpV4 {
+                l2: 18,
+                l3: 20,
+                l4: 20
+            }
+        );
+        let mut other = wrapped(&big);
+        other[18 + 20 + 9] = ip_proto::UDP;
+        assert_eq!(oversize(&other, 1500), Oversize::Other, "only TCP is cut");
+
+        let small = Builder::tcp_v4("10.9.0.2:40000", "198.18.0.10:80", tcp::Flags::ACK)
+            .payload(&[0x42; 100])
+            .vlan(7)
+            .build();
+        let mut frame = wrapped(&small);
+        let before = frame.clone();
+        let outer = unwrap_outer(&mut frame, 18);
+        assert_eq!(
+            &frame[20..],
+            &small[..],
+            "the inner frame behind the link header"
+        );
+        rewrap(&mut frame, 18, &outer, 0);
+        assert_eq!(frame, before, "as it was");
+        let mut third = frame.clone();
+        let outer = unwrap_outer(&mut third, 18);
+        rewrap(&mut third, 18, &outer, 3);
+        let header = crate::wire::ipv4::Packet::new_unchecked(&third[18..38]);
+        assert_eq!(header.ident(), 80);
+        assert_eq!(checksum::checksum(0, header.header()), 0);
     }
 
     #[test]

@@ -310,26 +310,33 @@ impl LbWorker {
     }
 
     /// A frame larger than the port's MTU: a TCP/IPv4 super-frame from a
-    /// kernel sender leaves in MTU-sized segments, anything else is dropped
-    /// (no receiver would take it).
+    /// kernel sender (bare, or wrapped by TUN mode) leaves in MTU-sized
+    /// segments, anything else is dropped (no receiver would take it).
     #[cold]
-    fn segment(&mut self, out: &mut [MbufBurst], port: usize, mtu: u16, m: Mbuf) {
-        use lb_core::offload::{fill_checksums, oversize, Oversize};
+    fn segment(&mut self, out: &mut [MbufBurst], port: usize, mtu: u16, mut m: Mbuf) {
+        use lb_core::offload::{fill_checksums, oversize, rewrap, unwrap_outer, Oversize};
+        const OUTER: u16 = 20;
         let kind = if m.is_contiguous() {
             oversize(PacketBuf::data(&m), mtu)
         } else {
             Oversize::Other
         };
-        let (l2, l3, l4) = match kind {
+        let (headers, seg_len, outer) = match kind {
             Oversize::Fits => return self.queue_frame(out, port, m),
             Oversize::Other => {
                 self.counters.add(Counter::DropOversize, 1);
                 return;
             }
-            Oversize::TcpV4 { l2, l3, l4 } => (l2, l3, l4),
+            Oversize::TcpV4 { l2, l3, l4 } => ((l2, l3, l4), l2 + mtu, None),
+            Oversize::IpipTcpV4 { l2, l3, l4 } => {
+                // Cut the inner segment so that each, wrapped again, fits.
+                let outer = unwrap_outer(PacketBuf::data_mut(&mut m), usize::from(l2));
+                m.adj(OUTER);
+                ((l2, l3, l4), l2 + mtu - OUTER, Some(outer))
+            }
         };
         let mut segs = arrayvec::ArrayVec::<Mbuf, MAX_SEGMENTS>::new();
-        let cut = self.gso.segment(m, (l2, l3, l4), l2 + mtu, &mut segs);
+        let cut = self.gso.segment(m, headers, seg_len, &mut segs);
         if cut.is_err() {
             self.counters.add(Counter::DropGso, 1);
         }
@@ -338,8 +345,20 @@ impl LbWorker {
         }
         self.counters.add(Counter::GsoFrames, 1);
         self.counters.add(Counter::GsoSegments, segs.len() as u64);
-        for mut seg in segs {
+        for (k, mut seg) in (0u16..).zip(segs) {
             fill_checksums(PacketBuf::data_mut(&mut seg));
+            if let Some(outer) = &outer {
+                if seg.prepend(OUTER).is_none() {
+                    self.counters.add(Counter::DropGso, 1);
+                    continue;
+                }
+                rewrap(
+                    PacketBuf::data_mut(&mut seg),
+                    usize::from(headers.0),
+                    outer,
+                    k,
+                );
+            }
             self.queue_frame(out, port, seg);
         }
     }

@@ -113,6 +113,10 @@ pub enum Reals {
     /// DR: the VIP on the loopback with arp_ignore=1 and arp_announce=2,
     /// replies straight back through the router.
     VipOnLoopback(&'static str),
+    /// TUN: the VIP on a TUN device fed by the kit's user-space IPIP
+    /// decapsulator (see `topology::ServerSetup::IpipDecap`), DR's ARP
+    /// settings, replies straight back through the router.
+    IpipDecap(&'static str),
 }
 
 /// A running routed topology.
@@ -290,6 +294,15 @@ impl Routed {
                     }
                     ns.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
                 }
+                Reals::IpipDecap(vip) => {
+                    let decap = crate::topology::ipip_decap(
+                        ns,
+                        vip,
+                        &topo.dir.join(format!("ipip-rs{k}")),
+                    )?;
+                    topo.running.push(decap);
+                    ns.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
+                }
             }
             let child = ns
                 .command("python3")
@@ -319,6 +332,19 @@ impl Routed {
         Err(io::Error::other(format!(
             "the servers of rs{k} did not start"
         )))
+    }
+
+    /// With [`Reals::IpipDecap`], how many IPIP packets each server's
+    /// decapsulator has unwrapped so far.
+    pub fn decapsulated(&self) -> Vec<u64> {
+        (0..self.servers.len())
+            .map(|k| {
+                std::fs::read_to_string(self.dir.join(format!("ipip-rs{k}")))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     /// The blob every server serves at `GET /blob`.

@@ -100,6 +100,53 @@ fn run(cmd: &mut Command) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `ns` a TUN real server for `vip`: DR's ARP settings, reverse-path
+/// filtering off (the decapsulated packets arrive on `tunl0` from a client
+/// routed through `eth0`, as on any IPIP real server), and the user-space
+/// decapsulator ([`IPIP_DECAP`]) counting packets in `counts`, with the VIP
+/// on its TUN device. Returns the decapsulator.
+pub(crate) fn ipip_decap(ns: &Netns, vip: &str, counts: &std::path::Path) -> io::Result<Child> {
+    for (k, v) in [
+        ("arp_ignore", "1"),
+        ("arp_announce", "2"),
+        ("rp_filter", "0"),
+    ] {
+        for dev in ["all", "eth0"] {
+            run(ns
+                .command("sysctl")
+                .args(["-qw", &format!("net.ipv4.conf.{dev}.{k}={v}")]))?;
+        }
+    }
+    let mut decap = ns
+        .command("python3")
+        .arg("-c")
+        .arg(IPIP_DECAP)
+        .arg(counts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut up = false;
+    for _ in 0..100 {
+        if ns.ip(&["link", "set", "tunl0", "up"]).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !up {
+        let _ = decap.kill();
+        let _ = decap.wait();
+        return Err(io::Error::other(
+            "the IPIP decapsulator did not create its TUN device",
+        ));
+    }
+    ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "tunl0"])?;
+    run(ns
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.conf.tunl0.rp_filter=0"]))?;
+    Ok(decap)
+}
+
 impl OneArm {
     /// Builds the namespaces and links, and starts `servers` HTTP servers on
     /// `port`.
@@ -181,45 +228,9 @@ impl OneArm {
                     }
                 }
                 ServerSetup::IpipDecap(vip) => {
-                    for (k, v) in [
-                        ("arp_ignore", "1"),
-                        ("arp_announce", "2"),
-                        ("rp_filter", "0"),
-                    ] {
-                        for dev in ["all", "eth0"] {
-                            run(ns
-                                .command("sysctl")
-                                .args(["-qw", &format!("net.ipv4.conf.{dev}.{k}={v}")]))?;
-                        }
-                    }
                     let counts = std::env::temp_dir().join(format!("lb-tests-{}.ipip", ns.name()));
-                    let decap = ns
-                        .command("python3")
-                        .arg("-c")
-                        .arg(IPIP_DECAP)
-                        .arg(&counts)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()?;
-                    running.push(decap);
+                    running.push(ipip_decap(ns, vip, &counts)?);
                     decap_counts.push(counts);
-                    let mut up = false;
-                    for _ in 0..100 {
-                        if ns.ip(&["link", "set", "tunl0", "up"]).is_ok() {
-                            up = true;
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    if !up {
-                        return Err(io::Error::other(
-                            "the IPIP decapsulator did not create its TUN device",
-                        ));
-                    }
-                    ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "tunl0"])?;
-                    run(ns
-                        .command("sysctl")
-                        .args(["-qw", "net.ipv4.conf.tunl0.rp_filter=0"]))?;
                 }
             }
             let child = ns

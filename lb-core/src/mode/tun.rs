@@ -43,7 +43,17 @@ pub fn encap(
         let inner = ipv4::Packet::new_unchecked(&buf.data()[p.l3_offset..p.l3_end]);
         (inner.tos(), inner.ttl(), inner.dont_frag())
     };
-    if total > usize::from(mtu) {
+    // A TCP segment larger than the MTU itself came as a kernel sender's
+    // super-frame (no link of this MTU carried it whole): it is wrapped as
+    // it is, and the port cuts it into segments that fit once wrapped
+    // (`offload::Oversize::IpipTcpV4`), as the kernel's tunnel does with
+    // a GSO packet. A single packet that only the outer header makes too
+    // big is the sender's to shrink: ICMP, as IPVS sends.
+    let super_frame = inner_len > usize::from(mtu) && p.proto == ip_proto::TCP && !p.fragment;
+    if total > usize::from(u16::MAX) {
+        return Err(TunError::TooBig { mtu });
+    }
+    if total > usize::from(mtu) && !super_frame {
         if df {
             return Err(TunError::TooBig {
                 mtu: mtu.saturating_sub(u16::try_from(ipv4::HEADER_LEN).unwrap_or(20)),
@@ -161,6 +171,35 @@ mod tests {
                 (tos, df, ident)
             );
         }
+    }
+
+    #[test]
+    fn a_tcp_super_frame_is_wrapped_whole_and_a_full_packet_is_refused() {
+        let wrap = |payload: usize| {
+            let f = Builder::tcp_v4(
+                "10.9.0.2:40000",
+                "198.18.0.10:80",
+                crate::wire::tcp::Flags::ACK,
+            )
+            .payload(&vec![0x42; payload])
+            .build();
+            let p = parse(&f).unwrap();
+            let mut b = VecBuf::new(&f, 64);
+            let r = encap(
+                &mut b,
+                &p,
+                [10, 0, 0, 1].into(),
+                [10, 1, 0, 5].into(),
+                9,
+                1500,
+            );
+            (r, b.data().len() - f.len())
+        };
+        // 3,040 bytes of IP on a 1,500-byte link: a super-frame, for the
+        // port to cut.
+        assert_eq!(wrap(3000), (Ok(()), ipv4::HEADER_LEN));
+        // 1,500 bytes: one real packet, which the header makes too big.
+        assert_eq!(wrap(1460).0, Err(TunError::TooBig { mtu: 1480 }));
     }
 
     #[test]
