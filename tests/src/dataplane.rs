@@ -1,6 +1,7 @@
-//! A running lb-dataplane on idle pcap ports with an admin socket, for
-//! tests that administer it (the admin protocol, lb-ctl). Stopped (SIGTERM,
-//! then killed) when dropped.
+//! Running lb-dataplane for tests: [`Idle`] on idle pcap ports with an
+//! admin socket, for tests that administer it (the admin protocol, lb-ctl),
+//! stopped (SIGTERM, then killed) when dropped; [`Running`] forwarding in a
+//! namespace on the caller's configuration, stopped for its report.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -89,4 +90,106 @@ impl Drop for Idle {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A forwarding dataplane started in a namespace on a configuration of the
+/// caller's, with its admin socket and its JSON report in a scratch
+/// directory. Stopped with SIGTERM by [`stop`](Running::stop) (which
+/// returns the report), killed when dropped otherwise.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    report: PathBuf,
+    /// The admin socket (`--admin-socket`).
+    pub socket: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Running {
+    /// Writes `config` (TOML) and starts `lb-dataplane` on it inside `ns`,
+    /// for at most `secs` seconds; returns once it logs "forwarding".
+    pub fn start(ns: &crate::netns::Netns, config: &str, secs: u32) -> Running {
+        let tmp = TempDir::new("running");
+        let path = tmp.0.join("lb.toml");
+        std::fs::write(&path, config).expect("write the configuration");
+        let report = tmp.0.join("report.json");
+        let socket = tmp.0.join("admin.sock");
+        let mut child = ns
+            .command(binary::path("lb-dataplane"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--report")
+            .arg(&report)
+            .arg("--admin-socket")
+            .arg(&socket)
+            .args(["--duration", &secs.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lb-dataplane");
+        let mut stderr = child.stderr.take().expect("piped");
+        wait_for_log(&mut stderr, "forwarding");
+        // Keep draining stderr so the process never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink);
+        });
+        Running {
+            child,
+            report,
+            socket,
+            _tmp: tmp,
+        }
+    }
+
+    /// `lb-ctl counters -o json` while it runs.
+    pub fn counters(&self) -> serde_json::Value {
+        let out = Command::new(binary::path("lb-ctl"))
+            .env("LB_CTL_SOCKET", &self.socket)
+            .args(["counters", "-o", "json"])
+            .output()
+            .expect("run lb-ctl");
+        assert!(
+            out.status.success(),
+            "lb-ctl counters: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("lb-ctl prints JSON")
+    }
+
+    /// Stops it (SIGTERM) and returns its JSON report. Panics if it does
+    /// not stop within 30 s or writes no report.
+    pub fn stop(mut self) -> serde_json::Value {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                panic!("the dataplane did not stop in 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let text = std::fs::read_to_string(&self.report).expect("the dataplane wrote its report");
+        serde_json::from_str(&text).expect("the report is JSON")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A counter from a dataplane's report: the engine's plus every worker's.
+pub fn counter(report: &serde_json::Value, name: &str) -> u64 {
+    let engine = report["engine"]["counters"][name].as_u64().unwrap_or(0);
+    let workers: u64 = report["workers"]
+        .as_array()
+        .map(|ws| ws.iter().filter_map(|w| w["counters"][name].as_u64()).sum())
+        .unwrap_or(0);
+    engine + workers
 }

@@ -6,39 +6,25 @@
 //! these machines have two cores.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Child, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lb_tests::binary;
-use lb_tests::golden::TempDir;
+use lb_tests::dataplane::Running;
 use lb_tests::topology::{ClientNet, OneArm, ServerSetup};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const REQUESTS: usize = 300;
 const VIP: &str = "198.18.0.10";
 
-struct Dataplane {
-    child: Child,
-    report: std::path::PathBuf,
-    _tmp: TempDir,
-}
-
-fn start(topo: &OneArm, services: &str) -> Dataplane {
+fn start(topo: &OneArm, services: &str) -> Running {
     start_with(topo, "[1]", "", "", services)
 }
 
 /// `lcores` is the workers' list, `vdev` options for the port, `eal` more
 /// EAL arguments (a TOML list's tail: `, "--lcores=..."`).
-fn start_with(topo: &OneArm, lcores: &str, vdev: &str, eal: &str, services: &str) -> Dataplane {
-    let tmp = TempDir::new("netns");
-    let config = tmp.0.join("lb.toml");
-    let report = tmp.0.join("report.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+fn start_with(topo: &OneArm, lcores: &str, vdev: &str, eal: &str, services: &str) -> Running {
+    let config = format!(
+        r#"
 [eal]
 args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0{vdev}"{eal}]
 [workers]
@@ -50,52 +36,8 @@ name = "net_af_packet0"
 addresses = ["10.0.0.1/24", "10.9.0.1/24"]
 {services}
 "#
-        ),
-    )
-    .unwrap();
-    let mut child = topo
-        .lb
-        .command(binary::path("lb-dataplane"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--report")
-        .arg(&report)
-        .args(["--duration", "120"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    lb_tests::dataplane::wait_for_log(&mut stderr, "forwarding");
-    // Keep draining stderr so the process never blocks on it.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = stderr.read_to_end(&mut sink);
-    });
-    Dataplane {
-        child,
-        report,
-        _tmp: tmp,
-    }
-}
-
-impl Dataplane {
-    /// Stops it (SIGTERM) and returns its JSON report.
-    fn stop(mut self) -> serde_json::Value {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the dataplane did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let text = std::fs::read_to_string(&self.report).expect("the dataplane wrote its report");
-        serde_json::from_str(&text).unwrap()
-    }
+    );
+    Running::start(&topo.lb, &config, 120)
 }
 
 /// Sends the requests; returns how many each server answered and the

@@ -9,13 +9,9 @@
 //! these machines have two cores.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Child, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use lb_tests::binary;
-use lb_tests::golden::TempDir;
+use lb_tests::dataplane::{counter, Running};
 use lb_tests::routed::{same_bytes, Reals, Routed};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -38,20 +34,9 @@ impl PortType {
     }
 }
 
-struct Dataplane {
-    child: Child,
-    report: std::path::PathBuf,
-    socket: std::path::PathBuf,
-    _tmp: TempDir,
-}
-
 /// The dataplane for `mode` on `port`; with `vlan`, the router side is
 /// that VLAN's sub-interface (10.100.0.1/24, default route through it).
-fn start(topo: &Routed, port: PortType, mode: &str, vlan: Option<u16>) -> Dataplane {
-    let tmp = TempDir::new("routed");
-    let config = tmp.0.join("lb.toml");
-    let report = tmp.0.join("report.json");
-    let socket = tmp.0.join("admin.sock");
+fn start(topo: &Routed, port: PortType, mode: &str, vlan: Option<u16>) -> Running {
     let name = port.name();
     let (sub, gateway_port, gateway) = match vlan {
         Some(id) => (
@@ -74,18 +59,14 @@ fn start(topo: &Routed, port: PortType, mode: &str, vlan: Option<u16>) -> Datapl
             .collect();
         format!("[[service]]\nprotocol = \"{proto}\"\nvip = \"{VIP}\"\nport = {port}\nscheduler = \"rr\"\n{laddrs}\n{reals}")
     };
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [eal]
 args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning", "--vdev={name},iface=eth0"]
 [workers]
 lcores = [1]
 [sessions]
 capacity = 65536
-[admin]
-socket = "{}"
 [[port]]
 name = "{name}"
 addresses = ["10.0.0.1/24"]
@@ -97,78 +78,10 @@ gateway = "{gateway}"
 {}
 {}
 "#,
-            socket.display(),
-            service("tcp", 80),
-            service("udp", 5353)
-        ),
-    )
-    .unwrap();
-    let mut child = topo
-        .lb
-        .command(binary::path("lb-dataplane"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--report")
-        .arg(&report)
-        .args(["--duration", "300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    lb_tests::dataplane::wait_for_log(&mut stderr, "forwarding");
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = stderr.read_to_end(&mut sink);
-    });
-    Dataplane {
-        child,
-        report,
-        socket,
-        _tmp: tmp,
-    }
-}
-
-impl Dataplane {
-    /// `lb-ctl counters -o json` while it runs.
-    fn counters(&self) -> serde_json::Value {
-        let out = std::process::Command::new(binary::path("lb-ctl"))
-            .env("LB_CTL_SOCKET", &self.socket)
-            .args(["counters", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn stop(mut self) -> serde_json::Value {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the dataplane did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let text = std::fs::read_to_string(&self.report).expect("the dataplane wrote its report");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-fn counter(report: &serde_json::Value, name: &str) -> u64 {
-    let engine = report["engine"]["counters"][name].as_u64().unwrap_or(0);
-    let workers: u64 = report["workers"]
-        .as_array()
-        .map(|ws| ws.iter().filter_map(|w| w["counters"][name].as_u64()).sum())
-        .unwrap_or(0);
-    engine + workers
+        service("tcp", 80),
+        service("udp", 5353)
+    );
+    Running::start(&topo.lb, &config, 300)
 }
 
 /// Everything one mode must carry on one port type.
@@ -199,7 +112,7 @@ fn carries_everything(tag: &str, port: PortType, mode: &str, reals: Reals) {
 
 /// The requests, transfers and datagrams of [`carries_everything`] through
 /// `lb`, the report's checks, and the report.
-fn carry(topo: &Routed, lb: Dataplane, port: PortType, mode: &str) -> serde_json::Value {
+fn carry(topo: &Routed, lb: Running, port: PortType, mode: &str) -> serde_json::Value {
     let url = format!("http://{VIP}/");
 
     let mut per_server = BTreeMap::<String, usize>::new();
@@ -345,6 +258,10 @@ fn full_nat_over_a_vlan(tag: &str, port: PortType) {
         topo.inject(&[&macs[..], &tag(100), &tag(44), echo].concat())
             .unwrap();
     }
+    // Three datagrams through the VLAN and back, so that its counters
+    // have something to show when they are read, while it runs.
+    let answers = topo.udp_exchange(&format!("{VIP}:5353"), 3).unwrap();
+    assert!(answers.iter().all(|a| !a.is_empty()), "{answers:?}");
     let vlans = lb.counters()["vlans"].clone();
     let report = carry(&topo, lb, port, "fnat over VLAN 100");
     assert_eq!(vlans[0]["name"], format!("{}.100", port.name()));
