@@ -2,7 +2,10 @@
 //!
 //! - established Full-NAT: lookup + rewrite of a data segment of a random
 //!   existing flow, with 1k, 100k and 1M sessions in the table (random
-//!   flows, so the large tables really miss the caches);
+//!   flows, so the large tables really miss the caches); in bursts also on
+//!   a port that finishes partial checksums (`rx_checksum = "finish"`),
+//!   with complete checksums (checked only) and with partial ones
+//!   (finished);
 //! - a new Full-NAT connection: schedule, local port, insert, rewrite;
 //! - each scheduler's pick among 1000 real servers;
 //! - the Maglev table build for 100 and 1000 real servers.
@@ -24,8 +27,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use fixture::{restart_with_huge_malloc, snapshot, worker_with, Template};
-use lb_core::engine::{Action, Worker, WorkerConfig};
+use fixture::{
+    restart_with_huge_malloc, snapshot, worker_on, worker_with, PartialTemplate, Template,
+};
+use lb_core::engine::{Action, Counter, Worker, WorkerConfig};
+use lb_core::offload::RxChecksum;
 use lb_core::packet::VecBuf;
 use lb_core::sched::{
     FlowInfo, RsId, RsLoad, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE,
@@ -74,6 +80,38 @@ fn established(c: &mut Criterion) {
                     data.fill(buf, next());
                 }
                 w.process_burst(&mut bufs, 0, 2, &mut actions);
+                black_box(&actions);
+            })
+        });
+        // The same on a port that finishes partial checksums (a kernel-backed
+        // port's default): complete checksums, checked only; then partial
+        // ones, finished.
+        let mut w = worker_on(n, WorkerConfig::default().prefetch_from, RxChecksum::Finish);
+        g.bench_function(BenchmarkId::new("burst_of_32_finish_complete", n), |b| {
+            b.iter(|| {
+                for buf in &mut bufs {
+                    data.fill(buf, next());
+                }
+                w.process_burst_with(&mut bufs, 0, 2, &mut actions, &CpuPrefetch);
+                black_box(&actions);
+            })
+        });
+        let partial = PartialTemplate::new(Flags::ACK, n);
+        for buf in &mut bufs {
+            partial.fill(buf, next());
+        }
+        w.process_burst_with(&mut bufs, 0, 2, &mut actions, &CpuPrefetch);
+        assert_eq!(
+            w.counters().get(Counter::RxChecksumFinished),
+            32,
+            "the partial frames are taken for partial"
+        );
+        g.bench_function(BenchmarkId::new("burst_of_32_finish_partial", n), |b| {
+            b.iter(|| {
+                for buf in &mut bufs {
+                    partial.fill(buf, next());
+                }
+                w.process_burst_with(&mut bufs, 0, 2, &mut actions, &CpuPrefetch);
                 black_box(&actions);
             })
         });

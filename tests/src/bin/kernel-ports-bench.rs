@@ -110,9 +110,7 @@ fn run() -> Result<(), String> {
             eprintln!("round {}/{}: {subject}", round + 1, o.rounds);
             let (figures, note) = measure(subject, o.seconds)?;
             eprintln!("  {figures:?}");
-            if let Some(n) = note {
-                notes.push(format!("round {}, {subject}: {n}", round + 1));
-            }
+            notes.push(format!("round {}, {subject}: {note}", round + 1));
             results.entry(subject).or_default().push(figures);
         }
     }
@@ -125,8 +123,9 @@ fn run() -> Result<(), String> {
 }
 
 /// Builds a fresh topology, makes `subject` the director, and measures.
-/// Returns the figures and, for lb-dataplane, its drop counters if any.
-fn measure(subject: &str, seconds: u32) -> Result<(Figures, Option<String>), String> {
+/// Returns the figures and a note on where datagrams were lost: the real
+/// server's socket, and for lb-dataplane its port and drop counters.
+fn measure(subject: &str, seconds: u32) -> Result<(Figures, String), String> {
     let topo = Routed::new("kb", Reals::GatewayIsLb, 1).map_err(|e| e.to_string())?;
     let _server = Server::start(&topo.servers[0])?;
     let director = match subject {
@@ -151,7 +150,9 @@ fn measure(subject: &str, seconds: u32) -> Result<(Figures, Option<String>), Str
         "tcp_down",
         gbit(down, "sum_received").ok_or("no download result")?,
     );
+    let rcvbuf_before = udp_rcvbuf_errors(&topo.servers[0]);
     let udp = iperf(&topo.client, seconds, &["-u", "-b", "0", "-l", "18"])?;
+    let server_drops = udp_rcvbuf_errors(&topo.servers[0]) - rcvbuf_before;
     let sum = &udp["end"]["sum"];
     let (sent, lost, secs) = (
         sum["packets"].as_f64().ok_or("no UDP packet count")?,
@@ -163,7 +164,8 @@ fn measure(subject: &str, seconds: u32) -> Result<(Figures, Option<String>), Str
         "udp_loss",
         if sent > 0.0 { 100.0 * lost / sent } else { 0.0 },
     );
-    let note = director.map(|d| {
+    let mut note = format!("server socket dropped {server_drops} datagrams (UdpRcvbufErrors)");
+    if let Some(d) = director {
         let report = d.stop();
         let drops: Vec<String> = [
             "drop_oversize",
@@ -178,14 +180,38 @@ fn measure(subject: &str, seconds: u32) -> Result<(Figures, Option<String>), Str
             (n > 0).then(|| format!("{name} {n}"))
         })
         .collect();
-        let segs = counter(&report, "gso_frames");
-        format!(
-            "gso_frames {segs}{}{}",
-            if drops.is_empty() { "" } else { ", " },
-            drops.join(", ")
-        )
-    });
+        let port = &report["ports"][0]["stats"];
+        let _ = write!(
+            note,
+            "; port rx_missed {}, rx_nombuf {}, tx_errors {}; gso_frames {}",
+            port["rx_missed"],
+            port["rx_nombuf"],
+            port["tx_errors"],
+            counter(&report, "gso_frames")
+        );
+        for d in drops {
+            let _ = write!(note, ", {d}");
+        }
+    }
     Ok((figures, note))
+}
+
+/// The UDP datagrams `ns`'s sockets have dropped for want of buffer room.
+fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
+    let Ok(out) = ns.command("cat").arg("/proc/net/snmp").output() else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `iperf3 -s` on the real server, killed when dropped.
@@ -378,7 +404,7 @@ fn report(o: &Options, results: &BTreeMap<&str, Vec<Figures>>, notes: &[String])
         let _ = writeln!(s, "- {subject}: {}", runs.join("; "));
     }
     if !notes.is_empty() {
-        let _ = writeln!(s, "\nDataplane counters per run:\n");
+        let _ = writeln!(s, "\nWhere datagrams were lost, per run:\n");
         for n in notes {
             let _ = writeln!(s, "- {n}");
         }
