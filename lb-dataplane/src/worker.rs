@@ -328,6 +328,7 @@ impl LbWorker {
                 return;
             }
             Oversize::TcpV4 { l2, l3, l4 } => ((l2, l3, l4), l2 + mtu, None),
+            Oversize::TcpV6(cut) => return self.segment_v6(out, port, &m, cut),
             Oversize::IpipTcpV4 { l2, l3, l4 } => {
                 // Cut the inner segment so that each, wrapped again, fits.
                 let outer = unwrap_outer(PacketBuf::data_mut(&mut m), usize::from(l2));
@@ -360,6 +361,38 @@ impl LbWorker {
                 );
             }
             self.queue_frame(out, port, seg);
+        }
+    }
+
+    /// A TCP/IPv6 super-frame, cut by lb-core (librte_gso in DPDK 22.11
+    /// has no IPv6): each segment is written into a fresh mbuf.
+    #[cold]
+    fn segment_v6(
+        &mut self,
+        out: &mut [MbufBurst],
+        port: usize,
+        m: &Mbuf,
+        cut: lb_core::offload::TcpV6Cut,
+    ) {
+        let frame = PacketBuf::data(m);
+        let mut sent = 0u64;
+        for k in 0..cut.count() {
+            let len = u16::try_from(cut.len(k)).unwrap_or(u16::MAX);
+            let Some(mut seg) = self.pool.alloc() else {
+                self.counters.add(Counter::DropGso, 1);
+                continue;
+            };
+            let Some(room) = seg.append(len) else {
+                self.counters.add(Counter::DropGso, 1);
+                continue;
+            };
+            cut.write(frame, k, room);
+            self.queue_frame(out, port, seg);
+            sent += 1;
+        }
+        if sent > 0 {
+            self.counters.add(Counter::GsoFrames, 1);
+            self.counters.add(Counter::GsoSegments, sent);
         }
     }
 
