@@ -153,7 +153,7 @@ fn new_connections(c: &mut Criterion) {
                     let mut i = 0;
                     while i < batch {
                         for (buf, j) in bufs.iter_mut().zip(i..) {
-                            syn.fill(buf, j);
+                            syn.fill_checked(buf, j);
                         }
                         let n = usize::try_from(batch - i).unwrap().min(burst);
                         if burst == 1 {
@@ -171,6 +171,11 @@ fn new_connections(c: &mut Criterion) {
                         i += u32::try_from(n).unwrap();
                     }
                     total += start.elapsed();
+                    assert_eq!(
+                        w.counters().get(Counter::SessionsCreated),
+                        u64::from(batch),
+                        "every SYN made a session"
+                    );
                     left -= u64::from(batch);
                 }
                 total

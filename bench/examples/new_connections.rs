@@ -67,7 +67,7 @@ fn main() {
         let mut made = 0;
         while made + 32 <= n {
             for b in &mut bufs {
-                syn.fill(b, flow);
+                syn.fill_checked(b, flow);
                 flow = flow.wrapping_add(1);
             }
             w.process_burst_with(&mut bufs, 0, now, &mut actions, &CpuPrefetch);

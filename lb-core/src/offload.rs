@@ -544,7 +544,9 @@ mod tests {
 
     #[test]
     fn a_tcp_v6_super_frame_is_cut_as_tso_would() {
-        let payload: Vec<u8> = (0..3000u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let payload: Vec<u8> = (0..3000u32)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
         let flags = tcp::Flags::ACK | tcp::Flags::PSH | tcp::Flags::FIN | 0x80;
         let big = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", flags)
             .payload(&payload)

@@ -256,6 +256,14 @@ impl Port {
             conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss;
         }
+        // Where the device can verify TCP and UDP checksums on receive, it
+        // does: its verdict (the RX L4 flags) spares the engine summing a
+        // session's first packet in software (`offload::l4_checksum_ok`),
+        // and a virtio device's "partial" reaches the engine as such.
+        conf.rxmode.offloads = info.rx_offload_capa
+            & u64::from(
+                dpdk_sys::RTE_ETH_RX_OFFLOAD_TCP_CKSUM | dpdk_sys::RTE_ETH_RX_OFFLOAD_UDP_CKSUM,
+            );
         // SAFETY: id is valid; conf is a fully initialised configuration that
         // DPDK copies.
         check(name, "rte_eth_dev_configure", unsafe {

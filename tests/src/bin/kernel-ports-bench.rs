@@ -23,7 +23,7 @@
 //! spread (min-max) and the median of the per-round ratios to nftables.
 //!
 //! ```text
-//! kernel-ports-bench [--rounds 5] [--seconds 5] [--out FILE]
+//! kernel-ports-bench [--rounds 5] [--seconds 5] [--subjects af_packet,af_xdp,nftables] [--out FILE]
 //! ```
 //!
 //! Everything runs on this machine's cores: lb-dataplane busy-polls one
@@ -40,7 +40,12 @@ use lb_tests::routed::{Reals, Routed};
 
 const VIP: &str = "198.18.0.10";
 const PORT: u16 = 5201;
+/// The subjects of a run, unless `--subjects` names others.
 const SUBJECTS: [&str; 3] = ["af_packet", "af_xdp", "nftables"];
+/// Every subject there is: `af_packet_2048` is `af_packet` with a ring of
+/// 2,048 64 KB frames instead of the 512 the dataplane gives it by default
+/// (128 MB of kernel memory per queue instead of 32 MB).
+const ALL_SUBJECTS: [&str; 4] = ["af_packet", "af_packet_2048", "af_xdp", "nftables"];
 const FIGURES: [(&str, &str); 4] = [
     ("tcp_up", "TCP upload, Gbit/s"),
     ("tcp_down", "TCP download, Gbit/s"),
@@ -52,6 +57,7 @@ const FIGURES: [(&str, &str); 4] = [
 ];
 
 struct Options {
+    subjects: Vec<&'static str>,
     rounds: usize,
     seconds: u32,
     out: Option<std::path::PathBuf>,
@@ -59,6 +65,7 @@ struct Options {
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
+        subjects: SUBJECTS.to_vec(),
         rounds: 5,
         seconds: 5,
         out: None,
@@ -70,13 +77,28 @@ fn options() -> Result<Options, String> {
             "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--out" => o.out = Some(value()?.into()),
+            "--subjects" => {
+                o.subjects = value()?
+                    .split(',')
+                    .map(|name| {
+                        ALL_SUBJECTS
+                            .iter()
+                            .find(|s| **s == name)
+                            .copied()
+                            .ok_or(format!("--subjects: no subject {name:?} (there are {ALL_SUBJECTS:?})"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: kernel-ports-bench [--rounds N] [--seconds S] [--out FILE]".into(),
+                    "usage: kernel-ports-bench [--rounds N] [--seconds S] [--subjects A,B,..] [--out FILE]".into(),
                 )
             }
             other => return Err(format!("unexpected argument {other:?} (see --help)")),
         }
+    }
+    if !o.subjects.contains(&"nftables") {
+        return Err("--subjects must include nftables, the reference".into());
     }
     if o.rounds == 0 || o.seconds == 0 {
         return Err("--rounds and --seconds must be at least 1".into());
@@ -110,8 +132,8 @@ fn run() -> Result<(), String> {
     let mut results: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
     let mut notes = Vec::new();
     for round in 0..o.rounds {
-        for k in 0..SUBJECTS.len() {
-            let subject = SUBJECTS[(round + k) % SUBJECTS.len()];
+        for k in 0..o.subjects.len() {
+            let subject = o.subjects[(round + k) % o.subjects.len()];
             eprintln!("round {}/{}: {subject}", round + 1, o.rounds);
             let (figures, note) = measure(subject, o.seconds)?;
             eprintln!("  {figures:?}");
@@ -138,8 +160,16 @@ fn measure(subject: &str, seconds: u32) -> Result<(Figures, String), String> {
             kernel_nat(&topo.lb)?;
             None
         }
-        "af_packet" => Some(Running::start(&topo.lb, &config("net_af_packet0"), 600)),
-        _ => Some(Running::start(&topo.lb, &config("net_af_xdp0"), 600)),
+        "af_packet" => Some(Running::start(&topo.lb, &config("net_af_packet0", ""), 600)),
+        "af_packet_2048" => Some(Running::start(
+            &topo.lb,
+            &config(
+                "net_af_packet0",
+                ",blocksz=16748544,framesz=65424,framecnt=2048",
+            ),
+            600,
+        )),
+        _ => Some(Running::start(&topo.lb, &config("net_af_xdp0", ""), 600)),
     };
     let mut figures = Figures::new();
     let gbit = |v: serde_json::Value, key: &str| {
@@ -312,7 +342,8 @@ fn kernel_nat(lb: &Netns) -> Result<(), String> {
 }
 
 /// lb-dataplane on `port`, NAT mode, the same service as the kernel's.
-fn config(port: &str) -> String {
+/// `devargs` go after the port's `iface=eth0`.
+fn config(port: &str, devargs: &str) -> String {
     let service = |proto: &str| {
         format!(
             "[[service]]\nprotocol = \"{proto}\"\nvip = \"{VIP}\"\nport = {PORT}\nscheduler = \"rr\"\n\
@@ -322,7 +353,7 @@ fn config(port: &str) -> String {
     format!(
         r#"
 [eal]
-args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning", "--vdev={port},iface=eth0"]
+args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning", "--vdev={port},iface=eth0{devargs}"]
 [workers]
 lcores = [1]
 [sessions]
@@ -385,7 +416,7 @@ fn report(o: &Options, results: &BTreeMap<&str, Vec<Figures>>, notes: &[String])
     let _ = writeln!(s, "|---|---|---|---|---|");
     for (key, title) in FIGURES {
         let nft: Vec<f64> = results["nftables"].iter().map(|f| f[key]).collect();
-        for subject in SUBJECTS {
+        for &subject in &o.subjects {
             let v: Vec<f64> = results[subject].iter().map(|f| f[key]).collect();
             let (lo, hi) = spread(&v);
             let ratios: Vec<f64> = v.iter().zip(&nft).map(|(a, b)| a / b).collect();
@@ -403,7 +434,7 @@ fn report(o: &Options, results: &BTreeMap<&str, Vec<Figures>>, notes: &[String])
         }
     }
     let _ = writeln!(s, "\nPer run (figures in the order of the table):\n");
-    for subject in SUBJECTS {
+    for &subject in &o.subjects {
         let runs: Vec<String> = results[subject]
             .iter()
             .map(|f| {
