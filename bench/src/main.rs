@@ -163,6 +163,14 @@ enum Command {
         /// (default 3, 1 with --quick).
         #[arg(long)]
         repeat: Option<u32>,
+        /// Only the cases whose label contains this text (as the progress
+        /// lines print it, e.g. "fnat established 100000 sessions, 64 B");
+        /// may be given more than once.
+        #[arg(long, value_name = "TEXT")]
+        only: Vec<String>,
+        /// Skip the loss runs below the maximum.
+        #[arg(long)]
+        no_loss: bool,
     },
 }
 
@@ -243,6 +251,8 @@ fn real_main() -> Result<(), String> {
             readme,
             perf,
             repeat,
+            only,
+            no_loss,
         } => {
             let dataplane = match dataplane {
                 Some(p) => p,
@@ -261,6 +271,8 @@ fn real_main() -> Result<(), String> {
                 perf,
                 generator: std::env::current_exe().map_err(|e| format!("where am I? {e}"))?,
                 repeat: repeat.unwrap_or(if quick { 1 } else { 3 }),
+                only,
+                loss: !no_loss,
             };
             let results = run::run(&opts)?;
             let json = report::write(&results, &out)?;

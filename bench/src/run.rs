@@ -197,6 +197,10 @@ pub struct Options {
     pub generator: PathBuf,
     /// Runs of each case (the median counts).
     pub repeat: u32,
+    /// Only the cases whose label contains one of these (all when empty).
+    pub only: Vec<String>,
+    /// Whether the loss runs below the maximum follow the cases.
+    pub loss: bool,
 }
 
 fn progress(i: usize, n: usize, what: &str) {
@@ -484,6 +488,10 @@ pub fn run(opts: &Options) -> Result<Results, String> {
     let cases: Vec<Case> = matrix(opts.quick)
         .into_iter()
         .filter(|c| opts.modes.is_empty() || opts.modes.contains(&c.mode))
+        .filter(|c| {
+            let label = c.label();
+            opts.only.is_empty() || opts.only.iter().any(|o| label.contains(o.as_str()))
+        })
         .collect();
     if cases.is_empty() {
         return Err("no case left to run".into());
@@ -591,7 +599,8 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         .iter()
         .enumerate()
         .filter(|(_, c)| {
-            c.kind == Kind::Established
+            opts.loss
+                && c.kind == Kind::Established
                 && c.pkt_bytes == 64
                 && c.flows == if opts.quick { 1000 } else { 100_000 }
                 && (!opts.quick || c.mode == Mode::Fnat)

@@ -124,20 +124,16 @@ impl LbWorker {
                     }
                     continue;
                 }
-                if self.vlans.on_port(p) {
-                    self.receive_tagged(&mut rx, p, now, &mut actions, &mut out, &mut released);
-                    continue;
-                }
-                self.engine.process_burst_with(
-                    rx.as_mut_slice(),
-                    port,
+                let tagged = self.vlans.on_port(p);
+                self.receive(
+                    &mut rx,
+                    p,
+                    tagged,
                     now,
-                    &mut actions[..n],
-                    &CpuPrefetch,
+                    &mut actions,
+                    &mut out,
+                    &mut released,
                 );
-                for (m, action) in rx.drain().zip(actions.iter()) {
-                    self.dispatch(&mut out, port, m, *action, now, &mut released);
-                }
                 let cut = self.engine.counters.get(EngineCounter::DropTruncated);
                 if cut != truncated {
                     truncated = cut;
@@ -240,15 +236,19 @@ impl LbWorker {
         *announced = owned;
     }
 
-    /// A burst from a port with VLAN sub-interfaces: each frame of a
-    /// configured VLAN loses its tag and belongs to that VLAN's interface;
-    /// the engine then takes the frames in runs of one interface (frames
-    /// still tagged stay on the port, where the engine drops them).
+    /// A burst from port `p` through the engine and on. On a port with
+    /// VLAN sub-interfaces (`tagged`), each frame of a configured VLAN
+    /// loses its tag and belongs to that VLAN's interface, and the engine
+    /// takes the frames in runs of one interface (frames still tagged stay
+    /// on the port, where the engine drops them). One path for both, so
+    /// the engine's burst loop has one call site and is inlined here.
     #[allow(clippy::too_many_arguments)]
-    fn receive_tagged(
+    #[inline]
+    fn receive(
         &mut self,
         rx: &mut MbufBurst,
         p: usize,
+        tagged: bool,
         now: u32,
         actions: &mut [Action; MAX_BURST],
         out: &mut [MbufBurst],
@@ -257,21 +257,17 @@ impl LbWorker {
         let port = u16::try_from(p).unwrap_or(u16::MAX);
         let n = rx.len();
         let mut ifaces = [port; MAX_BURST];
-        for (m, iface) in rx.as_mut_slice().iter_mut().zip(&mut ifaces) {
-            let Some(id) = vlan::tag_of(m) else {
-                continue;
-            };
-            if let Some(i) = self.vlans.interface(p, id) {
-                if vlan::strip(m) {
-                    *iface = i;
-                    self.counters.add_interface(usize::from(i), 1, 0);
-                }
-            }
+        if tagged {
+            self.strip_tags(rx, p, &mut ifaces);
         }
         let mut start = 0;
         while start < n {
             let iface = ifaces[start];
-            let len = ifaces[start..n].iter().take_while(|&&i| i == iface).count();
+            let len = if tagged {
+                ifaces[start..n].iter().take_while(|&&i| i == iface).count()
+            } else {
+                n
+            };
             let frames = &mut rx.as_mut_slice()[start..start + len];
             self.engine.process_burst_with(
                 frames,
@@ -284,6 +280,23 @@ impl LbWorker {
         }
         for ((m, action), iface) in rx.drain().zip(actions.iter()).zip(ifaces) {
             self.dispatch(out, iface, m, *action, now, released);
+        }
+    }
+
+    /// Takes the tag off each frame of a configured VLAN on port `p` and
+    /// records the VLAN's interface for it in `ifaces`.
+    #[cold]
+    fn strip_tags(&mut self, rx: &mut MbufBurst, p: usize, ifaces: &mut [u16; MAX_BURST]) {
+        for (m, iface) in rx.as_mut_slice().iter_mut().zip(ifaces.iter_mut()) {
+            let Some(id) = vlan::tag_of(m) else {
+                continue;
+            };
+            if let Some(i) = self.vlans.interface(p, id) {
+                if vlan::strip(m) {
+                    *iface = i;
+                    self.counters.add_interface(usize::from(i), 1, 0);
+                }
+            }
         }
     }
 
