@@ -139,13 +139,40 @@ pub struct AdminConfig {
     /// A group (name or number) whose members may use the socket too: the
     /// socket then belongs to it with mode 0660 (else 0600, owner only).
     pub group: Option<Spanned<String>>,
+    /// Clients served at once (default 64); when all are connected, a new
+    /// one takes the slot of the one idle longest.
+    pub max_clients: Option<Spanned<usize>>,
+    /// Seconds a client may stay connected without a request (default 60).
+    pub idle_timeout: Option<Spanned<f64>>,
+    /// Seconds a request may take to arrive whole from its first byte
+    /// (default 5).
+    pub request_timeout: Option<Spanned<f64>>,
 }
 
 impl AdminConfig {
+    /// `max_clients`, if set.
+    pub fn max_clients(&self) -> Option<usize> {
+        self.max_clients.as_ref().map(|n| *n.get_ref())
+    }
+
+    /// `idle_timeout`, if set (validated: positive and at most a day).
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        secs(self.idle_timeout.as_ref())
+    }
+
+    /// `request_timeout`, if set (validated like `idle_timeout`).
+    pub fn request_timeout(&self) -> Option<std::time::Duration> {
+        secs(self.request_timeout.as_ref())
+    }
+
     /// The group's id, if one is configured and exists.
     pub fn gid(&self) -> Option<u32> {
         self.group.as_ref().and_then(|g| group_id(g.get_ref()))
     }
+}
+
+fn secs(t: Option<&Spanned<f64>>) -> Option<std::time::Duration> {
+    t.and_then(|t| std::time::Duration::try_from_secs_f64(*t.get_ref()).ok())
 }
 
 /// A group's id, from a number or from its name in /etc/group.
@@ -472,7 +499,10 @@ impl Config {
             }
         })?;
         config.validate(text)?;
-        if !config.services.is_empty() {
+        // A file without [[forward]] rules is a load balancer, with or
+        // without services: one started empty is filled over the admin
+        // socket, as an LVS director is by ipvsadm-restore or keepalived.
+        if config.forwards.is_empty() {
             config.lb = Some(config.lb_setup(text)?);
         }
         Ok(config)
@@ -514,6 +544,30 @@ impl Config {
                 ));
             }
         }
+        if let Some(a) = &self.admin {
+            if let Some(n) = a.max_clients.as_ref().filter(|n| *n.get_ref() == 0) {
+                return Err(c.error(
+                    n.span(),
+                    "[admin] max_clients",
+                    "at least one client must be served".into(),
+                ));
+            }
+            for (t, key) in [
+                (&a.idle_timeout, "[admin] idle_timeout"),
+                (&a.request_timeout, "[admin] request_timeout"),
+            ] {
+                if let Some(t) = t
+                    .as_ref()
+                    .filter(|t| !(0.001..=86_400.0).contains(t.get_ref()))
+                {
+                    return Err(c.error(
+                        t.span(),
+                        key,
+                        format!("{} s: give seconds from 0.001 to 86400", t.get_ref()),
+                    ));
+                }
+            }
+        }
         if let Some(m) = &self.metrics {
             if m.addr().is_none() {
                 return Err(c.error(
@@ -525,11 +579,11 @@ impl Config {
                     ),
                 ));
             }
-            if self.services.is_empty() {
+            if !self.forwards.is_empty() {
                 return Err(c.error(
                     m.listen.span(),
                     "[metrics] listen",
-                    "metrics are served in load-balancer mode only (add a [[service]])".into(),
+                    "metrics are served in load-balancer mode only (a file with [[forward]] rules is a forwarder)".into(),
                 ));
             }
         }
@@ -596,14 +650,6 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if self.forwards.is_empty() && self.services.is_empty() {
-            return Err(ConfigError {
-                line: None,
-                key: "[[forward]]".into(),
-                message: "nothing to do: add [[service]] entries (a load balancer) or [[forward]] rules (a forwarder)"
-                    .into(),
-            });
-        }
         if !self.forwards.is_empty() && !self.services.is_empty() {
             return Err(c.error(
                 self.forwards[0].from.span(),

@@ -200,6 +200,9 @@ struct Extra {
         global = true
     )]
     output: Output,
+    /// Numeric output (always numeric; accepted anywhere, as ipvsadm's).
+    #[arg(short = 'n', long = "numeric", global = true)]
+    numeric: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,12 +291,29 @@ const SUBCOMMANDS: [&str; 7] = [
     "completions",
 ];
 
+/// The subcommand `args` (the program's name first) name, if any: the
+/// first word that is neither a global option (`--socket P`, `-o json`,
+/// `--output=json`, `-n`) nor its value, so that the global options go
+/// before or after a subcommand, as operators type them.
+fn subcommand_of(args: &[String]) -> Option<&str> {
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--socket" | "-o" | "--output" => {
+                words.next();
+            }
+            "-n" | "--numeric" => {}
+            w if w.starts_with("--socket=") || w.starts_with("--output=") => {}
+            w if w.starts_with("-o") && w.len() > 2 => {}
+            w => return SUBCOMMANDS.contains(&w).then_some(w),
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let result = if args
-        .get(1)
-        .is_some_and(|a| SUBCOMMANDS.contains(&a.as_str()))
-    {
+    let result = if subcommand_of(&args).is_some() {
         let extra = Extra::parse();
         run_extra(extra)
     } else {

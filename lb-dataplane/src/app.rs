@@ -280,7 +280,7 @@ fn mempool_size(config: &Config, queues: u16) -> u32 {
     let workers = u32::try_from(config.workers.lcores.get_ref().len()).unwrap_or(u32::MAX);
     let per_worker = 2 * u32::from(dpdk::burst_len(MAX_BURST)) + config.mempool.cache;
     let mut in_flight = workers.saturating_add(1).saturating_mul(per_worker);
-    if workers > 1 && !config.services.is_empty() {
+    if workers > 1 && config.lb.is_some() {
         // Each load-balancer worker's hand-over ring can hold mbufs too.
         in_flight = in_flight.saturating_add(workers.saturating_mul(HAND_OVER_SLOTS));
     }
@@ -438,11 +438,14 @@ pub fn run(
         },
         _ => None,
     };
-    let _admin = match (&control, socket) {
-        (Some(_), Some(path)) => match crate::admin::serve(
+    let admin_stats = control.as_ref().map(|c| Arc::clone(&c.admin_stats));
+    let _admin = match (admin_stats, socket) {
+        (Some(stats), Some(path)) => match crate::admin::serve(
             path.as_path(),
             config.admin.as_ref().and_then(|a| a.gid()),
             admin_tx,
+            crate::admin::Limits::of(config.admin.as_ref()),
+            stats,
         ) {
             Ok(server) => {
                 tracing::info!(socket = %path.display(), "admin socket ready");

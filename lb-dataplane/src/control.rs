@@ -69,6 +69,8 @@ pub struct Control {
     /// The interfaces' names by the engine's port number: the ports, then
     /// their VLAN sub-interfaces (`<port>.<id>`).
     pub interfaces: Vec<String>,
+    /// What the admin socket did with its clients.
+    pub admin_stats: Arc<crate::admin::AdminStats>,
     network: Network,
     specs: Vec<ServiceSpec>,
     timeouts: Timeouts,
@@ -127,6 +129,7 @@ impl Control {
             worker_stats: Vec::new(),
             ports: Vec::new(),
             interfaces: Vec::new(),
+            admin_stats: Arc::default(),
             network,
             specs,
             timeouts,
@@ -566,11 +569,18 @@ impl Control {
             .skip(self.ports.len())
             .map(|(name, (rx, tx))| json!({"name": name, "rx_packets": rx, "tx_packets": tx}))
             .collect();
+        let a = &self.admin_stats;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let admin = json!({
+            "clients": n(&a.clients), "accepted": n(&a.accepted), "closed_idle": n(&a.closed_idle),
+            "closed_slow": n(&a.closed_slow), "evicted": n(&a.evicted), "refused": n(&a.refused),
+        });
         Ok(json!({
             "total": total.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "workers": per,
             "ports": ports,
             "vlans": vlans,
+            "admin": admin,
         }))
     }
 

@@ -389,6 +389,63 @@ pub fn render(list: &Value, counters: &Value) -> String {
             samples,
         );
     }
+    // Per-VLAN frames in and out.
+    let (mut vlan_rx, mut vlan_tx) = (Vec::new(), Vec::new());
+    for v in counters["vlans"].as_array().into_iter().flatten() {
+        let l = labels(&[("interface", v["name"].as_str().unwrap_or("").to_owned())]);
+        vlan_rx.push((l.clone(), num(&v["rx_packets"])));
+        vlan_tx.push((l, num(&v["tx_packets"])));
+    }
+    family(
+        &mut out,
+        "lb_vlan_rx_packets_total",
+        "counter",
+        "Frames received on a VLAN sub-interface.",
+        &vlan_rx,
+    );
+    family(
+        &mut out,
+        "lb_vlan_tx_packets_total",
+        "counter",
+        "Frames sent on a VLAN sub-interface.",
+        &vlan_tx,
+    );
+    let admin = &counters["admin"];
+    family(
+        &mut out,
+        "lb_admin_clients",
+        "gauge",
+        "Clients connected to the admin socket.",
+        &[(String::new(), num(&admin["clients"]))],
+    );
+    let closed: Vec<(String, u64)> = [
+        ("idle", "closed_idle"),
+        ("slow", "closed_slow"),
+        ("evicted", "evicted"),
+        ("refused", "refused"),
+    ]
+    .iter()
+    .map(|(reason, key)| {
+        (
+            labels(&[("reason", (*reason).to_owned())]),
+            num(&admin[*key]),
+        )
+    })
+    .collect();
+    family(
+        &mut out,
+        "lb_admin_clients_closed_total",
+        "counter",
+        "Admin clients closed by the dataplane: idle too long, a request too slow, evicted for a new client when all slots were taken, refused when all were busy.",
+        &closed,
+    );
+    family(
+        &mut out,
+        "lb_admin_clients_accepted_total",
+        "counter",
+        "Admin clients accepted.",
+        &[(String::new(), num(&admin["accepted"]))],
+    );
     out
 }
 

@@ -247,3 +247,87 @@ fn a_configured_group_may_use_the_socket() {
         json!(1)
     );
 }
+
+/// `lb-ctl -L -n` against the socket of `dp`; its output.
+fn listing(dp: &Idle) -> String {
+    let out = std::process::Command::new(lb_tests::binary::path("lb-ctl"))
+        .env("LB_CTL_SOCKET", &dp.socket)
+        .args(["-L", "-n"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lb-ctl -L -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn idle_clients_cannot_lock_the_operator_out() {
+    let dp = start();
+    // 200 connections that say nothing, held open: more than the 64 slots.
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&dp.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(listing(&dp).contains("IP Virtual Server"));
+    // The ones that lost their slot were closed: they read the end.
+    let mut closed = 0;
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut b = [0u8; 1];
+        if matches!(std::io::Read::read(&mut s, &mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 200 - 64, "{closed} of 200 idle clients closed");
+    let mut c = Client::new(&dp.socket);
+    let admin = c.call(json!({"op": "counters"})).unwrap()["admin"].clone();
+    assert!(admin["evicted"].as_u64().unwrap() > 200 - 64, "{admin}");
+}
+
+#[test]
+fn idle_and_slow_clients_are_timed_out() {
+    let tmp = lb_tests::golden::TempDir::new("timeouts");
+    let config = tmp.0.join("lb.toml");
+    let base =
+        std::fs::read_to_string(lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"))
+            .unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}\n[admin]\nidle_timeout = 0.5\nrequest_timeout = 0.5\n"),
+    )
+    .unwrap();
+    let dp = Idle::start(&config);
+    let read_end = |s: &mut UnixStream| -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut all = Vec::new();
+        let _ = std::io::Read::read_to_end(s, &mut all);
+        all
+    };
+    // Silent: closed after the idle time, with nothing said.
+    let started = std::time::Instant::now();
+    let mut silent = UnixStream::connect(&dp.socket).unwrap();
+    assert!(read_end(&mut silent).is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // Half a request, then nothing: told why, then closed.
+    let mut slow = UnixStream::connect(&dp.socket).unwrap();
+    slow.write_all(b"{\"v\": 1, \"op\": ").unwrap();
+    let said = String::from_utf8(read_end(&mut slow)).unwrap();
+    assert!(said.contains("did not arrive whole"), "{said:?}");
+    // A client that keeps asking is served for as long as it asks.
+    let mut busy = Client::new(&dp.socket);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(200));
+        busy.call(json!({"op": "version"})).unwrap();
+    }
+    let admin = busy.call(json!({"op": "counters"})).unwrap()["admin"].clone();
+    assert_eq!(admin["closed_idle"], json!(1), "{admin}");
+    assert_eq!(admin["closed_slow"], json!(1), "{admin}");
+    assert_eq!(admin["clients"], json!(1), "{admin}");
+}

@@ -311,3 +311,52 @@ fn lb_ctl_as_ipvsadm() {
     c.fails(&["route", "del", "10.20.0.0/16"], 1);
     assert!(c.ok(&["completions", "bash"]).contains("lb-ctl"));
 }
+
+#[test]
+fn global_options_go_before_or_after_a_subcommand() {
+    let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
+    let socket = dp.socket.to_str().unwrap();
+    // No LB_CTL_SOCKET: the socket comes from the command line alone.
+    let run = |args: &[&str]| {
+        let out = Command::new(binary::path("lb-ctl"))
+            .env_remove("LB_CTL_SOCKET")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lb-ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Counters move (the polls): the same table either way.
+    let names = |t: String| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    let text = run(&["--socket", socket, "counters"]);
+    assert!(text.contains("rx_packets"), "{text}");
+    assert_eq!(names(text), names(run(&["counters", "--socket", socket])));
+    let json = |s: String| -> serde_json::Value {
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+    };
+    let a = json(run(&["-o", "json", "--socket", socket, "health"]));
+    let b = json(run(&["health", "--socket", socket, "-o", "json"]));
+    let c = json(run(&[
+        &format!("--socket={socket}"),
+        "--output=json",
+        "health",
+    ]));
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let dump = run(&["-n", "--socket", socket, "config", "dump"]);
+    assert!(dump.contains("[[service]]"), "{dump}");
+    assert_eq!(dump, run(&["config", "dump", "-n", "--socket", socket]));
+    let laddrs = run(&["--socket", socket, "laddr", "list"]);
+    assert_eq!(laddrs, run(&["laddr", "list", "--socket", socket]));
+    // And ipvsadm's own form, with the socket first.
+    let listing = run(&["--socket", socket, "-L", "-n"]);
+    assert!(listing.contains("IP Virtual Server"), "{listing}");
+}

@@ -474,3 +474,102 @@ fn two_workers(tag: &str, setup: ServerSetup, services: &str) {
         "{report}"
     );
 }
+
+/// `lb-ctl` against `lb`'s socket with `args` (and `stdin`); its standard
+/// output, after checking it succeeded.
+fn ctl(lb: &Running, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(lb_tests::binary::path("lb-ctl"))
+        .arg("--socket")
+        .arg(&lb.socket)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "lb-ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn started_empty_then_restored_carries_traffic_and_clears_to_empty() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const VIP2: &str = "198.18.0.20";
+    let topo = OneArm::new(
+        "em",
+        3,
+        80,
+        ClientNet::SameSegment,
+        ServerSetup::VipOnLoopback(VIP2),
+    )
+    .unwrap();
+    // Interfaces, no services: a director booting before its rules.
+    let lb = start(&topo, "");
+    assert_eq!(ctl(&lb, &["-S", "-n"], None), "", "nothing configured");
+    topo.client
+        .command("ping")
+        .args(["-c", "1", "-W", "2", "10.0.0.1"])
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .expect("the empty appliance answers ping");
+
+    // ipvsadm-restore with an existing LVS box's file, plus a DR service
+    // for this topology's servers.
+    let mut rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lbctl/rules.save"),
+    )
+    .unwrap();
+    rules.push_str(&format!("-A -t {VIP2}:80 -s rr\n"));
+    for k in 0..3 {
+        rules.push_str(&format!("-a -t {VIP2}:80 -r 10.0.0.1{k}:80 -g -w 1\n"));
+    }
+    ctl(&lb, &["-R"], Some(&rules));
+    let saved = ctl(&lb, &["-S", "-n"], None);
+    assert!(saved.contains(&format!("-A -t {VIP2}:80 -s rr")), "{saved}");
+    let mut per_server = BTreeMap::<String, usize>::new();
+    for i in 0..30 {
+        let body = topo
+            .get(&format!("http://{VIP2}/"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let server = body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        *per_server.entry(server).or_default() += 1;
+    }
+    assert_eq!(
+        per_server.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{per_server:?}"
+    );
+
+    // Cleared: still running, empty, answering ping.
+    ctl(&lb, &["-C"], None);
+    assert_eq!(ctl(&lb, &["-S", "-n"], None), "");
+    assert!(
+        topo.get(&format!("http://{VIP2}/")).is_err(),
+        "nothing is served"
+    );
+    topo.client
+        .command("ping")
+        .args(["-c", "1", "-W", "2", "10.0.0.1"])
+        .status()
+        .unwrap()
+        .success()
+        .then_some(())
+        .expect("the cleared appliance answers ping");
+    let report = lb.stop();
+    assert!(report["engine"]["counters"]["rx_packets"].as_u64().unwrap() > 0);
+}
