@@ -121,6 +121,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Serve the admin socket here (overrides the configuration's).
     pub admin_socket: Option<std::path::PathBuf>,
+    /// Set (by SIGHUP) to re-read this file's services and timeouts.
+    pub reload: Option<(Arc<AtomicBool>, std::path::PathBuf)>,
 }
 
 /// What a run did, for printing and for tests.
@@ -472,6 +474,21 @@ pub fn run(
         if let Ok((op, reply)) = admin_rx.recv_timeout(Duration::from_millis(10)) {
             if let Some(c) = control.as_mut() {
                 let _ = reply.send(crate::admin::execute(c, op));
+            }
+        }
+        if let (Some(c), Some((flag, path))) = (control.as_mut(), opts.reload.as_ref()) {
+            if flag.swap(false, Ordering::Relaxed) {
+                match c.reload(path) {
+                    Ok(out) => tracing::info!(
+                        file = %path.display(),
+                        changes = %out["diff"],
+                        "reloaded: services and timeouts applied (other settings change with a restart)"
+                    ),
+                    Err(e) => tracing::error!(
+                        file = %path.display(),
+                        "reload refused, nothing changed: {e}"
+                    ),
+                }
             }
         }
         if let Some(c) = control.as_mut() {

@@ -349,6 +349,35 @@ impl Control {
     /// `dry_run`, only says what would change.
     pub fn apply(&mut self, toml: &str, dry_run: bool) -> Result<Value, String> {
         let (specs, timeouts) = parse_desired(toml).map_err(|e| e.to_string())?;
+        self.apply_specs(specs, timeouts, dry_run)
+    }
+
+    /// Re-reads the configuration file at `path` (SIGHUP) and applies its
+    /// services and timeouts as `apply` does: the whole file is validated
+    /// first, and a file that does not validate changes nothing. The rest
+    /// of the file (EAL, workers, ports, addresses, routes, neighbours) is
+    /// what the process started with: a change there needs a restart
+    /// (routes also change live with `lb-ctl route`).
+    pub fn reload(&mut self, path: &std::path::Path) -> Result<Value, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config = lb_core::config::Config::from_toml(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(lb) = config.lb else {
+            return Err(format!(
+                "{}: the file now describes a forwarder ([[forward]]); that needs a restart",
+                path.display()
+            ));
+        };
+        self.apply_specs(lb.services, lb.timeouts, false)
+    }
+
+    fn apply_specs(
+        &mut self,
+        specs: Vec<ServiceSpec>,
+        timeouts: Timeouts,
+        dry_run: bool,
+    ) -> Result<Value, String> {
         // Validate as a whole before saying anything.
         let built =
             Snapshot::build(self.version + 1, specs, timeouts).map_err(|e| e.to_string())?;

@@ -35,6 +35,10 @@ struct Cli {
     /// Serve the admin socket at this path (overrides [admin] socket).
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<PathBuf>,
+    /// Only validate the configuration: print what is wrong (with its key
+    /// and line) and exit 1, or say it is valid and exit 0. Starts nothing.
+    #[arg(long)]
+    check: bool,
     /// EAL arguments, appended to the configuration's.
     #[arg(last = true, value_name = "EAL_ARGS")]
     eal: Vec<String>,
@@ -115,11 +119,28 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         return Err("no configuration: pass --config FILE (see config/ for examples)".into());
     };
     let config = app::load_config(path).map_err(|e| e.to_string())?;
+    if cli.check {
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let role = match &config.lb {
+            Some(lb) => format!(
+                "a load balancer with {}",
+                count(lb.services.len(), "service")
+            ),
+            None => format!("a forwarder with {}", count(config.forwards.len(), "rule")),
+        };
+        println!("{}: valid, {role}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| format!("cannot install the handler for signal {signal}: {e}"))?;
     }
+    // SIGHUP re-reads the file's services and timeouts (on the control
+    // thread, which owns them), as daemons do.
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| format!("cannot install the handler for SIGHUP: {e}"))?;
     let duration = match cli.duration {
         Some(s) if !(s.is_finite() && s > 0.0) => {
             return Err(format!("--duration {s}: give a positive number of seconds"))
@@ -131,6 +152,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         idle_exit: cli.idle_exit_ms.map(Duration::from_millis),
         duration,
         admin_socket: cli.admin_socket.clone(),
+        reload: Some((reload, path.clone())),
     };
     let report = app::run(&config, &opts, stop).map_err(|e| e.to_string())?;
     print!("{}", report.to_table());

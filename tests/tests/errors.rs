@@ -157,3 +157,29 @@ fn no_config_at_all_is_a_usage_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("pass --config FILE"), "{stderr}");
 }
+
+#[test]
+fn check_validates_without_starting() {
+    // A bad file: what is wrong, with its key and line, exit 1.
+    let bad = GOOD.replace("lcores = [1]", "lcores = [1]\nburst = 0");
+    let e = fails(Some(&bad), &["--check"]);
+    assert!(e.contains("burst"), "{e}");
+    assert!(e.contains("line"), "{e}");
+    // A good one: said so, exit 0, and nothing started (no EAL, no port).
+    let tmp = TempDir::new("check");
+    let path = tmp.0.join("lb.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = Command::new(binary::path("lb-dataplane"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("valid, a forwarder with 1 rule"), "{said}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("EAL"),
+        "{out:?}"
+    );
+}

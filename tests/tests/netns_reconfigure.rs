@@ -181,3 +181,167 @@ mode = "fnat"
         "{report}"
     );
 }
+
+/// The configuration of the SIGHUP test: service A (the echo, port 9000)
+/// always on both servers, service B (HTTP, port 80) on `b_reals`, with
+/// `b_extra` in B's section.
+fn hup_config(b_reals: &[&str], b_extra: &str) -> String {
+    let reals: String = b_reals
+        .iter()
+        .map(|a| format!("[[service.real]]\naddress = \"{a}\"\nport = 8080\nmode = \"fnat\"\n"))
+        .collect();
+    format!(
+        r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "net_af_packet0"
+addresses = ["10.0.0.1/24", "10.9.0.1/24"]
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 9000
+scheduler = "rr"
+local_addresses = ["10.0.0.100"]
+[[service.real]]
+address = "10.0.0.10"
+mode = "fnat"
+[[service.real]]
+address = "10.0.0.11"
+mode = "fnat"
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 80
+scheduler = "rr"
+local_addresses = ["10.0.0.100"]
+{b_extra}
+{reals}
+"#
+    )
+}
+
+#[test]
+fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
+    use std::sync::{Arc, Mutex};
+    let mut topo = OneArm::new("hu", 2, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    topo.spawn_on_servers(ECHO_SERVER, &["9000"]).unwrap();
+    topo.wait_for_servers(9000).unwrap();
+    let tmp = TempDir::new("hup");
+    let config = tmp.0.join("lb.toml");
+    std::fs::write(&config, hup_config(&["10.0.0.10"], "")).unwrap();
+    let check = std::process::Command::new(binary::path("lb-dataplane"))
+        .arg("--check")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("valid, a load balancer with 2 services"),
+        "{check:?}"
+    );
+    let mut lb = topo
+        .lb
+        .command(binary::path("lb-dataplane"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--duration", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = lb.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(lb_tests::dataplane::wait_for_log(
+        &mut stderr,
+        "forwarding",
+    )));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &lb.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let wait_log = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let servers_of_b = || -> Vec<String> {
+        (0..6)
+            .map(|i| {
+                let body = topo
+                    .get("http://198.18.0.10/")
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                body.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert!(servers_of_b().iter().all(|s| s == "rs0"));
+
+    let client = topo
+        .client
+        .command("python3")
+        .args(["-c", LONG_CLIENT, "198.18.0.10", "9000", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // B moves to the other server; A, untouched, keeps its connection.
+    std::fs::write(&config, hup_config(&["10.0.0.11"], "")).unwrap();
+    hup();
+    wait_log("reloaded");
+    assert!(
+        servers_of_b().iter().all(|s| s == "rs1"),
+        "B took the new real"
+    );
+
+    // A broken file: refused with the reason, and nothing changes.
+    std::fs::write(&config, hup_config(&["10.0.0.300"], "")).unwrap();
+    hup();
+    wait_log("reload refused, nothing changed");
+    assert!(
+        log.lock().unwrap().contains("10.0.0.300"),
+        "the log names what is wrong:\n{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        servers_of_b().iter().all(|s| s == "rs1"),
+        "still the reloaded state"
+    );
+
+    let out = client.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.starts_with("ok "), "the long connection broke: {out}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &lb.id().to_string()])
+        .status();
+    lb.wait().unwrap();
+}
