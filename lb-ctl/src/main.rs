@@ -7,7 +7,7 @@
 //! `config dump`, `counters`, `laddr`, `completions`).
 //!
 //! Exit codes: 0 done, 1 refused by the dataplane, 2 usage, 3 the socket
-//! cannot be reached.
+//! cannot be reached, 4 the dataplane speaks another admin protocol.
 
 mod client;
 mod format;

@@ -516,22 +516,37 @@ fn read_line(
     }
 }
 
-fn parse(line: &[u8]) -> Result<Op, String> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not a JSON request: {e}"))?;
+/// Why a request line was refused before it reached the control thread.
+#[derive(Debug)]
+enum Refused {
+    /// Another protocol version (answered with `"code": "version"`, so a
+    /// client can tell it from a refused operation).
+    Version(String),
+    Bad(String),
+}
+
+fn parse(line: &[u8]) -> Result<Op, Refused> {
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| Refused::Bad(format!("not a JSON request: {e}")))?;
+    // `version` is answered whatever version the client speaks, so that it
+    // can find out which this dataplane does.
+    if v.get("op").and_then(Value::as_str) == Some("version") {
+        return Ok(Op::Version {
+            v: v.get("v").and_then(Value::as_u64).unwrap_or(0),
+        });
+    }
     match v.get("v").and_then(Value::as_u64) {
         Some(PROTOCOL_VERSION) => {}
-        Some(other) => {
-            return Err(format!(
+        Some(other) => return Err(Refused::Version(format!(
             "protocol version {other} is not supported (this dataplane speaks {PROTOCOL_VERSION})"
-        ))
-        }
+        ))),
         None => {
-            return Err(format!(
+            return Err(Refused::Version(format!(
                 "the request has no protocol version: add \"v\": {PROTOCOL_VERSION}"
-            ))
+            )))
         }
     }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+    serde_json::from_value(v).map_err(|e| Refused::Bad(format!("bad request: {e}")))
 }
 
 /// A client's identity and what it is held to.
@@ -583,7 +598,17 @@ fn client(stream: UnixStream, requests: &Sender<Pending>, session: Session<'_>) 
                 continue;
             }
             Ok(Line::Request(line)) => match parse(&line) {
-                Err(e) => Err(e),
+                Err(Refused::Version(e)) => {
+                    let v = json!({"ok": false, "error": e, "code": "version"});
+                    let mut line = serde_json::to_vec(&v).unwrap_or_default();
+                    line.push(b'\n');
+                    if (&stream).write_all(&line).is_err() {
+                        return;
+                    }
+                    slots.set_busy(id, false);
+                    continue;
+                }
+                Err(Refused::Bad(e)) => Err(e),
                 Ok(op) => {
                     let (tx, rx) = bounded(1);
                     if requests.send((op, tx)).is_err() {

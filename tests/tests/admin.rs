@@ -331,3 +331,21 @@ fn idle_and_slow_clients_are_timed_out() {
     assert_eq!(admin["closed_slow"], json!(1), "{admin}");
     assert_eq!(admin["clients"], json!(1), "{admin}");
 }
+
+#[test]
+fn another_protocol_version_is_told_apart() {
+    let dp = start();
+    let mut c = Client::new(&dp.socket);
+    // `version` is answered in any version, so a client can find out.
+    let a = c.raw(br#"{"v": 2, "op": "version"}"#);
+    assert_eq!(a["ok"], json!(true), "{a}");
+    assert_eq!(a["data"]["protocol"], json!(1), "{a}");
+    // Anything else in another version is refused with a code saying so.
+    let a = c.raw(br#"{"v": 2, "op": "list"}"#);
+    assert_eq!(a["ok"], json!(false), "{a}");
+    assert_eq!(a["code"], json!("version"), "{a}");
+    // A refused operation has no such code.
+    let a = c.raw(br#"{"v": 1, "op": "del_service", "service": {"protocol": "tcp", "vip": "198.18.9.9", "port": 1}}"#);
+    assert_eq!(a["ok"], json!(false), "{a}");
+    assert!(a.get("code").is_none(), "{a}");
+}

@@ -360,3 +360,38 @@ fn global_options_go_before_or_after_a_subcommand() {
     let listing = run(&["--socket", socket, "-L", "-n"]);
     assert!(listing.contains("IP Virtual Server"), "{listing}");
 }
+
+#[test]
+fn a_dataplane_of_another_protocol_gets_one_line_and_exit_4() {
+    use std::io::{BufRead, BufReader};
+    let tmp = lb_tests::golden::TempDir::new("ver");
+    let path = tmp.0.join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // A dataplane from the future: protocol 2.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) > 0 {
+                let mut w = &stream;
+                let _ = w.write_all(
+                    b"{\"ok\": true, \"data\": {\"protocol\": 2, \"version\": \"9.0.0\"}}\n",
+                );
+            }
+        }
+    });
+    let out = Command::new(binary::path("lb-ctl"))
+        .arg("--socket")
+        .arg(&path)
+        .args(["-L", "-n"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("speaks admin protocol 2, this lb-ctl 1"),
+        "{err}"
+    );
+    assert!(err.contains("dataplane 9.0.0"), "{err}");
+}
