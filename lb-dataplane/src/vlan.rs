@@ -43,6 +43,12 @@ impl Vlans {
         Vlans { ports, of, by_port }
     }
 
+    /// How many ports there are: interfaces from this number on are VLANs.
+    #[inline]
+    pub fn ports(&self) -> usize {
+        self.ports
+    }
+
     /// Whether `port` has sub-interfaces (so its frames' tags matter).
     #[inline]
     pub fn on_port(&self, port: usize) -> bool {

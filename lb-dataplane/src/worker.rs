@@ -303,7 +303,22 @@ impl LbWorker {
     /// Queues a frame for interface `iface` (a port, or a VLAN on one,
     /// whose tag it then gets), cut into segments if it is larger than the
     /// interface's MTU.
-    fn queue(&mut self, out: &mut [MbufBurst], iface: usize, mut m: Mbuf) {
+    #[inline]
+    fn queue(&mut self, out: &mut [MbufBurst], iface: usize, m: Mbuf) {
+        if iface >= self.vlans.ports() {
+            return self.queue_tagged(out, iface, m);
+        }
+        let mtu = self.mtus.get(iface).copied().unwrap_or(u16::MAX);
+        if m.pkt_len() > u32::from(mtu) + ETHERNET_HEADER {
+            return self.segment(out, iface, mtu, m);
+        }
+        self.queue_frame(out, iface, m);
+    }
+
+    /// [`queue`](Self::queue) for a VLAN sub-interface: the tag goes on
+    /// first.
+    #[cold]
+    fn queue_tagged(&mut self, out: &mut [MbufBurst], iface: usize, mut m: Mbuf) {
         let mtu = self.mtus.get(iface).copied().unwrap_or(u16::MAX);
         let (port, tag) = self.vlans.port_of(iface);
         let mut l2 = ETHERNET_HEADER;
@@ -409,6 +424,7 @@ impl LbWorker {
         }
     }
 
+    #[inline]
     fn queue_frame(&mut self, out: &mut [MbufBurst], port: usize, m: Mbuf) {
         let Some(batch) = out.get_mut(port) else {
             self.counters.add(Counter::DropNoPort, 1);
