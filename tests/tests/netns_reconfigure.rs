@@ -62,33 +62,8 @@ fn long_connection_survives_a_thousand_changes() {
     let socket = tmp.0.join("admin.sock");
     let report = tmp.0.join("report.json");
     let config = tmp.0.join("lb.toml");
-    std::fs::write(
-        &config,
-        r#"
-[eal]
-args = ["--no-huge", "--no-shconf", "-m", "256", "--no-pci", "--log-level=lib.eal:warning", "--vdev=net_af_packet0,iface=eth0"]
-[workers]
-lcores = [1]
-[sessions]
-capacity = 65536
-[[port]]
-name = "net_af_packet0"
-addresses = ["10.0.0.1/24", "10.9.0.1/24"]
-[[service]]
-protocol = "tcp"
-vip = "198.18.0.10"
-port = 9000
-scheduler = "rr"
-local_addresses = ["10.0.0.100"]
-[[service.real]]
-address = "10.0.0.10"
-mode = "fnat"
-[[service.real]]
-address = "10.0.0.11"
-mode = "fnat"
-"#,
-    )
-    .unwrap();
+    // The echo service (A) the connection uses, and an HTTP one (B).
+    std::fs::write(&config, hup_config(&["10.0.0.10"], "")).unwrap();
     let mut lb = topo
         .lb
         .command(binary::path("lb-dataplane"))
@@ -169,7 +144,12 @@ mode = "fnat"
         .as_u64()
         .unwrap();
     eprintln!("{changes} changes in {took:?} while {pings} echoes went through; the worker's longest loop gap was {} us", gap / 1000);
-    let svc = &report["engine"]["services"][0];
+    let svc = report["engine"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == json!("TCP 198.18.0.10:9000"))
+        .expect("the echo service in the report");
     assert_eq!(
         svc["conns"].as_u64(),
         Some(1),
