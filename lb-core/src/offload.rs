@@ -299,21 +299,15 @@ impl TcpV6Cut {
     }
 
     /// The length of segment `k`'s frame.
-    pub fn len(&self, k: usize) -> usize {
+    pub fn seg_len(&self, k: usize) -> usize {
         self.headers
             + self
                 .mss
                 .min(self.payload - (k * self.mss).min(self.payload))
     }
 
-    /// Whether the frame has no payload to cut (never true of a frame
-    /// that [`oversize`] classified).
-    pub fn is_empty(&self) -> bool {
-        self.payload == 0
-    }
-
     /// Writes segment `k` of `frame` into `out`, which is
-    /// [`len`](Self::len)`(k)` bytes long.
+    /// [`seg_len`](Self::seg_len)`(k)` bytes long.
     pub fn write(&self, frame: &[u8], k: usize, out: &mut [u8]) {
         let from = self.headers + k * self.mss;
         let body = out.len() - self.headers;
@@ -558,7 +552,7 @@ mod tests {
         assert_eq!(cut.count(), 3);
         let mut seen = Vec::new();
         for k in 0..cut.count() {
-            let mut seg = vec![0u8; cut.len(k)];
+            let mut seg = vec![0u8; cut.seg_len(k)];
             cut.write(&big, k, &mut seg);
             let p = parse(&seg).unwrap();
             assert_eq!(p.l3_end, seg.len(), "the payload length fits the segment");
@@ -577,7 +571,7 @@ mod tests {
             seen.extend_from_slice(&seg[p.l4_offset + 20..]);
         }
         assert_eq!(seen, payload, "every byte once, in order");
-        assert_eq!((cut.len(0), cut.len(2)), (14 + 1500, 14 + 60 + 120));
+        assert_eq!((cut.seg_len(0), cut.seg_len(2)), (14 + 1500, 14 + 60 + 120));
     }
 
     #[test]

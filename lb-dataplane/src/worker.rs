@@ -405,7 +405,7 @@ impl LbWorker {
         let frame = PacketBuf::data(m);
         let mut sent = 0u64;
         for k in 0..cut.count() {
-            let len = u16::try_from(cut.len(k)).unwrap_or(u16::MAX);
+            let len = u16::try_from(cut.seg_len(k)).unwrap_or(u16::MAX);
             let Some(mut seg) = self.pool.alloc() else {
                 self.counters.add(Counter::DropGso, 1);
                 continue;

@@ -102,6 +102,10 @@ pub struct Running {
     report: PathBuf,
     /// The admin socket (`--admin-socket`).
     pub socket: PathBuf,
+    /// The configuration file it runs on (rewrite it, then
+    /// [`signal`](Running::signal) `HUP`, to reload).
+    pub config: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     _tmp: TempDir,
 }
 
@@ -128,18 +132,61 @@ impl Running {
             .spawn()
             .expect("start lb-dataplane");
         let mut stderr = child.stderr.take().expect("piped");
-        wait_for_log(&mut stderr, "forwarding");
-        // Keep draining stderr so the process never blocks on it.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(wait_for_log(
+            &mut stderr,
+            "forwarding",
+        )));
+        // Keep reading stderr so the process never blocks on it, and keep
+        // what it says for `log`.
+        let sink = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&text);
+            }
         });
         Running {
             child,
             report,
             socket,
+            config: path,
+            log,
             _tmp: tmp,
         }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to 10 s for `text` in its log; panics with the log if it
+    /// does not come.
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends it signal `name` (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{name} failed");
     }
 
     /// `lb-ctl counters -o json` while it runs.

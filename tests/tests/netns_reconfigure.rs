@@ -2,13 +2,13 @@
 //! thousand configuration changes of other services, made over the admin
 //! socket while it carries traffic, and no worker is held up by them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lb_tests::binary;
-use lb_tests::golden::TempDir;
+use lb_tests::dataplane::Running;
 use lb_tests::topology::{ClientNet, OneArm, ServerSetup};
 use serde_json::{json, Value};
 
@@ -58,32 +58,9 @@ fn long_connection_survives_a_thousand_changes() {
     let mut topo = OneArm::new("rc", 2, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
     topo.spawn_on_servers(ECHO_SERVER, &["9000"]).unwrap();
     topo.wait_for_servers(9000).unwrap();
-    let tmp = TempDir::new("reconf");
-    let socket = tmp.0.join("admin.sock");
-    let report = tmp.0.join("report.json");
-    let config = tmp.0.join("lb.toml");
     // The echo service (A) the connection uses, and an HTTP one (B).
-    std::fs::write(&config, hup_config(&["10.0.0.10"], "")).unwrap();
-    let mut lb = topo
-        .lb
-        .command(binary::path("lb-dataplane"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--admin-socket")
-        .arg(&socket)
-        .arg("--report")
-        .arg(&report)
-        .args(["--duration", "120"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = lb.stderr.take().unwrap();
-    lb_tests::dataplane::wait_for_log(&mut stderr, "admin socket ready");
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = stderr.read_to_end(&mut sink);
-    });
+    let lb = Running::start(&topo.lb, &hup_config(&["10.0.0.10"], ""), 120);
+    let socket = lb.socket.clone();
 
     let client = topo
         .client
@@ -135,11 +112,7 @@ fn long_connection_survives_a_thousand_changes() {
     let pings: u32 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(pings > 100, "{out}");
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &lb.id().to_string()])
-        .status();
-    lb.wait().unwrap();
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = lb.stop();
     let gap = report["workers"][0]["counters"]["max_loop_gap_ns"]
         .as_u64()
         .unwrap();
@@ -207,17 +180,14 @@ local_addresses = ["10.0.0.100"]
 
 #[test]
 fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
-    use std::sync::{Arc, Mutex};
     let mut topo = OneArm::new("hu", 2, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
     topo.spawn_on_servers(ECHO_SERVER, &["9000"]).unwrap();
     topo.wait_for_servers(9000).unwrap();
-    let tmp = TempDir::new("hup");
-    let config = tmp.0.join("lb.toml");
-    std::fs::write(&config, hup_config(&["10.0.0.10"], "")).unwrap();
+    let lb = Running::start(&topo.lb, &hup_config(&["10.0.0.10"], ""), 120);
     let check = std::process::Command::new(binary::path("lb-dataplane"))
         .arg("--check")
         .arg("-c")
-        .arg(&config)
+        .arg(&lb.config)
         .output()
         .unwrap();
     assert!(check.status.success(), "{check:?}");
@@ -225,51 +195,6 @@ fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
         String::from_utf8_lossy(&check.stdout).contains("valid, a load balancer with 2 services"),
         "{check:?}"
     );
-    let mut lb = topo
-        .lb
-        .command(binary::path("lb-dataplane"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--duration", "120"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = lb.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(lb_tests::dataplane::wait_for_log(
-        &mut stderr,
-        "forwarding",
-    )));
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let hup = || {
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &lb.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
-    let wait_log = |text: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log.lock().unwrap().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} in the log:\n{}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let servers_of_b = || -> Vec<String> {
         (0..6)
             .map(|i| {
@@ -295,22 +220,22 @@ fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
     std::thread::sleep(Duration::from_millis(500));
 
     // B moves to the other server; A, untouched, keeps its connection.
-    std::fs::write(&config, hup_config(&["10.0.0.11"], "")).unwrap();
-    hup();
-    wait_log("reloaded");
+    std::fs::write(&lb.config, hup_config(&["10.0.0.11"], "")).unwrap();
+    lb.signal("HUP");
+    lb.wait_log("reloaded");
     assert!(
         servers_of_b().iter().all(|s| s == "rs1"),
         "B took the new real"
     );
 
     // A broken file: refused with the reason, and nothing changes.
-    std::fs::write(&config, hup_config(&["10.0.0.300"], "")).unwrap();
-    hup();
-    wait_log("reload refused, nothing changed");
+    std::fs::write(&lb.config, hup_config(&["10.0.0.300"], "")).unwrap();
+    lb.signal("HUP");
+    lb.wait_log("reload refused, nothing changed");
+    let log = lb.log();
     assert!(
-        log.lock().unwrap().contains("10.0.0.300"),
-        "the log names what is wrong:\n{}",
-        log.lock().unwrap()
+        log.contains("10.0.0.300"),
+        "the log names what is wrong:\n{log}"
     );
     assert!(
         servers_of_b().iter().all(|s| s == "rs1"),
@@ -320,8 +245,5 @@ fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
     let out = client.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.starts_with("ok "), "the long connection broke: {out}");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &lb.id().to_string()])
-        .status();
-    lb.wait().unwrap();
+    lb.stop();
 }
