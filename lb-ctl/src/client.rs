@@ -1,12 +1,13 @@
-//! The admin socket's client side: one JSON request per line, one answer
-//! per line (see lb-dataplane's admin module for the protocol).
+//! The admin socket's client side: one request line, one answer line, in
+//! the types of [`lb_admin_proto`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use lb_admin_proto::{decode_reply, Answered, Code, Op, VersionInfo, PROTOCOL_VERSION};
+use serde::de::DeserializeOwned;
 
 /// Why a request did not succeed, with the exit code that goes with it.
 #[derive(Debug)]
@@ -18,9 +19,6 @@ pub enum Failure {
     /// The dataplane speaks another protocol version (exit 4).
     Version(String),
 }
-
-/// The protocol version this lb-ctl speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
 
 impl Failure {
     pub fn exit_code(&self) -> u8 {
@@ -72,30 +70,26 @@ impl Client {
         };
         // Versions first: a dataplane of another protocol says which it
         // speaks (it answers `version` in any), and nothing else is sent.
-        let v = c.call("version", json!({}))?;
-        match v["protocol"].as_u64() {
-            Some(PROTOCOL_VERSION) => Ok(c),
-            other => Err(Failure::Version(format!(
-                "the dataplane at {} speaks admin protocol {}, this lb-ctl {PROTOCOL_VERSION} (lb-ctl {}, dataplane {}): use the lb-ctl that came with it",
-                path.display(),
-                other.map_or("?".to_owned(), |p| p.to_string()),
-                env!("CARGO_PKG_VERSION"),
-                v["version"].as_str().unwrap_or("?")
-            ))),
+        let v: VersionInfo = c.call(&Op::Version)?;
+        if v.protocol == PROTOCOL_VERSION {
+            return Ok(c);
         }
+        Err(Failure::Version(format!(
+            "the dataplane at {} speaks admin protocol {}, this lb-ctl {PROTOCOL_VERSION} (lb-ctl {}, dataplane {}): use the lb-ctl that came with it",
+            path.display(),
+            v.protocol,
+            env!("CARGO_PKG_VERSION"),
+            v.version
+        )))
     }
 
-    /// Sends `op` with its fields; the answer's data.
-    pub fn call(&mut self, op: &str, mut fields: Value) -> Result<Value, Failure> {
-        fields["v"] = json!(PROTOCOL_VERSION);
-        fields["op"] = json!(op);
+    /// Sends `op`; the answer's data, of the type `op` answers with.
+    pub fn call<T: DeserializeOwned>(&mut self, op: &Op) -> Result<T, Failure> {
         let lost = |e: std::io::Error| Failure::Unreachable {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        let mut line = fields.to_string();
-        line.push('\n');
-        self.w.write_all(line.as_bytes()).map_err(lost)?;
+        self.w.write_all(op.to_line().as_bytes()).map_err(lost)?;
         let mut answer = String::new();
         self.r.read_line(&mut answer).map_err(lost)?;
         if answer.is_empty() {
@@ -104,19 +98,12 @@ impl Client {
                 reason: "the dataplane closed the connection".into(),
             });
         }
-        let a: Value = serde_json::from_str(&answer)
-            .map_err(|e| Failure::Rejected(format!("unreadable answer: {e}")))?;
-        if a["ok"] == json!(true) {
-            Ok(a["data"].clone())
-        } else if a["code"] == json!("version") {
-            Err(Failure::Version(format!(
-                "the dataplane does not speak this lb-ctl's protocol: {}",
-                a["error"].as_str().unwrap_or("?")
-            )))
-        } else {
-            Err(Failure::Rejected(
-                a["error"].as_str().unwrap_or("unknown error").to_owned(),
-            ))
-        }
+        decode_reply(&answer).map_err(|a| match a {
+            Answered::Refused(e, Some(Code::Version)) => Failure::Version(format!(
+                "the dataplane does not speak this lb-ctl's protocol: {e}"
+            )),
+            Answered::Refused(e, None) => Failure::Rejected(e),
+            Answered::Unreadable(e) => Failure::Rejected(format!("unreadable answer: {e}")),
+        })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
+use lb_admin_proto::{Connections, List, ServiceInfo};
 
 /// ipvsadm's `print_largenum`: right-aligned in 9 columns, with K/M/G/T
 /// above 100 million unless `exact`.
@@ -27,21 +27,14 @@ pub fn largenum(i: u64, exact: bool) -> String {
     }
 }
 
-/// A count or rate as a whole number (rates come as floats, and ipvsadm
-/// shows them truncated).
+/// A rate as a whole number, truncated as ipvsadm shows it.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // saturating by Rust's float-to-int rules
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .or_else(|| v.as_f64().map(|f| f as u64))
-        .unwrap_or(0)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
+fn whole(rate: f64) -> u64 {
+    rate as u64
 }
 
 /// `addr:port`, IPv6 in brackets.
-pub fn addr_port(addr: &str, port: u64) -> String {
+pub fn addr_port(addr: &str, port: u16) -> String {
     if addr.contains(':') {
         format!("[{addr}]:{port}")
     } else {
@@ -50,7 +43,7 @@ pub fn addr_port(addr: &str, port: u64) -> String {
 }
 
 /// A prefix length as ipvsadm shows a netmask (dotted for IPv4).
-fn mask(len: u64, v6: bool) -> String {
+fn mask(len: u8, v6: bool) -> String {
     if v6 {
         return len.to_string();
     }
@@ -73,30 +66,21 @@ pub enum Table {
 
 /// Services sorted as ipvsadm sorts them: protocol, address, port; real
 /// servers by address and port.
-pub fn sorted(list: &Value) -> Vec<Value> {
-    let mut services: Vec<Value> = list["services"].as_array().cloned().unwrap_or_default();
-    let key = |v: &Value| {
-        let ip: std::net::IpAddr = s(&v["vip"])
-            .parse()
-            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        (s(&v["protocol"]).to_owned(), ip, u(&v["port"]))
+pub fn sorted(list: &List) -> Vec<ServiceInfo> {
+    let ip = |a: &str| {
+        a.parse::<std::net::IpAddr>()
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
     };
-    services.sort_by_key(key);
+    let mut services = list.services.clone();
+    services.sort_by_key(|v| (v.protocol.clone(), ip(&v.vip), v.port));
     for svc in &mut services {
-        if let Some(reals) = svc["reals"].as_array_mut() {
-            reals.sort_by_key(|r| {
-                let ip: std::net::IpAddr = s(&r["address"])
-                    .parse()
-                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-                (ip, u(&r["port"]))
-            });
-        }
+        svc.reals.sort_by_key(|r| (ip(&r.address), r.port));
     }
     services
 }
 
 /// `ipvsadm -L -n` and variants.
-pub fn listing(list: &Value, table: Table, exact: bool) -> String {
+pub fn listing(list: &List, table: Table, exact: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "IP Virtual Server version 1.2.1 (size=4096)");
     match table {
@@ -133,40 +117,35 @@ pub fn listing(list: &Value, table: Table, exact: bool) -> String {
         }
     }
     for svc in sorted(list) {
-        let vip = s(&svc["vip"]);
-        let name = format!(
-            "{}  {}",
-            s(&svc["protocol"]),
-            addr_port(vip, u(&svc["port"]))
-        );
+        let vip = svc.vip.as_str();
+        let name = format!("{}  {}", svc.protocol, addr_port(vip, svc.port));
         match table {
             Table::Stats => {
-                let st = &svc["stats"];
+                let st = &svc.stats;
                 let _ = write!(o, "{name:<33}");
-                for k in ["conns", "in_pkts", "out_pkts", "in_bytes", "out_bytes"] {
-                    o.push_str(&largenum(u(&st[k]), exact));
+                for n in [st.conns, st.in_pkts, st.out_pkts, st.in_bytes, st.out_bytes] {
+                    o.push_str(&largenum(n, exact));
                 }
                 o.push('\n');
             }
             Table::Rate => {
-                let r = &svc["rates"];
+                let r = &svc.rates;
                 let _ = write!(o, "{name:<33}");
-                for k in ["cps", "in_pps", "out_pps", "in_bps", "out_bps"] {
-                    o.push_str(&largenum(u(&r[k]), exact));
+                for n in [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps] {
+                    o.push_str(&largenum(whole(n), exact));
                 }
                 o.push('\n');
             }
             _ => {
-                let _ = write!(o, "{name} {}", s(&svc["scheduler"]));
-                let flags = s(&svc["flags"]);
-                if !flags.is_empty() {
-                    let _ = write!(o, " ({flags})");
+                let _ = write!(o, "{name} {}", svc.scheduler);
+                if !svc.flags.is_empty() {
+                    let _ = write!(o, " ({})", svc.flags);
                 }
-                if let Some(p) = svc["persistence"].as_u64() {
+                if let Some(p) = svc.persistence {
                     let _ = write!(o, " persistent {p}");
                     let v6 = vip.contains(':');
                     let full = if v6 { 128 } else { 32 };
-                    let m = svc["netmask"].as_u64().unwrap_or(full);
+                    let m = svc.netmask.unwrap_or(full);
                     if m != full {
                         let _ = write!(o, " mask {}", mask(m, v6));
                     }
@@ -174,51 +153,45 @@ pub fn listing(list: &Value, table: Table, exact: bool) -> String {
                 o.push('\n');
             }
         }
-        for r in svc["reals"].as_array().into_iter().flatten() {
-            let mut dname = addr_port(s(&r["address"]), u(&r["port"]));
+        for r in &svc.reals {
+            let mut dname = addr_port(&r.address, r.port);
             if !vip.contains(':') {
                 dname.truncate(28);
             }
             match table {
                 Table::Stats => {
-                    let st = &r["stats"];
+                    let st = &r.stats;
                     let _ = write!(o, "  -> {dname:<28}");
-                    for k in ["conns", "in_pkts", "out_pkts", "in_bytes", "out_bytes"] {
-                        o.push_str(&largenum(u(&st[k]), exact));
+                    for n in [st.conns, st.in_pkts, st.out_pkts, st.in_bytes, st.out_bytes] {
+                        o.push_str(&largenum(n, exact));
                     }
                     o.push('\n');
                 }
                 Table::Rate => {
-                    let rt = &r["rates"];
+                    let rt = &r.rates;
                     let _ = write!(
                         o,
                         "  -> {dname:<28} {:>8} {:>8} {:>8}",
-                        u(&rt["cps"]),
-                        u(&rt["in_pps"]),
-                        u(&rt["out_pps"])
+                        whole(rt.cps),
+                        whole(rt.in_pps),
+                        whole(rt.out_pps)
                     );
-                    o.push_str(&largenum(u(&rt["in_bps"]), exact));
-                    o.push_str(&largenum(u(&rt["out_bps"]), exact));
+                    o.push_str(&largenum(whole(rt.in_bps), exact));
+                    o.push_str(&largenum(whole(rt.out_bps), exact));
                     o.push('\n');
                 }
                 Table::Thresholds => {
                     let _ = writeln!(
                         o,
                         "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}",
-                        u(&r["upper"]),
-                        u(&r["lower"]),
-                        u(&r["active"]),
-                        u(&r["inactive"])
+                        r.upper, r.lower, r.active, r.inactive
                     );
                 }
                 Table::Plain => {
                     let _ = writeln!(
                         o,
                         "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
-                        s(&r["forward"]),
-                        u(&r["weight"]),
-                        u(&r["active"]),
-                        u(&r["inactive"])
+                        r.forward, r.weight, r.active, r.inactive
                     );
                 }
             }
@@ -245,46 +218,45 @@ fn mode_switch(mode: &str) -> &'static str {
 }
 
 /// `ipvsadm -S` (the rules, as ipvsadm-save writes them).
-pub fn save(list: &Value) -> String {
+pub fn save(list: &List) -> String {
     let mut o = String::new();
     for svc in sorted(list) {
-        let vip = s(&svc["vip"]);
+        let vip = svc.vip.as_str();
         let name = format!(
             "{} {}",
-            proto_switch(s(&svc["protocol"])),
-            addr_port(vip, u(&svc["port"]))
+            proto_switch(&svc.protocol),
+            addr_port(vip, svc.port)
         );
-        let _ = write!(o, "-A {name} -s {}", s(&svc["scheduler"]));
-        let flags = s(&svc["flags"]);
-        if !flags.is_empty() {
-            let _ = write!(o, " -b {flags}");
+        let _ = write!(o, "-A {name} -s {}", svc.scheduler);
+        if !svc.flags.is_empty() {
+            let _ = write!(o, " -b {}", svc.flags);
         }
-        if let Some(p) = svc["persistence"].as_u64() {
+        if let Some(p) = svc.persistence {
             let _ = write!(o, " -p {p}");
             let v6 = vip.contains(':');
             let full = if v6 { 128 } else { 32 };
-            let m = svc["netmask"].as_u64().unwrap_or(full);
+            let m = svc.netmask.unwrap_or(full);
             if m != full {
                 let _ = write!(o, " -M {}", mask(m, v6));
             }
         }
         o.push('\n');
-        for l in svc["local_addresses"].as_array().into_iter().flatten() {
-            let _ = writeln!(o, "-P {name} -z {}", s(l));
+        for l in &svc.local_addresses {
+            let _ = writeln!(o, "-P {name} -z {l}");
         }
-        for r in svc["reals"].as_array().into_iter().flatten() {
+        for r in &svc.reals {
             let _ = write!(
                 o,
                 "-a {name} -r {} {} -w {}",
-                addr_port(s(&r["address"]), u(&r["port"])),
-                mode_switch(s(&r["mode"])),
-                u(&r["weight"])
+                addr_port(&r.address, r.port),
+                mode_switch(&r.mode),
+                r.weight
             );
-            if u(&r["upper"]) != 0 {
-                let _ = write!(o, " -x {}", u(&r["upper"]));
+            if r.upper != 0 {
+                let _ = write!(o, " -x {}", r.upper);
             }
-            if u(&r["lower"]) != 0 {
-                let _ = write!(o, " -y {}", u(&r["lower"]));
+            if r.lower != 0 {
+                let _ = write!(o, " -y {}", r.lower);
             }
             o.push('\n');
         }
@@ -293,25 +265,25 @@ pub fn save(list: &Value) -> String {
 }
 
 /// `ipvsadm -L -n -c`.
-pub fn connections(conns: &Value) -> String {
+pub fn connections(conns: &Connections) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "IPVS connection entries");
     let _ = writeln!(
         o,
         "pro expire state       source             virtual            destination"
     );
-    for c in conns["connections"].as_array().into_iter().flatten() {
-        let e = u(&c["expires_in"]);
+    for c in &conns.connections {
+        let e = c.expires_in;
         let _ = writeln!(
             o,
             "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
-            s(&c["protocol"]),
+            c.protocol,
             e / 60,
             e % 60,
-            s(&c["state"]),
-            s(&c["client"]),
-            s(&c["virtual_"]),
-            s(&c["real"])
+            c.state,
+            c.client,
+            c.virtual_,
+            c.real
         );
     }
     o

@@ -17,7 +17,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use lb_admin_proto::{
+    Applied, Committed, Connections, Counters, Dump, Empty, Health, List, Op, RealDef, Routes,
+    ServiceDef, Timeouts,
+};
 
 use client::{Client, Failure};
 use format::Table;
@@ -406,7 +409,7 @@ fn split_host(s: &str) -> Result<(String, Option<u16>), Error> {
     }
 }
 
-fn service_of(tcp: &Option<String>, udp: &Option<String>) -> Result<Value, Error> {
+fn service_of(tcp: &Option<String>, udp: &Option<String>) -> Result<ServiceDef, Error> {
     let (proto, spec) = match (tcp, udp) {
         (Some(t), None) => ("tcp", t),
         (None, Some(u)) => ("udp", u),
@@ -422,7 +425,12 @@ fn service_of(tcp: &Option<String>, udp: &Option<String>) -> Result<Value, Error
         }
     };
     let (host, port) = split_host(spec)?;
-    Ok(json!({"protocol": proto, "vip": host, "port": port.unwrap_or(0)}))
+    Ok(ServiceDef {
+        protocol: proto.into(),
+        vip: host,
+        port: port.unwrap_or(0),
+        ..ServiceDef::default()
+    })
 }
 
 /// A netmask as a prefix length (255.255.255.0 -> 24).
@@ -462,51 +470,53 @@ fn mode_of(a: &Ipvsadm) -> Result<Option<&'static str>, Error> {
     }
 }
 
-fn service_fields(a: &Ipvsadm, service: &mut Value, adding: bool) -> Result<(), Error> {
-    if let Some(sc) = &a.scheduler {
-        service["scheduler"] = json!(sc);
-    } else if adding {
-        service["scheduler"] = json!("wlc");
-    }
-    if let Some(f) = &a.sched_flags {
-        service["flags"] = json!(f);
-    }
-    if let Some(p) = a.persistent {
-        service["persistence"] = json!(p);
-    }
-    if let Some(m) = &a.netmask {
-        service["netmask"] = json!(prefix_of(m)?);
-    }
+fn service_fields(a: &Ipvsadm, service: &mut ServiceDef, adding: bool) -> Result<(), Error> {
+    service.scheduler = match &a.scheduler {
+        Some(sc) => Some(sc.clone()),
+        None if adding => Some("wlc".into()),
+        None => None,
+    };
+    service.flags.clone_from(&a.sched_flags);
+    service.persistence = a.persistent;
+    service.netmask = a.netmask.as_deref().map(prefix_of).transpose()?;
     Ok(())
 }
 
-fn real_fields(a: &Ipvsadm, adding: bool) -> Result<Value, Error> {
+fn real_fields(a: &Ipvsadm, adding: bool) -> Result<RealDef, Error> {
     let spec = a
         .real
         .as_ref()
         .ok_or_else(|| Error::Usage("a real server is needed: -r host[:port]".into()))?;
-    let (host, port) = split_host(spec)?;
-    let mut r = json!({"address": host});
-    if let Some(p) = port {
-        r["port"] = json!(p);
-    }
-    match mode_of(a)? {
-        Some(m) => r["mode"] = json!(m),
-        None if adding => r["mode"] = json!("dr"),
-        None => {}
-    }
-    match a.weight {
-        Some(w) => r["weight"] = json!(w),
-        None if adding => r["weight"] = json!(1),
-        None => {}
-    }
-    if let Some(x) = a.upper {
-        r["upper"] = json!(x);
-    }
-    if let Some(y) = a.lower {
-        r["lower"] = json!(y);
-    }
-    Ok(r)
+    let (address, port) = split_host(spec)?;
+    Ok(RealDef {
+        address,
+        port,
+        mode: mode_of(a)?.or(adding.then_some("dr")).map(str::to_owned),
+        weight: a.weight.or(adding.then_some(1)),
+        upper: a.upper,
+        lower: a.lower,
+    })
+}
+
+/// The service `want` names, in `list`.
+fn find_service<'a>(
+    list: &'a List,
+    want: &ServiceDef,
+) -> Result<&'a lb_admin_proto::ServiceInfo, Error> {
+    list.services
+        .iter()
+        .find(|s| same_service(s, want))
+        .ok_or_else(|| {
+            Error::Failed(Failure::Rejected(format!(
+                "no service {} {}",
+                want.protocol,
+                format::addr_port(&want.vip, want.port)
+            )))
+        })
+}
+
+fn same_service(s: &lb_admin_proto::ServiceInfo, want: &ServiceDef) -> bool {
+    s.protocol.eq_ignore_ascii_case(&want.protocol) && s.vip == want.vip && s.port == want.port
 }
 
 fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
@@ -541,7 +551,7 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
             .laddr
             .clone()
             .ok_or_else(|| Error::Usage("a local address is needed: -z address".into()))?;
-        let list = c.call("list", json!({}))?;
+        let list: List = c.call(&Op::List)?;
         return change_laddr(
             &mut c,
             &list,
@@ -557,45 +567,55 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         let mut service = service_of(&a.tcp, &a.udp)?;
         let op = if a.add_service {
             service_fields(&a, &mut service, true)?;
-            "add_service"
+            Op::AddService { service }
         } else if a.edit_service {
             service_fields(&a, &mut service, false)?;
-            "edit_service"
+            Op::EditService { service }
         } else {
-            "del_service"
+            Op::DelService { service }
         };
-        c.call(op, json!({"service": service}))?;
+        let _: Committed = c.call(&op)?;
         return Ok(String::new());
     }
     if a.add_server || a.edit_server || a.delete_server {
         let service = service_of(&a.tcp, &a.udp)?;
-        let (op, real) = if a.add_server {
-            ("add_real", real_fields(&a, true)?)
+        let op = if a.add_server {
+            Op::AddReal {
+                service,
+                real: real_fields(&a, true)?,
+            }
         } else if a.edit_server {
-            ("edit_real", real_fields(&a, false)?)
+            Op::EditReal {
+                service,
+                real: real_fields(&a, false)?,
+            }
         } else {
-            ("del_real", real_fields(&a, false)?)
+            Op::DelReal {
+                service,
+                real: real_fields(&a, false)?,
+            }
         };
-        c.call(op, json!({"service": service, "real": real}))?;
+        let _: Committed = c.call(&op)?;
         return Ok(String::new());
     }
     if a.clear {
-        c.call("clear", json!({}))?;
+        let _: Committed = c.call(&Op::Clear)?;
         return Ok(String::new());
     }
     if a.zero {
-        c.call("zero", json!({}))?;
+        let _: Empty = c.call(&Op::Zero)?;
         return Ok(String::new());
     }
     if let Some(t) = &a.set {
-        c.call(
-            "set_timeouts",
-            json!({"tcp": t[0], "tcpfin": t[1], "udp": t[2]}),
-        )?;
+        let _: Committed = c.call(&Op::SetTimeouts {
+            tcp: t[0],
+            tcpfin: t[1],
+            udp: t[2],
+        })?;
         return Ok(String::new());
     }
     if a.save {
-        return Ok(format::save(&c.call("list", json!({}))?));
+        return Ok(format::save(&c.call(&Op::List)?));
     }
     if a.restore {
         let mut text = String::new();
@@ -606,52 +626,34 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
     }
     // -L, or no command at all (ipvsadm lists then).
     if a.timeout {
-        let t = c.call("get_timeouts", json!({}))?;
+        let t: Timeouts = c.call(&Op::GetTimeouts)?;
         return Ok(match a.output {
-            Output::Json => format!("{t}\n"),
+            Output::Json => json_line(&t),
             Output::Text => format!(
                 "Timeout (tcp tcpfin udp): {} {} {}\n",
-                t["tcp"], t["tcpfin"], t["udp"]
+                t.tcp, t.tcpfin, t.udp
             ),
         });
     }
     if a.connection {
-        let conns = c.call("connections", json!({"offset": 0, "limit": 10_000}))?;
+        let conns: Connections = c.call(&Op::Connections {
+            offset: 0,
+            limit: 10_000,
+        })?;
         return Ok(match a.output {
-            Output::Json => format!("{conns}\n"),
+            Output::Json => json_line(&conns),
             Output::Text => format::connections(&conns),
         });
     }
-    let mut list = c.call("list", json!({}))?;
+    let mut list: List = c.call(&Op::List)?;
     if a.tcp.is_some() || a.udp.is_some() {
         let want = service_of(&a.tcp, &a.udp)?;
-        let services: Vec<Value> = list["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| {
-                s["protocol"]
-                    .as_str()
-                    .unwrap_or("")
-                    .eq_ignore_ascii_case(want["protocol"].as_str().unwrap_or(""))
-                    && s["vip"] == want["vip"]
-                    && s["port"] == want["port"]
-            })
-            .cloned()
-            .collect();
-        if services.is_empty() {
-            return Err(Error::Failed(Failure::Rejected(format!(
-                "no service {} {}:{}",
-                want["protocol"], want["vip"], want["port"]
-            ))));
-        }
-        list["services"] = json!(services);
+        let one = find_service(&list, &want)?.clone();
+        list.services = vec![one];
     }
     if a.output == Output::Json {
-        return Ok(format!(
-            "{}\n",
-            json!({"version": list["version"], "services": format::sorted(&list)})
-        ));
+        list.services = format::sorted(&list);
+        return Ok(json_line(&list));
     }
     let table = if a.stats {
         Table::Stats
@@ -691,35 +693,33 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
                 .laddr
                 .clone()
                 .ok_or_else(|| Error::Usage(format!("line {}: -P needs -z", n + 1)))?;
-            let list = c.call("list", json!({}))?;
-            change_laddr(c, &list, service_of(&a.tcp, &a.udp)?, laddr, true)
-                .map(|_| json!({}))
-                .map_err(|e| match e {
-                    Error::Failed(f) => f,
-                    Error::Usage(m) => Failure::Rejected(m),
-                })
+            let service = service_of(&a.tcp, &a.udp)?;
+            c.call(&Op::List).and_then(|list: List| {
+                change_laddr(c, &list, service, laddr, true)
+                    .map(|_| ())
+                    .map_err(|e| match e {
+                        Error::Failed(f) => f,
+                        Error::Usage(m) => Failure::Rejected(m),
+                    })
+            })
         } else if a.add_service || a.edit_service {
             let mut service = service_of(&a.tcp, &a.udp)?;
             service_fields(&a, &mut service, a.add_service)?;
-            c.call(
-                if a.add_service {
-                    "add_service"
-                } else {
-                    "edit_service"
-                },
-                json!({"service": service}),
-            )
+            let op = if a.add_service {
+                Op::AddService { service }
+            } else {
+                Op::EditService { service }
+            };
+            c.call(&op).map(|_: Committed| ())
         } else {
             let service = service_of(&a.tcp, &a.udp)?;
             let real = real_fields(&a, a.add_server)?;
-            c.call(
-                if a.add_server {
-                    "add_real"
-                } else {
-                    "edit_real"
-                },
-                json!({"service": service, "real": real}),
-            )
+            let op = if a.add_server {
+                Op::AddReal { service, real }
+            } else {
+                Op::EditReal { service, real }
+            };
+            c.call(&op).map(|_: Committed| ())
         };
         result.map_err(|e| match e {
             Failure::Rejected(m) => {
@@ -743,128 +743,103 @@ fn run_extra(e: Extra) -> Result<String, Error> {
         Sub::Apply { file, dry_run } => {
             let toml = std::fs::read_to_string(&file)
                 .map_err(|err| Error::Usage(format!("cannot read {}: {err}", file.display())))?;
-            let r = c.call("apply", json!({"toml": toml, "dry_run": dry_run}))?;
+            let r: Applied = c.call(&Op::Apply { toml, dry_run })?;
             if json_out {
-                return Ok(format!("{r}\n"));
+                return Ok(json_line(&r));
             }
-            let diff: Vec<&str> = r["diff"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let mut out = if diff.is_empty() {
+            let mut out = if r.diff.is_empty() {
                 "no change\n".to_owned()
             } else {
-                diff.join("\n") + "\n"
+                r.diff.join("\n") + "\n"
             };
-            if !dry_run {
-                out.push_str(&format!("applied (version {})\n", r["version"]));
+            if let Some(v) = r.version {
+                out.push_str(&format!("applied (version {v})\n"));
             }
             Ok(out)
         }
         Sub::Config {
             what: ConfigWhat::Dump,
         } => {
-            let d = c.call("dump", json!({}))?;
-            Ok(if json_out {
-                format!("{d}\n")
-            } else {
-                d["toml"].as_str().unwrap_or("").to_owned()
-            })
+            let d: Dump = c.call(&Op::Dump)?;
+            Ok(if json_out { json_line(&d) } else { d.toml })
         }
         Sub::Counters => {
-            let d = c.call("counters", json!({}))?;
+            let d: Counters = c.call(&Op::Counters)?;
             if json_out {
-                return Ok(format!("{d}\n"));
+                return Ok(json_line(&d));
             }
             let mut out = String::from("total:\n");
-            for (k, v) in d["total"].as_object().into_iter().flatten() {
+            for (k, v) in &d.total {
                 out.push_str(&format!("  {k:<24} {v}\n"));
             }
-            for p in d["ports"].as_array().into_iter().flatten() {
-                out.push_str(&format!(
-                    "port {} ({}):\n",
-                    p["name"].as_str().unwrap_or(""),
-                    p["driver"].as_str().unwrap_or("")
-                ));
-                for (k, v) in p["stats"].as_object().into_iter().flatten() {
+            for p in &d.ports {
+                out.push_str(&format!("port {} ({}):\n", p.name, p.driver));
+                for (k, v) in p.stats.fields() {
                     out.push_str(&format!("  {k:<24} {v}\n"));
                 }
             }
-            for v in d["vlans"].as_array().into_iter().flatten() {
-                out.push_str(&format!("vlan {}:\n", v["name"].as_str().unwrap_or("")));
-                for k in ["rx_packets", "tx_packets"] {
-                    out.push_str(&format!("  {k:<24} {}\n", v[k]));
+            for v in &d.vlans {
+                out.push_str(&format!("vlan {}:\n", v.name));
+                for (k, n) in [("rx_packets", v.rx_packets), ("tx_packets", v.tx_packets)] {
+                    out.push_str(&format!("  {k:<24} {n}\n"));
                 }
             }
-            for (i, w) in d["workers"].as_array().into_iter().flatten().enumerate() {
-                out.push_str(&format!("worker {i} (sessions {}):\n", w["sessions"]));
-                for (k, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
+            for (i, w) in d.workers.iter().enumerate() {
+                out.push_str(&format!("worker {i} (sessions {}):\n", w.sessions));
+                for (k, v) in w.dataplane.iter().flat_map(|d| &d.counters) {
                     out.push_str(&format!("  {k:<24} {v}\n"));
                 }
             }
             Ok(out)
         }
         Sub::Health => {
-            let h = c.call("health", json!({}))?;
+            let h: Health = c.call(&Op::Health)?;
             if json_out {
-                return Ok(format!("{h}\n"));
+                return Ok(json_line(&h));
             }
             let mut out = format!(
                 "{:<28} {:<24} {:<6} {:>5} {:>5}  {}\n",
                 "Service", "Server", "State", "OK", "Fail", "Last"
             );
-            for s in h["servers"].as_array().into_iter().flatten() {
+            for s in &h.servers {
                 out.push_str(&format!(
                     "{:<28} {:<24} {:<6} {:>5} {:>5}  {}\n",
-                    s["service"].as_str().unwrap_or(""),
-                    s["server"].as_str().unwrap_or(""),
-                    s["state"].as_str().unwrap_or(""),
-                    s["successes"],
-                    s["failures"],
-                    s["last"].as_str().unwrap_or("")
+                    s.service, s.server, s.state, s.successes, s.failures, s.last
                 ));
             }
             Ok(out)
         }
         Sub::Route { action } => match action {
             RouteAction::List => {
-                let r = c.call("routes", json!({}))?;
+                let r: Routes = c.call(&Op::Routes)?;
                 if json_out {
-                    return Ok(format!("{r}\n"));
+                    return Ok(json_line(&r));
                 }
                 let mut out = String::from("addresses:\n");
-                for a in r["addresses"].as_array().into_iter().flatten() {
-                    out.push_str(&format!(
-                        "  {:<24} on {}\n",
-                        a["address"].as_str().unwrap_or(""),
-                        a["port"].as_str().unwrap_or("")
-                    ));
+                for a in &r.addresses {
+                    out.push_str(&format!("  {:<24} on {}\n", a.address, a.port));
                 }
                 out.push_str("static routes:\n");
-                for rt in r["routes"].as_array().into_iter().flatten() {
-                    let via = rt["gateway"]
-                        .as_str()
+                for rt in &r.routes {
+                    let via = rt
+                        .gateway
+                        .as_ref()
                         .map(|g| format!(" via {g}"))
                         .unwrap_or_default();
-                    out.push_str(&format!(
-                        "  {:<24} on {}{via}\n",
-                        rt["prefix"].as_str().unwrap_or(""),
-                        rt["port"].as_str().unwrap_or("")
-                    ));
+                    out.push_str(&format!("  {:<24} on {}{via}\n", rt.prefix, rt.port));
                 }
                 Ok(out)
             }
             RouteAction::Add { prefix, port, via } => {
-                c.call(
-                    "add_route",
-                    json!({"prefix": prefix, "port": port, "gateway": via}),
-                )?;
+                let _: Committed = c.call(&Op::AddRoute {
+                    prefix,
+                    port,
+                    gateway: via,
+                })?;
                 Ok(String::new())
             }
             RouteAction::Del { prefix } => {
-                c.call("del_route", json!({"prefix": prefix}))?;
+                let _: Committed = c.call(&Op::DelRoute { prefix })?;
                 Ok(String::new())
             }
         },
@@ -873,31 +848,40 @@ fn run_extra(e: Extra) -> Result<String, Error> {
     }
 }
 
+/// A value as one line of JSON (`-o json`).
+fn json_line(v: &impl serde::Serialize) -> String {
+    let mut line = serde_json::to_string(v).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// A service's local addresses, as `laddr list -o json` shows them.
+#[derive(serde::Serialize)]
+struct LaddrListing<'a> {
+    service: String,
+    local_addresses: &'a [String],
+}
+
 fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error> {
-    let list = c.call("list", json!({}))?;
+    let list: List = c.call(&Op::List)?;
     match action {
         Laddr::List => {
+            let services = format::sorted(&list);
             if json_out {
-                let l: Vec<Value> = format::sorted(&list)
+                let l: Vec<LaddrListing<'_>> = services
                     .iter()
-                    .map(|s| json!({"service": format!("{} {}", s["protocol"].as_str().unwrap_or(""), format::addr_port(s["vip"].as_str().unwrap_or(""), s["port"].as_u64().unwrap_or(0))), "local_addresses": s["local_addresses"]}))
+                    .map(|s| LaddrListing {
+                        service: format!("{} {}", s.protocol, format::addr_port(&s.vip, s.port)),
+                        local_addresses: &s.local_addresses,
+                    })
                     .collect();
-                return Ok(format!("{}\n", json!(l)));
+                return Ok(json_line(&l));
             }
             let mut out = format!("{:<24} {:<8} {:<20}\n", "VIP:VPORT", "TOTAL", "LADDR");
-            for s in format::sorted(&list) {
-                let l: Vec<&str> = s["local_addresses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                let name = format::addr_port(
-                    s["vip"].as_str().unwrap_or(""),
-                    s["port"].as_u64().unwrap_or(0),
-                );
-                out.push_str(&format!("{name:<24} {:<8}\n", l.len()));
-                for a in l {
+            for s in &services {
+                let name = format::addr_port(&s.vip, s.port);
+                out.push_str(&format!("{name:<24} {:<8}\n", s.local_addresses.len()));
+                for a in &s.local_addresses {
                     out.push_str(&format!("{:<24} {:<8} {a:<20}\n", "", ""));
                 }
             }
@@ -915,36 +899,12 @@ fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error>
 /// Adds or removes one local address of a service (an edit of the service).
 fn change_laddr(
     c: &mut Client,
-    list: &Value,
-    mut service: Value,
+    list: &List,
+    mut service: ServiceDef,
     laddr: String,
     add: bool,
 ) -> Result<String, Error> {
-    let same = |s: &&Value| {
-        s["vip"] == service["vip"]
-            && s["port"] == service["port"]
-            && s["protocol"]
-                .as_str()
-                .unwrap_or("")
-                .eq_ignore_ascii_case(service["protocol"].as_str().unwrap_or(""))
-    };
-    let current = list["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(same)
-        .ok_or_else(|| {
-            Error::Failed(Failure::Rejected(format!(
-                "no service {} {}:{}",
-                service["protocol"], service["vip"], service["port"]
-            )))
-        })?;
-    let mut addrs: Vec<String> = current["local_addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+    let mut addrs = find_service(list, &service)?.local_addresses.clone();
     if add {
         if addrs.contains(&laddr) {
             return Err(Error::Failed(Failure::Rejected(format!(
@@ -961,7 +921,7 @@ fn change_laddr(
             ))));
         }
     }
-    service["local_addresses"] = json!(addrs);
-    c.call("edit_service", json!({"service": service}))?;
+    service.local_addresses = Some(addrs);
+    let _: Committed = c.call(&Op::EditService { service })?;
     Ok(String::new())
 }

@@ -14,12 +14,8 @@
 //! operation or another protocol version gets an error answer; the
 //! connection and the process go on.
 //!
-//! Operations (`op`): `version`, `list`, `add_service`, `edit_service`,
-//! `del_service` (with `service`), `add_real`, `edit_real`, `del_real`
-//! (with `service` and `real`), `clear`, `zero`, `get_timeouts`,
-//! `set_timeouts` (`tcp`, `tcpfin`, `udp`), `connections` (`offset`,
-//! `limit`), `counters`, `health`, `routes`, `add_route` (`prefix`, `port`,
-//! `gateway`), `del_route` (`prefix`), `dump`, `apply` (`toml`, `dry_run`).
+//! The operations and their answers are [`lb_admin_proto`]'s, which
+//! lb-ctl compiles against too.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -30,15 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use lb_admin_proto::{decode_request, Answer, Code, Op, Refused, Reply, VersionInfo};
+pub use lb_admin_proto::{MAX_REQUEST, PROTOCOL_VERSION};
 
-use crate::control::{Control, RealDef, ServiceDef};
-
-/// The protocol version this dataplane speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
-/// The longest request line accepted.
-pub const MAX_REQUEST: usize = 1 << 20;
+use crate::control::Control;
 /// How many clients, how long an idle one is kept, and how long a request
 /// may take to arrive (`[admin]` `max_clients`, `idle_timeout`,
 /// `request_timeout`).
@@ -88,6 +79,21 @@ pub struct AdminStats {
     pub evicted: AtomicU64,
     /// Refused: every slot was busy with a request.
     pub refused: AtomicU64,
+}
+
+impl AdminStats {
+    /// The counts now, as the protocol carries them.
+    pub fn read(&self) -> lb_admin_proto::AdminCounters {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        lb_admin_proto::AdminCounters {
+            clients: n(&self.clients),
+            accepted: n(&self.accepted),
+            closed_idle: n(&self.closed_idle),
+            closed_slow: n(&self.closed_slow),
+            evicted: n(&self.evicted),
+            refused: n(&self.refused),
+        }
+    }
 }
 
 /// A connected client, as the acceptor sees it.
@@ -152,135 +158,51 @@ impl Slots {
 /// How long a client waits for the control thread.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// An operation of the protocol.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Op {
-    Version {
-        v: u64,
-    },
-    List {
-        v: u64,
-    },
-    AddService {
-        v: u64,
-        service: ServiceDef,
-    },
-    EditService {
-        v: u64,
-        service: ServiceDef,
-    },
-    DelService {
-        v: u64,
-        service: ServiceDef,
-    },
-    AddReal {
-        v: u64,
-        service: ServiceDef,
-        real: RealDef,
-    },
-    EditReal {
-        v: u64,
-        service: ServiceDef,
-        real: RealDef,
-    },
-    DelReal {
-        v: u64,
-        service: ServiceDef,
-        real: RealDef,
-    },
-    Clear {
-        v: u64,
-    },
-    Zero {
-        v: u64,
-    },
-    GetTimeouts {
-        v: u64,
-    },
-    SetTimeouts {
-        v: u64,
-        tcp: u32,
-        tcpfin: u32,
-        udp: u32,
-    },
-    Connections {
-        v: u64,
-        #[serde(default)]
-        offset: usize,
-        #[serde(default = "default_limit")]
-        limit: usize,
-    },
-    Counters {
-        v: u64,
-    },
-    Health {
-        v: u64,
-    },
-    Routes {
-        v: u64,
-    },
-    AddRoute {
-        v: u64,
-        prefix: String,
-        port: String,
-        gateway: Option<String>,
-    },
-    DelRoute {
-        v: u64,
-        prefix: String,
-    },
-    Dump {
-        v: u64,
-    },
-    Apply {
-        v: u64,
-        toml: String,
-        #[serde(default)]
-        dry_run: bool,
-    },
-}
-
-fn default_limit() -> usize {
-    1000
-}
-
 /// A request on its way to the control thread, with where to answer.
-pub type Pending = (Op, Sender<Result<Value, String>>);
+pub type Pending = (Op, Sender<Result<Answer, String>>);
 
 /// Carries out one operation on the control thread.
-pub fn execute(control: &mut Control, op: Op) -> Result<Value, String> {
-    match op {
-        Op::Version { .. } => {
-            Ok(json!({"protocol": PROTOCOL_VERSION, "version": env!("CARGO_PKG_VERSION")}))
+pub fn execute(control: &mut Control, op: Op) -> Result<Answer, String> {
+    Ok(match op {
+        Op::Version => Answer::Version(VersionInfo {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        Op::List => Answer::List(control.list()?),
+        Op::AddService { service } => Answer::Committed(control.add_service(&service)?),
+        Op::EditService { service } => Answer::Committed(control.edit_service(&service)?),
+        Op::DelService { service } => Answer::Committed(control.del_service(&service)?),
+        Op::AddReal { service, real } => Answer::Committed(control.add_real(&service, &real)?),
+        Op::EditReal { service, real } => Answer::Committed(control.edit_real(&service, &real)?),
+        Op::DelReal { service, real } => Answer::Committed(control.del_real(&service, &real)?),
+        Op::Clear => Answer::Committed(control.clear()?),
+        Op::Zero => Answer::Empty(control.zero()?),
+        Op::GetTimeouts => Answer::Timeouts(control.timeouts()),
+        Op::SetTimeouts { tcp, tcpfin, udp } => {
+            Answer::Committed(control.set_timeouts(tcp, tcpfin, udp)?)
         }
-        Op::List { .. } => control.list(),
-        Op::AddService { service, .. } => control.add_service(&service),
-        Op::EditService { service, .. } => control.edit_service(&service),
-        Op::DelService { service, .. } => control.del_service(&service),
-        Op::AddReal { service, real, .. } => control.add_real(&service, &real),
-        Op::EditReal { service, real, .. } => control.edit_real(&service, &real),
-        Op::DelReal { service, real, .. } => control.del_real(&service, &real),
-        Op::Clear { .. } => control.clear(),
-        Op::Zero { .. } => control.zero(),
-        Op::GetTimeouts { .. } => Ok(control.timeouts()),
-        Op::SetTimeouts {
-            tcp, tcpfin, udp, ..
-        } => control.set_timeouts(tcp, tcpfin, udp),
-        Op::Connections { offset, limit, .. } => control.connections(offset, limit),
-        Op::Counters { .. } => control.counters(),
-        Op::Health { .. } => Ok(control.health_report()),
-        Op::Routes { .. } => Ok(control.routes()),
+        Op::Connections { offset, limit } => {
+            Answer::Connections(control.connections(offset, limit)?)
+        }
+        Op::Counters => Answer::Counters(control.counters()?),
+        Op::Health => Answer::Health(control.health_report()),
+        Op::Routes => Answer::Routes(control.routes()),
         Op::AddRoute {
             prefix,
             port,
             gateway,
-            ..
-        } => control.change_route(&prefix, Some(&port), gateway.as_deref(), true),
-        Op::DelRoute { prefix, .. } => control.change_route(&prefix, None, None, false),
-        Op::Dump { .. } => Ok(control.dump()),
-        Op::Apply { toml, dry_run, .. } => control.apply(&toml, dry_run),
-    }
+        } => Answer::Committed(control.change_route(
+            &prefix,
+            Some(&port),
+            gateway.as_deref(),
+            true,
+        )?),
+        Op::DelRoute { prefix } => {
+            Answer::Committed(control.change_route(&prefix, None, None, false)?)
+        }
+        Op::Dump => Answer::Dump(control.dump()),
+        Op::Apply { toml, dry_run } => Answer::Applied(control.apply(&toml, dry_run)?),
+    })
 }
 
 /// Why the socket could not be served.
@@ -422,14 +344,12 @@ pub fn serve(
     })
 }
 
-fn answer(mut stream: &UnixStream, result: &Result<Value, String>) -> io::Result<()> {
-    let v = match result {
-        Ok(data) => json!({"ok": true, "data": data}),
-        Err(e) => json!({"ok": false, "error": e}),
+fn answer(mut stream: &UnixStream, result: &Result<Answer, String>) -> io::Result<()> {
+    let reply = match result {
+        Ok(data) => Reply::done(data),
+        Err(e) => Reply::refused(e.as_str(), None),
     };
-    let mut line = serde_json::to_vec(&v).unwrap_or_default();
-    line.push(b'\n');
-    stream.write_all(&line)
+    stream.write_all(&reply.to_line())
 }
 
 /// What a read of one request line gave.
@@ -516,41 +436,6 @@ fn read_line(
     }
 }
 
-/// Why a request line was refused before it reached the control thread.
-#[derive(Debug)]
-enum Refused {
-    /// Another protocol version (answered with `"code": "version"`, so a
-    /// client can tell it from a refused operation).
-    Version(String),
-    Bad(String),
-}
-
-fn parse(line: &[u8]) -> Result<Op, Refused> {
-    let v: Value = serde_json::from_slice(line)
-        .map_err(|e| Refused::Bad(format!("not a JSON request: {e}")))?;
-    // `version` is answered whatever version the client speaks, so that it
-    // can find out which this dataplane does.
-    if v.get("op").and_then(Value::as_str) == Some("version") {
-        return Ok(Op::Version {
-            v: v.get("v").and_then(Value::as_u64).unwrap_or(0),
-        });
-    }
-    match v.get("v").and_then(Value::as_u64) {
-        Some(PROTOCOL_VERSION) => {}
-        Some(other) => {
-            return Err(Refused::Version(format!(
-            "protocol version {other} is not supported (this dataplane speaks {PROTOCOL_VERSION})"
-        )))
-        }
-        None => {
-            return Err(Refused::Version(format!(
-                "the request has no protocol version: add \"v\": {PROTOCOL_VERSION}"
-            )))
-        }
-    }
-    serde_json::from_value(v).map_err(|e| Refused::Bad(format!("bad request: {e}")))
-}
-
 /// A client's identity and what it is held to.
 struct Session<'a> {
     id: u64,
@@ -599,12 +484,10 @@ fn client(stream: UnixStream, requests: &Sender<Pending>, session: Session<'_>) 
                 slots.set_busy(id, false);
                 continue;
             }
-            Ok(Line::Request(line)) => match parse(&line) {
+            Ok(Line::Request(line)) => match decode_request(&line) {
                 Err(Refused::Version(e)) => {
-                    let v = json!({"ok": false, "error": e, "code": "version"});
-                    let mut line = serde_json::to_vec(&v).unwrap_or_default();
-                    line.push(b'\n');
-                    if (&stream).write_all(&line).is_err() {
+                    let reply = Reply::<Answer>::refused(e, Some(Code::Version));
+                    if (&stream).write_all(&reply.to_line()).is_err() {
                         return;
                     }
                     slots.set_busy(id, false);

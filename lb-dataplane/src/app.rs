@@ -481,7 +481,7 @@ pub fn run(
                 match c.reload(path) {
                     Ok(out) => tracing::info!(
                         file = %path.display(),
-                        changes = %out["diff"],
+                        changes = ?out.diff,
                         "reloaded: services and timeouts applied (other settings change with a restart)"
                     ),
                     Err(e) => tracing::error!(

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
+use lb_admin_proto as proto;
+pub use lb_admin_proto::{RealDef, ServiceDef};
 use lb_core::config::{desired_to_toml, parse_desired};
 use lb_core::engine::Counters;
 use lb_core::net::Network;
@@ -22,40 +24,11 @@ use lb_core::service::{
     ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
 };
 use lb_core::stats::{merge_reports, RateEstimator, Rates, ServiceReport, Stats};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
+use crate::publish::{Mailbox, Published, Request, WorkerSnapshot};
 
 /// How long a worker may take to answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
-
-/// A service as the protocol names it (ipvsadm's -A/-E arguments).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceDef {
-    pub protocol: String,
-    pub vip: String,
-    pub port: u16,
-    pub scheduler: Option<String>,
-    pub flags: Option<String>,
-    /// Seconds; `Some(0)` removes persistence on edit.
-    pub persistence: Option<u32>,
-    pub netmask: Option<u8>,
-    pub local_addresses: Option<Vec<String>>,
-}
-
-/// A real server as the protocol names it (ipvsadm's -a/-e arguments).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RealDef {
-    pub address: String,
-    pub port: Option<u16>,
-    pub mode: Option<String>,
-    pub weight: Option<u32>,
-    pub upper: Option<u32>,
-    pub lower: Option<u32>,
-}
 
 /// The control thread's state.
 #[derive(Debug)]
@@ -106,12 +79,31 @@ fn rs_key(rs: &RealServer) -> String {
     }
 }
 
-fn stats_json(s: &Stats) -> Value {
-    json!({"conns": s.conns, "in_pkts": s.in_pkts, "out_pkts": s.out_pkts, "in_bytes": s.in_bytes, "out_bytes": s.out_bytes})
+fn stats_of(s: &Stats) -> proto::Stats {
+    proto::Stats {
+        conns: s.conns,
+        in_pkts: s.in_pkts,
+        out_pkts: s.out_pkts,
+        in_bytes: s.in_bytes,
+        out_bytes: s.out_bytes,
+    }
 }
 
-fn rates_json(r: &Rates) -> Value {
-    json!({"cps": r.cps, "in_pps": r.in_pps, "out_pps": r.out_pps, "in_bps": r.in_bps, "out_bps": r.out_bps})
+fn rates_of(r: &Rates) -> proto::Rates {
+    proto::Rates {
+        cps: r.cps,
+        in_pps: r.in_pps,
+        out_pps: r.out_pps,
+        in_bps: r.in_bps,
+        out_bps: r.out_bps,
+    }
+}
+
+/// Counters by name, as the protocol carries them.
+fn named<'a>(
+    counters: impl Iterator<Item = (&'a str, u64)>,
+) -> std::collections::BTreeMap<String, u64> {
+    counters.map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 impl Control {
@@ -156,13 +148,17 @@ impl Control {
     }
 
     /// Every checked server's health (`lb-ctl health`).
-    pub fn health_report(&self) -> Value {
+    pub fn health_report(&self) -> proto::Health {
         self.health.report()
     }
 
     /// Validates `specs` and `timeouts` as a whole and publishes them, with
     /// the health checks' verdicts applied to what the workers see.
-    fn commit(&mut self, specs: Vec<ServiceSpec>, timeouts: Timeouts) -> Result<Value, String> {
+    fn commit(
+        &mut self,
+        specs: Vec<ServiceSpec>,
+        timeouts: Timeouts,
+    ) -> Result<proto::Committed, String> {
         let configured = Snapshot::build(self.version + 1, specs, timeouts)
             .map_err(|e| e.to_string())?
             .specs();
@@ -182,7 +178,9 @@ impl Control {
             services = self.specs.len(),
             "configuration published"
         );
-        Ok(json!({"version": self.version}))
+        Ok(proto::Committed {
+            version: self.version,
+        })
     }
 
     fn find(&self, key: &ServiceKey) -> Result<usize, String> {
@@ -228,7 +226,7 @@ impl Control {
     }
 
     /// ipvsadm -A.
-    pub fn add_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+    pub fn add_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
         let key = key_of(d)?;
         if self.find(&key).is_ok() {
             return Err(format!("service {key} exists already (edit it with -E)"));
@@ -241,7 +239,7 @@ impl Control {
     }
 
     /// ipvsadm -E.
-    pub fn edit_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+    pub fn edit_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
         let key = key_of(d)?;
         let i = self.find(&key)?;
         let mut specs = self.specs.clone();
@@ -250,7 +248,7 @@ impl Control {
     }
 
     /// ipvsadm -D.
-    pub fn del_service(&mut self, d: &ServiceDef) -> Result<Value, String> {
+    pub fn del_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
         let i = self.find(&key_of(d)?)?;
         let mut specs = self.specs.clone();
         specs.remove(i);
@@ -282,7 +280,7 @@ impl Control {
     }
 
     /// ipvsadm -a.
-    pub fn add_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+    pub fn add_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
         let i = self.find(&key_of(s)?)?;
         let mut specs = self.specs.clone();
         if Self::find_real(&specs[i], d).is_ok() {
@@ -297,7 +295,7 @@ impl Control {
     }
 
     /// ipvsadm -e.
-    pub fn edit_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+    pub fn edit_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
         let i = self.find(&key_of(s)?)?;
         let mut specs = self.specs.clone();
         let j = Self::find_real(&specs[i], d)?;
@@ -307,7 +305,7 @@ impl Control {
     }
 
     /// ipvsadm -d.
-    pub fn del_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<Value, String> {
+    pub fn del_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
         let i = self.find(&key_of(s)?)?;
         let mut specs = self.specs.clone();
         let j = Self::find_real(&specs[i], d)?;
@@ -316,12 +314,17 @@ impl Control {
     }
 
     /// ipvsadm -C.
-    pub fn clear(&mut self) -> Result<Value, String> {
+    pub fn clear(&mut self) -> Result<proto::Committed, String> {
         self.commit(Vec::new(), self.timeouts)
     }
 
     /// ipvsadm --set tcp tcpfin udp (0 keeps a value).
-    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) -> Result<Value, String> {
+    pub fn set_timeouts(
+        &mut self,
+        tcp: u32,
+        tcpfin: u32,
+        udp: u32,
+    ) -> Result<proto::Committed, String> {
         let mut t = self.timeouts;
         if tcp != 0 {
             t.tcp_established = tcp;
@@ -335,19 +338,25 @@ impl Control {
         self.commit(self.specs.clone(), t)
     }
 
-    pub fn timeouts(&self) -> Value {
+    pub fn timeouts(&self) -> proto::Timeouts {
         let t = &self.timeouts;
-        json!({"tcp": t.tcp_established, "tcpfin": t.tcp_fin_wait, "udp": t.udp})
+        proto::Timeouts {
+            tcp: t.tcp_established,
+            tcpfin: t.tcp_fin_wait,
+            udp: t.udp,
+        }
     }
 
     /// The running services and timeouts in the configuration's schema.
-    pub fn dump(&self) -> Value {
-        json!({"toml": desired_to_toml(&self.specs, &self.timeouts)})
+    pub fn dump(&self) -> proto::Dump {
+        proto::Dump {
+            toml: desired_to_toml(&self.specs, &self.timeouts),
+        }
     }
 
     /// Replaces services and timeouts by a desired state, atomically; with
     /// `dry_run`, only says what would change.
-    pub fn apply(&mut self, toml: &str, dry_run: bool) -> Result<Value, String> {
+    pub fn apply(&mut self, toml: &str, dry_run: bool) -> Result<proto::Applied, String> {
         let (specs, timeouts) = parse_desired(toml).map_err(|e| e.to_string())?;
         self.apply_specs(specs, timeouts, dry_run)
     }
@@ -358,7 +367,7 @@ impl Control {
     /// of the file (EAL, workers, ports, addresses, routes, neighbours) is
     /// what the process started with: a change there needs a restart
     /// (routes also change live with `lb-ctl route`).
-    pub fn reload(&mut self, path: &std::path::Path) -> Result<Value, String> {
+    pub fn reload(&mut self, path: &std::path::Path) -> Result<proto::Applied, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let config = lb_core::config::Config::from_toml(&text)
@@ -377,7 +386,7 @@ impl Control {
         specs: Vec<ServiceSpec>,
         timeouts: Timeouts,
         dry_run: bool,
-    ) -> Result<Value, String> {
+    ) -> Result<proto::Applied, String> {
         // Validate as a whole before saying anything.
         let built =
             Snapshot::build(self.version + 1, specs, timeouts).map_err(|e| e.to_string())?;
@@ -399,12 +408,18 @@ impl Control {
             diff.push("~ timeouts".into());
         }
         if dry_run {
-            return Ok(json!({"diff": diff, "applied": false}));
+            return Ok(proto::Applied {
+                diff,
+                applied: false,
+                version: None,
+            });
         }
-        let mut out = self.commit(specs, timeouts)?;
-        out["diff"] = json!(diff);
-        out["applied"] = json!(true);
-        Ok(out)
+        let committed = self.commit(specs, timeouts)?;
+        Ok(proto::Applied {
+            diff,
+            applied: true,
+            version: Some(committed.version),
+        })
     }
 
     /// Every worker's answer to a report request.
@@ -466,62 +481,82 @@ impl Control {
     }
 
     /// ipvsadm -L: services, real servers, counts, statistics and rates.
-    pub fn list(&self) -> Result<Value, String> {
+    pub fn list(&self) -> Result<proto::List, String> {
         let snaps = self.collect()?;
         let per_worker: Vec<Vec<ServiceReport>> =
             snaps.iter().map(|s| s.services.clone()).collect();
         let merged = merge_reports(&per_worker);
-        let services: Vec<Value> = self
+        let rates = |k: &str| rates_of(&self.last_rates.get(k).copied().unwrap_or_default());
+        let services = self
             .specs
             .iter()
             .map(|spec| {
                 let k = spec.key.to_string();
                 let report = merged.iter().find(|r| r.key == spec.key);
-                let reals: Vec<Value> = spec
+                let reals = spec
                     .reals
                     .iter()
                     .map(|rs| {
-                        let rr = report.and_then(|r| r.reals.iter().find(|x| x.addr == rs.addr && x.port == rs.port));
-                        let rk = format!("{k} -> {}", rs_key(rs));
-                        json!({
-                            "address": rs.addr.to_string(), "port": rs.port, "mode": rs.mode.to_string(),
-                            "forward": rs.mode.ipvsadm_name(), "weight": rs.weight, "upper": rs.upper, "lower": rs.lower,
-                            "active": rr.map_or(0, |r| r.active), "inactive": rr.map_or(0, |r| r.inactive),
-                            "health": self.health.status(&spec.key, rs.addr, rs.port),
-                            "stats": stats_json(&rr.map(|r| r.stats).unwrap_or_default()),
-                            "rates": rates_json(&self.last_rates.get(&rk).copied().unwrap_or_default()),
-                        })
+                        let rr = report.and_then(|r| {
+                            r.reals
+                                .iter()
+                                .find(|x| x.addr == rs.addr && x.port == rs.port)
+                        });
+                        proto::RealInfo {
+                            address: rs.addr.to_string(),
+                            port: rs.port,
+                            mode: rs.mode.to_string(),
+                            forward: rs.mode.ipvsadm_name().into(),
+                            weight: rs.weight,
+                            upper: rs.upper,
+                            lower: rs.lower,
+                            active: rr.map_or(0, |r| r.active),
+                            inactive: rr.map_or(0, |r| r.inactive),
+                            health: self
+                                .health
+                                .status(&spec.key, rs.addr, rs.port)
+                                .map(str::to_owned),
+                            stats: stats_of(&rr.map(|r| r.stats).unwrap_or_default()),
+                            rates: rates(&format!("{k} -> {}", rs_key(rs))),
+                        }
                     })
                     .collect();
-                json!({
-                    "protocol": spec.key.proto.to_string(), "vip": spec.key.vip.to_string(), "port": spec.key.port,
-                    "scheduler": spec.sched.name(), "flags": spec.flags.to_list(spec.sched),
-                    "persistence": spec.persistence.map(|p| p.timeout), "netmask": spec.persistence.map(|p| p.prefix_len),
-                    "local_addresses": spec.laddrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "stats": stats_json(&report.map(|r| r.stats).unwrap_or_default()),
-                    "rates": rates_json(&self.last_rates.get(&k).copied().unwrap_or_default()),
-                    "reals": reals,
-                })
+                proto::ServiceInfo {
+                    protocol: spec.key.proto.to_string(),
+                    vip: spec.key.vip.to_string(),
+                    port: spec.key.port,
+                    scheduler: spec.sched.name().into(),
+                    flags: spec.flags.to_list(spec.sched),
+                    persistence: spec.persistence.map(|p| p.timeout),
+                    netmask: spec.persistence.map(|p| p.prefix_len),
+                    local_addresses: spec.laddrs.iter().map(ToString::to_string).collect(),
+                    stats: stats_of(&report.map(|r| r.stats).unwrap_or_default()),
+                    rates: rates(&k),
+                    reals,
+                }
             })
             .collect();
-        Ok(json!({"version": self.version, "services": services}))
+        Ok(proto::List {
+            version: self.version,
+            services,
+        })
     }
 
     /// ipvsadm -Z.
-    pub fn zero(&self) -> Result<Value, String> {
+    pub fn zero(&self) -> Result<proto::Empty, String> {
         for m in &self.mailboxes {
             if !m.post(Request::Zero) {
                 return Err("a worker has too many requests waiting".into());
             }
         }
-        Ok(json!({}))
+        Ok(proto::Empty {})
     }
 
     /// ipvsadm -L -c: up to `limit` connections from `offset` on, over all
     /// workers in turn.
-    pub fn connections(&self, offset: usize, limit: usize) -> Result<Value, String> {
+    pub fn connections(&self, offset: usize, limit: usize) -> Result<proto::Connections, String> {
         let limit = limit.clamp(1, 10_000);
-        let mut out: Vec<ConnInfo> = Vec::new();
+        let mut out: Vec<proto::Connection> = Vec::new();
         let mut skip = offset;
         for m in &self.mailboxes {
             let (tx, rx) = bounded(1);
@@ -543,7 +578,7 @@ impl Control {
             }
         }
         out.truncate(limit);
-        Ok(json!({"connections": out}))
+        Ok(proto::Connections { connections: out })
     }
 
     /// Every interface's name, by the engine's port number.
@@ -562,26 +597,45 @@ impl Control {
     }
 
     /// The engines' counters, summed, and per worker.
-    pub fn counters(&self) -> Result<Value, String> {
+    pub fn counters(&self) -> Result<proto::Counters, String> {
         let snaps = self.collect()?;
         let mut total = Counters::default();
-        let per: Vec<Value> = snaps
+        let workers = snaps
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 total.merge(&s.counters);
-                let dataplane = self.worker_stats.get(i).map(|w| json!({"lcore": w.lcore(), "counters": w.snapshot()}));
-                json!({
-                    "sessions": s.sessions, "capacity": s.capacity, "version": s.version, "dataplane": dataplane,
-                    "local_addresses": s.laddrs.iter().map(|(svc, a, n, ports)| json!({"service": svc, "address": a, "connections": n, "ports": ports})).collect::<Vec<_>>(),
-                    "counters": s.counters.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
-                })
+                proto::WorkerCounters {
+                    sessions: s.sessions,
+                    capacity: s.capacity,
+                    version: s.version,
+                    dataplane: self.worker_stats.get(i).map(|w| proto::LcoreCounters {
+                        lcore: w.lcore(),
+                        counters: named(w.snapshot().into_iter()),
+                    }),
+                    local_addresses: s
+                        .laddrs
+                        .iter()
+                        .map(|(svc, a, n, ports)| proto::LaddrUse {
+                            service: svc.clone(),
+                            address: a.clone(),
+                            connections: *n,
+                            ports: *ports,
+                        })
+                        .collect(),
+                    counters: named(s.counters.iter().map(|(c, v)| (c.name(), v))),
+                }
             })
             .collect();
-        let ports: Vec<Value> = self
+        let ports = self
             .ports
             .iter()
-            .map(|p| json!({"name": p.name(), "driver": p.driver(), "link": p.link(), "stats": p.stats()}))
+            .map(|p| proto::PortInfo {
+                name: p.name().to_owned(),
+                driver: p.driver().to_owned(),
+                link: p.link(),
+                stats: p.stats(),
+            })
             .collect();
         // VLAN sub-interfaces' frames in and out, summed over workers.
         let mut vlans = vec![(0u64, 0u64); self.interfaces.len()];
@@ -591,45 +645,50 @@ impl Control {
                 sum.1 += tx;
             }
         }
-        let vlans: Vec<Value> = self
+        let vlans = self
             .interfaces
             .iter()
             .zip(vlans)
             .skip(self.ports.len())
-            .map(|(name, (rx, tx))| json!({"name": name, "rx_packets": rx, "tx_packets": tx}))
+            .map(|(name, (rx, tx))| proto::VlanCounters {
+                name: name.clone(),
+                rx_packets: rx,
+                tx_packets: tx,
+            })
             .collect();
-        let a = &self.admin_stats;
-        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let admin = json!({
-            "clients": n(&a.clients), "accepted": n(&a.accepted), "closed_idle": n(&a.closed_idle),
-            "closed_slow": n(&a.closed_slow), "evicted": n(&a.evicted), "refused": n(&a.refused),
-        });
-        Ok(json!({
-            "total": total.iter().map(|(c, v)| (c.name(), v)).collect::<std::collections::BTreeMap<_, _>>(),
-            "workers": per,
-            "ports": ports,
-            "vlans": vlans,
-            "admin": admin,
-        }))
+        Ok(proto::Counters {
+            total: named(total.iter().map(|(c, v)| (c.name(), v))),
+            workers,
+            ports,
+            vlans,
+            admin: self.admin_stats.read(),
+        })
     }
 
     /// The interfaces' addresses and the routes (connected and static).
-    pub fn routes(&self) -> Value {
+    pub fn routes(&self) -> proto::Routes {
         let port_name = |i: u16| self.interface_name(usize::from(i));
-        let addresses: Vec<Value> = self
+        let addresses = self
             .network
             .interfaces
             .iter()
             .flat_map(|i| i.addrs.iter().map(move |(a, l)| (i.port, *a, *l)))
-            .map(|(p, a, l)| json!({"port": port_name(p), "address": format!("{a}/{l}")}))
+            .map(|(p, a, l)| proto::Address {
+                port: port_name(p),
+                address: format!("{a}/{l}"),
+            })
             .collect();
-        let routes: Vec<Value> = self
+        let routes = self
             .network
             .statics
             .iter()
-            .map(|r| json!({"prefix": format!("{}/{}", r.prefix, r.len), "port": port_name(r.port), "gateway": r.gateway.map(|g| g.to_string())}))
+            .map(|r| proto::Route {
+                prefix: format!("{}/{}", r.prefix, r.len),
+                port: port_name(r.port),
+                gateway: r.gateway.map(|g| g.to_string()),
+            })
             .collect();
-        json!({"addresses": addresses, "routes": routes})
+        proto::Routes { addresses, routes }
     }
 
     /// Adds (or, with `add` false, removes) a static route, validated and
@@ -640,7 +699,7 @@ impl Control {
         port: Option<&str>,
         gateway: Option<&str>,
         add: bool,
-    ) -> Result<Value, String> {
+    ) -> Result<proto::Committed, String> {
         let (a, l) = prefix
             .split_once('/')
             .ok_or_else(|| format!("{prefix:?} is not address/length"))?;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use lb_core::service::{HealthKind, OnFailure, ServiceKey, ServiceSpec};
-use serde_json::{json, Value};
 
 /// Probes one server once.
 pub fn probe(target: SocketAddr, kind: &HealthKind, timeout: Duration) -> Result<(), String> {
@@ -227,23 +226,22 @@ impl Health {
     }
 
     /// Every checked server, for `lb-ctl health`.
-    pub fn report(&self) -> Value {
-        let mut v: Vec<Value> = self
+    pub fn report(&self) -> lb_admin_proto::Health {
+        let mut servers: Vec<lb_admin_proto::ServerHealth> = self
             .states
             .iter()
-            .map(|((key, addr, port), st)| {
-                json!({
-                    "service": key.to_string(), "server": SocketAddr::new(*addr, *port).to_string(),
-                    "state": if st.up { "up" } else { "down" }, "successes": st.successes, "failures": st.failures,
-                    "last": st.last, "since_secs": st.changed.elapsed().as_secs(),
-                })
+            .map(|((key, addr, port), st)| lb_admin_proto::ServerHealth {
+                service: key.to_string(),
+                server: SocketAddr::new(*addr, *port).to_string(),
+                state: if st.up { "up" } else { "down" }.into(),
+                successes: st.successes,
+                failures: st.failures,
+                last: st.last.clone(),
+                since_secs: st.changed.elapsed().as_secs(),
             })
             .collect();
-        v.sort_by(|a, b| {
-            (a["service"].as_str(), a["server"].as_str())
-                .cmp(&(b["service"].as_str(), b["server"].as_str()))
-        });
-        json!({"servers": v})
+        servers.sort_by(|a, b| (&a.service, &a.server).cmp(&(&b.service, &b.server)));
+        lb_admin_proto::Health { servers }
     }
 }
 

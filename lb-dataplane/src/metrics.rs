@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
-use serde_json::Value;
+use lb_admin_proto::{Answer, Counters, List, Op};
 
-use crate::admin::{Op, Pending, PROTOCOL_VERSION};
+use crate::admin::Pending;
 
 /// How long a scrape waits for the control thread, and for a client.
 const WAIT: Duration = Duration::from_secs(10);
@@ -112,8 +112,8 @@ fn scrape(stream: TcpStream, requests: &Sender<Pending>) -> io::Result<()> {
 }
 
 /// The control thread's `list` and `counters`.
-fn ask(requests: &Sender<Pending>) -> Result<(Value, Value), String> {
-    let call = |op: Op| -> Result<Value, String> {
+fn ask(requests: &Sender<Pending>) -> Result<(List, Counters), String> {
+    let call = |op: Op| -> Result<Answer, String> {
         let (tx, rx) = bounded(1);
         requests
             .send_timeout((op, tx), WAIT)
@@ -121,13 +121,10 @@ fn ask(requests: &Sender<Pending>) -> Result<(Value, Value), String> {
         rx.recv_timeout(WAIT)
             .map_err(|_| "the control thread did not answer in time".to_owned())?
     };
-    let list = call(Op::List {
-        v: PROTOCOL_VERSION,
-    })?;
-    let counters = call(Op::Counters {
-        v: PROTOCOL_VERSION,
-    })?;
-    Ok((list, counters))
+    match (call(Op::List)?, call(Op::Counters)?) {
+        (Answer::List(list), Answer::Counters(counters)) => Ok((list, counters)),
+        _ => Err("the control thread answered another question".into()),
+    }
 }
 
 /// A label value, escaped as the text format wants.
@@ -155,14 +152,17 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
-fn num(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// The exposition text for a `list` and a `counters` answer.
-pub fn render(list: &Value, counters: &Value) -> String {
+pub fn render(list: &List, counters: &Counters) -> String {
     let mut out = String::new();
-    let services = list["services"].as_array().cloned().unwrap_or_default();
+    let services = &list.services;
+    let stat = |s: &lb_admin_proto::Stats, key: &str| match key {
+        "conns" => s.conns,
+        "in_pkts" => s.in_pkts,
+        "out_pkts" => s.out_pkts,
+        "in_bytes" => s.in_bytes,
+        _ => s.out_bytes,
+    };
     let stat_names = [
         (
             "conns",
@@ -191,7 +191,7 @@ pub fn render(list: &Value, counters: &Value) -> String {
         ),
     ];
     for (key, name, help) in stat_names {
-        let total: u64 = services.iter().map(|s| num(&s["stats"][key])).sum();
+        let total: u64 = services.iter().map(|s| stat(&s.stats, key)).sum();
         family(
             &mut out,
             &format!("node_ipvs_{name}"),
@@ -202,33 +202,30 @@ pub fn render(list: &Value, counters: &Value) -> String {
     }
     let mut backend: [Vec<(String, u64)>; 3] = Default::default();
     let mut per_service: [Vec<(String, u64)>; 5] = Default::default();
-    for s in &services {
-        let proto = s["protocol"].as_str().unwrap_or("").to_uppercase();
-        let vip = s["vip"].as_str().unwrap_or("").to_owned();
-        let port = num(&s["port"]).to_string();
+    for s in services {
+        let proto = s.protocol.to_uppercase();
+        let vip = s.vip.clone();
+        let port = s.port.to_string();
         let svc_labels = labels(&[
             ("local_address", vip.clone()),
             ("local_port", port.clone()),
             ("proto", proto.clone()),
         ]);
         for (i, (key, _, _)) in stat_names.iter().enumerate() {
-            per_service[i].push((svc_labels.clone(), num(&s["stats"][*key])));
+            per_service[i].push((svc_labels.clone(), stat(&s.stats, key)));
         }
-        for r in s["reals"].as_array().into_iter().flatten() {
+        for r in &s.reals {
             let l = labels(&[
                 ("local_address", vip.clone()),
                 ("local_mark", String::new()),
                 ("local_port", port.clone()),
                 ("proto", proto.clone()),
-                (
-                    "remote_address",
-                    r["address"].as_str().unwrap_or("").to_owned(),
-                ),
-                ("remote_port", num(&r["port"]).to_string()),
+                ("remote_address", r.address.clone()),
+                ("remote_port", r.port.to_string()),
             ]);
-            backend[0].push((l.clone(), num(&r["active"])));
-            backend[1].push((l.clone(), num(&r["inactive"])));
-            backend[2].push((l, num(&r["weight"])));
+            backend[0].push((l.clone(), r.active));
+            backend[1].push((l.clone(), r.inactive));
+            backend[2].push((l, u64::from(r.weight)));
         }
     }
     let helps = [
@@ -269,10 +266,10 @@ pub fn render(list: &Value, counters: &Value) -> String {
     let mut events = Vec::new();
     let mut drops = Vec::new();
     let mut worker_drops = Vec::new();
-    for (name, v) in counters["total"].as_object().into_iter().flatten() {
+    for (name, &v) in &counters.total {
         match name.strip_prefix("drop_") {
-            Some(reason) => drops.push((labels(&[("reason", reason.to_owned())]), num(v))),
-            None => events.push((labels(&[("event", name.clone())]), num(v))),
+            Some(reason) => drops.push((labels(&[("reason", reason.to_owned())]), v)),
+            None => events.push((labels(&[("event", name.clone())]), v)),
         }
     }
     let mut worker_events = Vec::new();
@@ -280,34 +277,31 @@ pub fn render(list: &Value, counters: &Value) -> String {
     let mut sessions = Vec::new();
     let mut capacity = Vec::new();
     let (mut laddr_conns, mut laddr_ports) = (Vec::new(), Vec::new());
-    for w in counters["workers"].as_array().into_iter().flatten() {
-        let lcore = num(&w["dataplane"]["lcore"]).to_string();
-        sessions.push((labels(&[("lcore", lcore.clone())]), num(&w["sessions"])));
-        capacity.push((labels(&[("lcore", lcore.clone())]), num(&w["capacity"])));
-        for l in w["local_addresses"].as_array().into_iter().flatten() {
+    for w in &counters.workers {
+        let lcore = w.dataplane.as_ref().map_or(0, |d| d.lcore).to_string();
+        sessions.push((labels(&[("lcore", lcore.clone())]), u64::from(w.sessions)));
+        capacity.push((labels(&[("lcore", lcore.clone())]), u64::from(w.capacity)));
+        for l in &w.local_addresses {
             let ls = labels(&[
                 ("lcore", lcore.clone()),
-                (
-                    "local_address",
-                    l["address"].as_str().unwrap_or("").to_owned(),
-                ),
-                ("service", l["service"].as_str().unwrap_or("").to_owned()),
+                ("local_address", l.address.clone()),
+                ("service", l.service.clone()),
             ]);
-            laddr_conns.push((ls.clone(), num(&l["connections"])));
-            laddr_ports.push((ls, num(&l["ports"])));
+            laddr_conns.push((ls.clone(), u64::from(l.connections)));
+            laddr_ports.push((ls, u64::from(l.ports)));
         }
-        for (name, v) in w["dataplane"]["counters"].as_object().into_iter().flatten() {
+        for (name, &v) in w.dataplane.iter().flat_map(|d| &d.counters) {
             if name == "max_loop_gap_ns" {
-                gaps.push((labels(&[("lcore", lcore.clone())]), num(v)));
+                gaps.push((labels(&[("lcore", lcore.clone())]), v));
             } else if let Some(reason) = name.strip_prefix("drop_") {
                 worker_drops.push((
                     labels(&[("lcore", lcore.clone()), ("reason", reason.to_owned())]),
-                    num(v),
+                    v,
                 ));
             } else {
                 worker_events.push((
                     labels(&[("event", name.clone()), ("lcore", lcore.clone())]),
-                    num(v),
+                    v,
                 ));
             }
         }
@@ -371,12 +365,12 @@ pub fn render(list: &Value, counters: &Value) -> String {
     family(&mut out, "lb_laddr_ports", "gauge", "Local ports the worker owns on a local address (the most connections it can carry from it).", &laddr_ports);
 
     let mut ports: Vec<(&str, Vec<(String, u64)>)> = Vec::new();
-    for p in counters["ports"].as_array().into_iter().flatten() {
-        let l = labels(&[("port", p["name"].as_str().unwrap_or("").to_owned())]);
-        for (stat, v) in p["stats"].as_object().into_iter().flatten() {
-            match ports.iter_mut().find(|(s, _)| s == stat) {
-                Some((_, samples)) => samples.push((l.clone(), num(v))),
-                None => ports.push((stat.as_str(), vec![(l.clone(), num(v))])),
+    for p in &counters.ports {
+        let l = labels(&[("port", p.name.clone())]);
+        for (stat, v) in p.stats.fields() {
+            match ports.iter_mut().find(|(s, _)| *s == stat) {
+                Some((_, samples)) => samples.push((l.clone(), v)),
+                None => ports.push((stat, vec![(l.clone(), v)])),
             }
         }
     }
@@ -391,10 +385,10 @@ pub fn render(list: &Value, counters: &Value) -> String {
     }
     // Per-VLAN frames in and out.
     let (mut vlan_rx, mut vlan_tx) = (Vec::new(), Vec::new());
-    for v in counters["vlans"].as_array().into_iter().flatten() {
-        let l = labels(&[("interface", v["name"].as_str().unwrap_or("").to_owned())]);
-        vlan_rx.push((l.clone(), num(&v["rx_packets"])));
-        vlan_tx.push((l, num(&v["tx_packets"])));
+    for v in &counters.vlans {
+        let l = labels(&[("interface", v.name.clone())]);
+        vlan_rx.push((l.clone(), v.rx_packets));
+        vlan_tx.push((l, v.tx_packets));
     }
     family(
         &mut out,
@@ -410,27 +404,22 @@ pub fn render(list: &Value, counters: &Value) -> String {
         "Frames sent on a VLAN sub-interface.",
         &vlan_tx,
     );
-    let admin = &counters["admin"];
+    let admin = &counters.admin;
     family(
         &mut out,
         "lb_admin_clients",
         "gauge",
         "Clients connected to the admin socket.",
-        &[(String::new(), num(&admin["clients"]))],
+        &[(String::new(), admin.clients)],
     );
     let closed: Vec<(String, u64)> = [
-        ("idle", "closed_idle"),
-        ("slow", "closed_slow"),
-        ("evicted", "evicted"),
-        ("refused", "refused"),
+        ("idle", admin.closed_idle),
+        ("slow", admin.closed_slow),
+        ("evicted", admin.evicted),
+        ("refused", admin.refused),
     ]
     .iter()
-    .map(|(reason, key)| {
-        (
-            labels(&[("reason", (*reason).to_owned())]),
-            num(&admin[*key]),
-        )
-    })
+    .map(|&(reason, n)| (labels(&[("reason", reason.to_owned())]), n))
     .collect();
     family(
         &mut out,
@@ -444,7 +433,7 @@ pub fn render(list: &Value, counters: &Value) -> String {
         "lb_admin_clients_accepted_total",
         "counter",
         "Admin clients accepted.",
-        &[(String::new(), num(&admin["accepted"]))],
+        &[(String::new(), admin.accepted)],
     );
     out
 }
@@ -452,25 +441,85 @@ pub fn render(list: &Value, counters: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn renders_ipvs_series_and_ours() {
-        let list = json!({"services": [
-            {"protocol": "tcp", "vip": "198.18.0.10", "port": 80,
-             "stats": {"conns": 3, "in_pkts": 30, "out_pkts": 20, "in_bytes": 3000, "out_bytes": 9000},
-             "reals": [{"address": "10.0.0.5", "port": 8080, "weight": 2, "active": 1, "inactive": 2}]},
-            {"protocol": "udp", "vip": "198.18.0.11", "port": 53,
-             "stats": {"conns": 1, "in_pkts": 1, "out_pkts": 1, "in_bytes": 60, "out_bytes": 90},
-             "reals": []}
-        ]});
-        let counters = json!({
-            "total": {"sessions_created": 4, "drop_tcp_not_syn": 7},
-            "workers": [{"sessions": 5, "capacity": 64,
-                "local_addresses": [{"service": "TCP 198.18.0.10:80", "address": "10.0.0.100", "connections": 2, "ports": 64511}],
-                "dataplane": {"lcore": 1, "counters": {"rx_packets": 52, "drop_tx_full": 0, "max_loop_gap_ns": 900}}}],
-            "ports": [{"name": "net_pcap0", "stats": {"rx_packets": 52, "tx_packets": 50}}]
-        });
+        use lb_admin_proto::{
+            LaddrUse, LcoreCounters, PortInfo, PortStats, RealInfo, ServiceInfo, Stats,
+            WorkerCounters,
+        };
+        let named = |pairs: &[(&str, u64)]| pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+        let list = List {
+            version: 1,
+            services: vec![
+                ServiceInfo {
+                    protocol: "tcp".into(),
+                    vip: "198.18.0.10".into(),
+                    port: 80,
+                    stats: Stats {
+                        conns: 3,
+                        in_pkts: 30,
+                        out_pkts: 20,
+                        in_bytes: 3000,
+                        out_bytes: 9000,
+                    },
+                    reals: vec![RealInfo {
+                        address: "10.0.0.5".into(),
+                        port: 8080,
+                        weight: 2,
+                        active: 1,
+                        inactive: 2,
+                        ..RealInfo::default()
+                    }],
+                    ..ServiceInfo::default()
+                },
+                ServiceInfo {
+                    protocol: "udp".into(),
+                    vip: "198.18.0.11".into(),
+                    port: 53,
+                    stats: Stats {
+                        conns: 1,
+                        in_pkts: 1,
+                        out_pkts: 1,
+                        in_bytes: 60,
+                        out_bytes: 90,
+                    },
+                    ..ServiceInfo::default()
+                },
+            ],
+        };
+        let counters = Counters {
+            total: named(&[("sessions_created", 4), ("drop_tcp_not_syn", 7)]),
+            workers: vec![WorkerCounters {
+                sessions: 5,
+                capacity: 64,
+                local_addresses: vec![LaddrUse {
+                    service: "TCP 198.18.0.10:80".into(),
+                    address: "10.0.0.100".into(),
+                    connections: 2,
+                    ports: 64511,
+                }],
+                dataplane: Some(LcoreCounters {
+                    lcore: 1,
+                    counters: named(&[
+                        ("rx_packets", 52),
+                        ("drop_tx_full", 0),
+                        ("max_loop_gap_ns", 900),
+                    ]),
+                }),
+                ..WorkerCounters::default()
+            }],
+            ports: vec![PortInfo {
+                name: "net_pcap0".into(),
+                stats: PortStats {
+                    rx_packets: 52,
+                    tx_packets: 50,
+                    ..PortStats::default()
+                },
+                ..PortInfo::default()
+            }],
+            ..Counters::default()
+        };
         let text = render(&list, &counters);
         let has = |line: &str| {
             assert!(

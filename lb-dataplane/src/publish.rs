@@ -53,16 +53,7 @@ impl Published {
 }
 
 /// One live session, for listings (`ipvsadm -L -c`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ConnInfo {
-    pub protocol: String,
-    pub client: String,
-    pub virtual_: String,
-    pub real: String,
-    pub local: Option<String>,
-    pub state: &'static str,
-    pub expires_in: u32,
-}
+pub use lb_admin_proto::Connection as ConnInfo;
 
 /// What a worker answers to a report request.
 #[derive(Debug, Clone)]

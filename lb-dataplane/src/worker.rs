@@ -555,7 +555,7 @@ fn handle(
                     real: show(&s.rs, s.rport),
                     local: (s.mode == lb_core::service::ForwardMode::Fnat)
                         .then(|| show(&s.laddr, s.lport)),
-                    state: s.state.name(),
+                    state: s.state.name().into(),
                     expires_in: s.expires.saturating_sub(now),
                 })
                 .collect();

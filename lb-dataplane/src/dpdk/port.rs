@@ -11,8 +11,6 @@ use std::ffi::{c_char, CStr, CString};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::mbuf::burst_len;
 use super::{Eal, Errno, MbufBurst, Mempool, SOCKET_ID_ANY};
 
@@ -72,26 +70,9 @@ pub enum PortError {
     },
 }
 
-/// Link state as the driver reports it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Link {
-    pub up: bool,
-    pub speed_mbps: u32,
-    pub full_duplex: bool,
-}
-
-/// The basic counters of `rte_eth_stats`.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct PortStats {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_missed: u64,
-    pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub rx_nombuf: u64,
-}
+// Link state and the basic counters are reported as the admin protocol
+// carries them, so they are its types.
+pub use lb_admin_proto::{Link, PortStats};
 
 #[derive(Debug)]
 struct PortInner {
