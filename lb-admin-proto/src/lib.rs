@@ -174,9 +174,11 @@ pub fn decode_request(line: &[u8]) -> Result<Op, Refused> {
     }
     match version.as_ref().and_then(serde_json::Value::as_u64) {
         Some(PROTOCOL_VERSION) => {}
-        Some(other) => return Err(Refused::Version(format!(
+        Some(other) => {
+            return Err(Refused::Version(format!(
             "protocol version {other} is not supported (this dataplane speaks {PROTOCOL_VERSION})"
-        ))),
+        )))
+        }
         None => {
             return Err(Refused::Version(format!(
                 "the request has no protocol version: add \"v\": {PROTOCOL_VERSION}"

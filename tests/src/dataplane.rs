@@ -40,9 +40,16 @@ impl Idle {
     /// Starts `config` (whose ports are net_pcap0 and net_pcap1) on empty
     /// captures, serving its admin socket in a fresh directory.
     pub fn start(config: &Path) -> Idle {
+        Idle::start_reading(config, None)
+    }
+
+    /// As [`start`](Idle::start), with net_pcap0 reading `input` (once,
+    /// at start) instead of nothing.
+    pub fn start_reading(config: &Path, input: Option<&Path>) -> Idle {
         let tmp = TempDir::new("idle");
         let empty = tmp.0.join("empty.pcap");
         pcap::write(&empty, &[]).expect("write an empty capture");
+        let rx0 = input.map_or_else(|| empty.clone(), Path::to_owned);
         let socket = tmp.0.join("admin.sock");
         let mut child = Command::new(binary::path("lb-dataplane"))
             .arg("--config")
@@ -52,7 +59,7 @@ impl Idle {
             .args(["--duration", "300", "--"])
             .arg(format!(
                 "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
-                empty.display(),
+                rx0.display(),
                 tmp.0.join("o0.pcap").display()
             ))
             .arg(format!(
