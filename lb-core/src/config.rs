@@ -19,8 +19,8 @@ use toml::Spanned;
 
 use crate::sched::{SchedFlags, SchedKind, DEFAULT_MH_TABLE_SIZE};
 use crate::service::{
-    self, ForwardMode, HealthCheck, HealthKind, OnFailure, Persistence, Protocol, RealServer,
-    ServiceKey, ServiceSpec, Timeouts,
+    self, ForwardMode, HealthCheck, HealthKind, MarkMatch, OnFailure, Persistence, Protocol,
+    RealServer, ServiceKey, ServiceSpec, Timeouts,
 };
 use crate::wire::MacAddr;
 
@@ -214,10 +214,18 @@ fn default_admin_socket() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    pub protocol: Spanned<String>,
-    pub vip: Spanned<String>,
+    /// "tcp" or "udp" (not for a firewall-mark service).
+    pub protocol: Option<Spanned<String>>,
+    pub vip: Option<Spanned<String>>,
     /// 0 is a catch-all for every port of the VIP.
-    pub port: u16,
+    pub port: Option<u16>,
+    /// A firewall-mark service (ipvsadm -f): one service for the traffic
+    /// its `match` list describes, instead of protocol, vip and port.
+    pub fwmark: Option<Spanned<u32>>,
+    /// A firewall-mark service's traffic, each `protocol:prefix:ports`
+    /// (`tcp:198.18.0.10/32:80,443`, `udp:198.18.1.0/24:*`).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<Spanned<String>>,
     #[serde(default = "default_scheduler")]
     pub scheduler: Spanned<String>,
     /// ipvsadm's -b list, e.g. "sh-port,sh-fallback".
@@ -943,26 +951,73 @@ fn services_of(
     let mut out = Vec::new();
     let mut keys = HashSet::new();
     for sc in configs {
-        let proto = match sc.protocol.get_ref().to_ascii_lowercase().as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                return Err(c.error(
-                    sc.protocol.span(),
-                    "[[service]] protocol",
-                    format!("{other:?} is not a service protocol: use \"tcp\" or \"udp\""),
-                ))
+        let (key, at) = match &sc.fwmark {
+            Some(mark) => {
+                let at = mark.span();
+                if sc.protocol.is_some() || sc.vip.is_some() || sc.port.is_some() {
+                    return Err(c.error(
+                        at,
+                        "[[service]] fwmark",
+                        "a firewall-mark service has no protocol, vip or port: its `match` list says what traffic it takes".into(),
+                    ));
+                }
+                if *mark.get_ref() == 0 {
+                    return Err(c.error(
+                        at,
+                        "[[service]] fwmark",
+                        "firewall marks start at 1".into(),
+                    ));
+                }
+                let mut v6 = None;
+                for m in &sc.matches {
+                    let parsed: MarkMatch = m
+                        .get_ref()
+                        .parse()
+                        .map_err(|e| c.error(m.span(), "[[service]] match", e))?;
+                    v6.get_or_insert(parsed.prefix.is_ipv6());
+                }
+                (ServiceKey::fwmark(*mark.get_ref(), v6.unwrap_or(false)), at)
+            }
+            None => {
+                let (Some(protocol), Some(vip), Some(port)) = (&sc.protocol, &sc.vip, sc.port)
+                else {
+                    let at = sc
+                        .protocol
+                        .as_ref()
+                        .or(sc.vip.as_ref())
+                        .map_or(0..0, Spanned::span);
+                    return Err(c.error(
+                        at,
+                        "[[service]]",
+                        "a service needs protocol, vip and port (or fwmark and match)".into(),
+                    ));
+                };
+                if let Some(m) = sc.matches.first() {
+                    return Err(c.error(
+                        m.span(),
+                        "[[service]] match",
+                        "only a firewall-mark service (fwmark = N) has matches".into(),
+                    ));
+                }
+                let proto = match protocol.get_ref().to_ascii_lowercase().as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    other => {
+                        return Err(c.error(
+                            protocol.span(),
+                            "[[service]] protocol",
+                            format!("{other:?} is not a service protocol: use \"tcp\" or \"udp\""),
+                        ))
+                    }
+                };
+                let vip_addr = ip(vip, "[[service]] vip")?;
+                (ServiceKey::new(proto, vip_addr, port), vip.span())
             }
         };
-        let vip = ip(&sc.vip, "[[service]] vip")?;
-        let key = ServiceKey {
-            proto,
-            vip,
-            port: sc.port,
-        };
+        let vip = key.vip;
         if !keys.insert(key) {
             return Err(c.error(
-                sc.vip.span(),
+                at.clone(),
                 "[[service]]",
                 format!("service {key} is defined twice"),
             ));
@@ -975,6 +1030,13 @@ fn services_of(
         let flags = SchedFlags::parse(sched, sc.flags.get_ref())
             .map_err(|e| c.error(sc.flags.span(), "[[service]] flags", e))?;
         let mut spec = ServiceSpec::new(key);
+        for m in &sc.matches {
+            spec.matches.push(
+                m.get_ref()
+                    .parse()
+                    .map_err(|e| c.error(m.span(), "[[service]] match", e))?,
+            );
+        }
         spec.sched = sched;
         spec.flags = flags;
         spec.mh_table_size = sc.mh_table_size.unwrap_or(DEFAULT_MH_TABLE_SIZE);
@@ -1005,7 +1067,7 @@ fn services_of(
         }
         // Validate as a snapshot would, so the error has this line.
         let built = service::build_service(spec)
-            .map_err(|e| c.error(sc.vip.span(), "[[service]]", e.to_string()))?;
+            .map_err(|e| c.error(at.clone(), "[[service]]", e.to_string()))?;
         out.push(built.spec);
     }
     Ok(out)
@@ -1057,13 +1119,23 @@ pub fn desired_to_toml(services: &[ServiceSpec], t: &Timeouts) -> String {
     for svc in services {
         let k = svc.key;
         let _ = writeln!(s, "\n[[service]]");
-        let _ = writeln!(
-            s,
-            "protocol = {}",
-            toml_str(&k.proto.to_string().to_ascii_lowercase())
-        );
-        let _ = writeln!(s, "vip = {}", toml_str(&k.vip.to_string()));
-        let _ = writeln!(s, "port = {}", k.port);
+        if k.mark != 0 {
+            let _ = writeln!(s, "fwmark = {}", k.mark);
+            let m: Vec<String> = svc
+                .matches
+                .iter()
+                .map(|m| toml_str(&m.to_string()))
+                .collect();
+            let _ = writeln!(s, "match = [{}]", m.join(", "));
+        } else {
+            let _ = writeln!(
+                s,
+                "protocol = {}",
+                toml_str(&k.proto.to_string().to_ascii_lowercase())
+            );
+            let _ = writeln!(s, "vip = {}", toml_str(&k.vip.to_string()));
+            let _ = writeln!(s, "port = {}", k.port);
+        }
         let _ = writeln!(s, "scheduler = {}", toml_str(svc.sched.name()));
         let flags = svc.flags.to_list(svc.sched);
         if !flags.is_empty() {
@@ -1391,5 +1463,39 @@ weight = 3
             "{GOOD}\n[[forward]]\nfrom = \"net_pcap0\"\nto = \"net_pcap0\"\n"
         ));
         assert!(e.message.contains("already forwards"), "{e}");
+    }
+
+    #[test]
+    fn fwmark_services_read_and_dump() {
+        let text = r#"
+[[service]]
+fwmark = 3
+match = ["tcp:198.18.0.10:80,443"]
+scheduler = "rr"
+persistence = 600
+
+[[service.real]]
+address = "10.0.0.5"
+mode = "dr"
+"#;
+        let (specs, t) = parse_desired(text).unwrap();
+        assert_eq!(specs[0].key, ServiceKey::fwmark(3, false));
+        assert_eq!(specs[0].matches[0].to_string(), "tcp:198.18.0.10/32:80,443");
+        let dumped = desired_to_toml(&specs, &t);
+        assert!(
+            dumped.contains("fwmark = 3\nmatch = [\"tcp:198.18.0.10/32:80,443\"]"),
+            "{dumped}"
+        );
+        assert_eq!(parse_desired(&dumped).unwrap().0, specs);
+        for (bad, says) in [
+            ("[[service]]\nfwmark = 3\nprotocol = \"tcp\"\n", "has no protocol, vip or port"),
+            ("[[service]]\nfwmark = 3\nmatch = [\"tcp:1.2.3.4:x\"]\n", "protocol:prefix:ports"),
+            ("[[service]]\nprotocol = \"tcp\"\nvip = \"1.2.3.4\"\nport = 80\nmatch = [\"tcp:1.2.3.4:80\"]\n", "only a firewall-mark service"),
+            ("[[service]]\nprotocol = \"tcp\"\nvip = \"1.2.3.4\"\n", "needs protocol, vip and port"),
+        ] {
+            let e = parse_desired(bad).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+            assert!(e.line.is_some(), "{bad}: {e} has a line");
+        }
     }
 }

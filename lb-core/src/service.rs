@@ -105,22 +105,230 @@ impl FromStr for ForwardMode {
     }
 }
 
-/// What identifies a service: protocol, virtual address and port. Port 0
-/// is a catch-all for every port of the VIP (the role IPVS's firewall-mark
-/// services play for port ranges).
+/// What identifies a service: protocol, virtual address and port, or a
+/// firewall mark. Port 0 is a catch-all for every port of the VIP.
+///
+/// A firewall-mark service (ipvsadm's `-f N`, `mark` not 0) is one service
+/// for whatever traffic its [`MarkMatch`]es describe: several VIPs, ports
+/// and protocols sharing one scheduler and one persistence template per
+/// client. There are no netfilter marks in a DPDK appliance: the matches
+/// are the marking rules, resolved into the snapshot's index so that a
+/// packet finds a mark service with the same single lookup as any other.
+/// Its `proto`, `vip` and `port` are fixed (TCP, the family's unspecified
+/// address, 0) and mean nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
     pub proto: Protocol,
     pub vip: IpAddr,
     pub port: u16,
+    /// The firewall mark; 0 for a service of protocol, VIP and port.
+    pub mark: u32,
+}
+
+impl ServiceKey {
+    /// The service of `proto`, `vip` and `port`.
+    pub fn new(proto: Protocol, vip: IpAddr, port: u16) -> ServiceKey {
+        ServiceKey {
+            proto,
+            vip,
+            port,
+            mark: 0,
+        }
+    }
+
+    /// The firewall-mark service `mark` (IPv4 or, with `v6`, IPv6).
+    pub fn fwmark(mark: u32, v6: bool) -> ServiceKey {
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            },
+            port: 0,
+            mark,
+        }
+    }
 }
 
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mark != 0 {
+            return match self.vip {
+                IpAddr::V4(_) => write!(f, "FWM {}", self.mark),
+                IpAddr::V6(_) => write!(f, "FWM {} IPv6", self.mark),
+            };
+        }
         match self.vip {
             IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto, a, self.port),
             IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto, a, self.port),
         }
+    }
+}
+
+/// What traffic a firewall-mark service takes: one protocol, a prefix of
+/// destination addresses and destination port ranges. Written
+/// `tcp:198.18.0.0/24:80,443,8000-8099` (IPv6 in brackets:
+/// `tcp:[2001:db8::/64]:443`; no ports, or `*`, for every port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkMatch {
+    pub proto: Protocol,
+    pub prefix: IpAddr,
+    pub len: u8,
+    /// Inclusive ranges; empty for every port.
+    pub ports: Vec<(u16, u16)>,
+}
+
+/// The most (address, port) pairs the matches of one snapshot may cover
+/// (each is a slot of the service index; a whole port range is one).
+pub const MAX_MATCH_ENTRIES: usize = 65_536;
+
+impl MarkMatch {
+    /// Each address the prefix covers, and each port (0 alone for every
+    /// port), in order; `None` if they are more than `limit` pairs.
+    fn entries(&self, limit: usize) -> Option<Vec<(IpAddr, u16)>> {
+        let host_bits = u32::from(if self.prefix.is_ipv4() { 32 } else { 128 } - self.len);
+        if host_bits > 20 {
+            return None;
+        }
+        let addrs = 1usize << host_bits;
+        let ports: Vec<u16> = if self.ports.is_empty() {
+            vec![0]
+        } else {
+            let n: usize = self
+                .ports
+                .iter()
+                .map(|&(a, b)| usize::from(b) - usize::from(a) + 1)
+                .sum();
+            if n.saturating_mul(addrs) > limit {
+                return None;
+            }
+            self.ports.iter().flat_map(|&(a, b)| a..=b).collect()
+        };
+        if ports.len().saturating_mul(addrs) > limit {
+            return None;
+        }
+        let base: u128 = match self.prefix {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let mut out = Vec::with_capacity(ports.len() * addrs);
+        for i in 0..addrs {
+            let n = base + i as u128;
+            let addr = match self.prefix {
+                IpAddr::V4(_) => IpAddr::V4(u32::try_from(n).unwrap_or(u32::MAX).into()),
+                IpAddr::V6(_) => IpAddr::V6(n.into()),
+            };
+            out.extend(ports.iter().map(|&p| (addr, p)));
+        }
+        Some(out)
+    }
+}
+
+/// `addr` with every bit past the first `len` cleared.
+fn prefix_of(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(a) & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & keep).into())
+        }
+    }
+}
+
+impl fmt::Display for MarkMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = self.proto.to_string().to_ascii_lowercase();
+        match self.prefix {
+            IpAddr::V4(a) => write!(f, "{proto}:{a}/{}:", self.len)?,
+            IpAddr::V6(a) => write!(f, "{proto}:[{a}/{}]:", self.len)?,
+        }
+        if self.ports.is_empty() {
+            return f.write_str("*");
+        }
+        for (i, &(a, b)) in self.ports.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if a == b {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for MarkMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MarkMatch, String> {
+        let bad = |why: &str| {
+            format!("match {s:?}: {why} (write protocol:prefix:ports, e.g. tcp:198.18.0.10/32:80,443 or udp:[2001:db8::/64]:*)")
+        };
+        let (proto, rest) = s.split_once(':').ok_or_else(|| bad("no protocol"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return Err(bad("the protocol is tcp or udp")),
+        };
+        let (prefix, ports) = match rest.strip_prefix('[') {
+            Some(r) => {
+                let (p, tail) = r.split_once(']').ok_or_else(|| bad("no closing bracket"))?;
+                (p, tail.strip_prefix(':').unwrap_or(tail))
+            }
+            None => rest.split_once(':').unwrap_or((rest, "")),
+        };
+        let (addr, len) = match prefix.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (prefix, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+        let full = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = match len {
+            Some(l) => l
+                .parse()
+                .ok()
+                .filter(|&l| l <= full)
+                .ok_or_else(|| bad("the prefix length is out of range"))?,
+            None => full,
+        };
+        let masked = prefix_of(addr, len);
+        if masked != addr {
+            return Err(bad(&format!(
+                "{addr}/{len} has host bits set; the prefix is {masked}/{len}"
+            )));
+        }
+        let mut ranges = Vec::new();
+        if !(ports.is_empty() || ports == "*") {
+            for part in ports.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let a: u16 = a.parse().map_err(|_| bad("a port is a number 1-65535"))?;
+                let b: u16 = b.parse().map_err(|_| bad("a port is a number 1-65535"))?;
+                if a == 0 || b < a {
+                    return Err(bad("a port range is low-high, from 1"));
+                }
+                ranges.push((a, b));
+            }
+            ranges.sort_unstable();
+            if ranges == [(1, u16::MAX)] {
+                ranges.clear();
+            }
+        }
+        Ok(MarkMatch {
+            proto,
+            prefix: addr,
+            len,
+            ports: ranges,
+        })
     }
 }
 
@@ -199,6 +407,8 @@ pub struct ServiceSpec {
     pub mh_table_size: u32,
     /// How the control thread checks the real servers, if it does.
     pub health: Option<HealthCheck>,
+    /// A firewall-mark service's traffic (none for any other service).
+    pub matches: Vec<MarkMatch>,
 }
 
 impl ServiceSpec {
@@ -214,6 +424,7 @@ impl ServiceSpec {
             laddrs: Vec::new(),
             mh_table_size: DEFAULT_MH_TABLE_SIZE,
             health: None,
+            matches: Vec::new(),
         }
     }
 }
@@ -269,6 +480,19 @@ pub enum ServiceError {
         "service {service}: persistence netmask /{prefix_len} is too long for the address family"
     )]
     Netmask { service: ServiceKey, prefix_len: u8 },
+    #[error("service {0}: only a firewall-mark service (-f) has matches")]
+    MatchWithoutMark(ServiceKey),
+    #[error("service {service}: match {m} is not of the service's address family")]
+    MatchFamily { service: ServiceKey, m: String },
+    #[error("the matches cover more than {max} (address, port) pairs (at {service}, match {m}): use shorter prefixes or fewer ports (a match of every port is one pair per address)", max = MAX_MATCH_ENTRIES)]
+    MatchTooWide { service: ServiceKey, m: String },
+    #[error("service {service}: match {m} takes {what}, which {other} takes already")]
+    MatchOverlap {
+        service: ServiceKey,
+        m: String,
+        what: String,
+        other: ServiceKey,
+    },
     #[error("service {service}: {source}")]
     Scheduler {
         service: ServiceKey,
@@ -290,6 +514,9 @@ pub struct Service {
     pub sched: Scheduler,
     /// The real servers' weights, in order, for the scheduler.
     pub weights: Box<[u32]>,
+    /// The addresses it takes traffic for: its VIP, or each address its
+    /// matches cover.
+    pub vips: Box<[IpAddr]>,
 }
 
 /// Validates one service and builds its scheduler. Real servers without a
@@ -351,6 +578,15 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
             });
         }
     }
+    if key.mark == 0 && !spec.matches.is_empty() {
+        return Err(ServiceError::MatchWithoutMark(key));
+    }
+    if let Some(m) = spec.matches.iter().find(|m| m.prefix.is_ipv4() != v4) {
+        return Err(ServiceError::MatchFamily {
+            service: key,
+            m: m.to_string(),
+        });
+    }
     let fnat = spec.reals.iter().any(|r| r.mode == ForwardMode::Fnat);
     if fnat && spec.laddrs.is_empty() {
         return Err(ServiceError::FnatWithoutLaddr(key));
@@ -383,10 +619,16 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
             service: key,
             source,
         })?;
+    let vips = if key.mark == 0 {
+        vec![key.vip].into_boxed_slice()
+    } else {
+        Box::default()
+    };
     Ok(Service {
         spec,
         sched,
         weights,
+        vips,
     })
 }
 
@@ -433,8 +675,11 @@ pub struct Snapshot {
     /// Interfaces, addresses and routes.
     pub network: Network,
     /// By [`packed`] key: the stored address form and the protocol and
-    /// port in one word.
+    /// port in one word; a firewall-mark service under each (address,
+    /// port) its matches cover.
     index: ServiceIndex,
+    /// The firewall-mark services, by position.
+    marked: Box<[u32]>,
 }
 
 /// Services by [`packed`] key, open-addressed in a power-of-two array at
@@ -522,18 +767,73 @@ impl Snapshot {
         specs: Vec<ServiceSpec>,
         timeouts: Timeouts,
     ) -> Result<Snapshot, ServiceError> {
-        let mut index = ServiceIndex::with_capacity(specs.len());
         let mut services = Vec::with_capacity(specs.len());
+        let mut keys = std::collections::HashSet::new();
         for spec in specs {
-            let key = spec.key;
-            let i = u32::try_from(services.len()).unwrap_or(u32::MAX);
-            if !index.insert(
-                packed(key.proto, &crate::session::addr(key.vip), key.port),
-                i,
-            ) {
-                return Err(ServiceError::DuplicateService(key));
+            if !keys.insert(spec.key) {
+                return Err(ServiceError::DuplicateService(spec.key));
             }
             services.push(build_service(spec)?);
+        }
+        let position = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        // What the matches cover, within the index's bound.
+        let mut covered = Vec::new();
+        let mut total = 0usize;
+        for (i, svc) in services.iter().enumerate() {
+            for m in &svc.spec.matches {
+                let entries = m.entries(MAX_MATCH_ENTRIES - total).ok_or_else(|| {
+                    ServiceError::MatchTooWide {
+                        service: svc.spec.key,
+                        m: m.to_string(),
+                    }
+                })?;
+                total += entries.len();
+                covered.push((i, m.clone(), entries));
+            }
+        }
+        let mut index = ServiceIndex::with_capacity(services.len() + total);
+        for (i, svc) in services.iter().enumerate() {
+            let key = svc.spec.key;
+            if key.mark == 0 {
+                index.insert(
+                    packed(key.proto, &crate::session::addr(key.vip), key.port),
+                    position(i),
+                );
+            }
+        }
+        let mut vips: Vec<Vec<IpAddr>> = vec![Vec::new(); services.len()];
+        for (i, m, entries) in covered {
+            for (addr, port) in entries {
+                let k = packed(m.proto, &crate::session::addr(addr), port);
+                if !index.insert(k, position(i)) {
+                    let other = index
+                        .get(k)
+                        .map_or(services[i].spec.key, |o| services[o as usize].spec.key);
+                    let what = if port == 0 {
+                        format!("every {} port of {addr}", m.proto)
+                    } else {
+                        format!("{}", ServiceKey::new(m.proto, addr, port))
+                    };
+                    return Err(ServiceError::MatchOverlap {
+                        service: services[i].spec.key,
+                        m: m.to_string(),
+                        what,
+                        other,
+                    });
+                }
+                if vips[i].last() != Some(&addr) {
+                    vips[i].push(addr);
+                }
+            }
+        }
+        let mut marked = Vec::new();
+        for (i, (svc, mut v)) in services.iter_mut().zip(vips).enumerate() {
+            if svc.spec.key.mark != 0 {
+                v.sort_unstable();
+                v.dedup();
+                svc.vips = v.into_boxed_slice();
+                marked.push(position(i));
+            }
         }
         Ok(Snapshot {
             version,
@@ -541,6 +841,7 @@ impl Snapshot {
             timeouts,
             network: Network::default(),
             index,
+            marked: marked.into_boxed_slice(),
         })
     }
 
@@ -578,7 +879,21 @@ impl Snapshot {
 
     /// Whether `addr` is a VIP of any service.
     pub fn is_vip(&self, addr: IpAddr) -> bool {
-        self.services.iter().any(|s| s.spec.key.vip == addr)
+        self.services.iter().any(|s| s.vips.contains(&addr))
+    }
+
+    /// The service of exactly `key`, if there is one.
+    pub fn find(&self, key: &ServiceKey) -> Option<u32> {
+        if key.mark == 0 {
+            return self
+                .index
+                .get(packed(key.proto, &crate::session::addr(key.vip), key.port))
+                .filter(|&i| self.services[i as usize].spec.key == *key);
+        }
+        self.marked
+            .iter()
+            .copied()
+            .find(|&i| self.services[i as usize].spec.key == *key)
     }
 
     /// The specs, as the control thread would rebuild from them.
@@ -596,6 +911,7 @@ mod tests {
             proto: Protocol::Tcp,
             vip: "198.18.0.10".parse().unwrap(),
             port,
+            mark: 0,
         }
     }
 
@@ -679,6 +995,7 @@ mod tests {
                     proto,
                     vip: vip(i),
                     port,
+                    mark: 0,
                 });
                 s.reals = vec![rs("10.1.0.1", 0, ForwardMode::Dr)];
                 if i % 2 == 1 {
@@ -772,5 +1089,107 @@ mod tests {
         assert_eq!(key(80).to_string(), "TCP 198.18.0.10:80");
         assert_eq!(Protocol::from_number(17), Some(Protocol::Udp));
         assert_eq!(Protocol::from_number(1), None);
+    }
+
+    fn marked(mark: u32, matches: &[&str]) -> ServiceSpec {
+        let mut s = ServiceSpec::new(ServiceKey::fwmark(mark, false));
+        s.matches = matches.iter().map(|m| m.parse().unwrap()).collect();
+        s.reals = vec![rs("10.1.0.1", 0, ForwardMode::Dr)];
+        s
+    }
+
+    #[test]
+    fn matches_read_and_write_as_operators_type_them() {
+        for (text, shown) in [
+            ("tcp:198.18.0.10:80,443", "tcp:198.18.0.10/32:80,443"),
+            (
+                "TCP:198.18.0.0/24:8000-8099,22",
+                "tcp:198.18.0.0/24:22,8000-8099",
+            ),
+            ("udp:198.18.0.10/32:*", "udp:198.18.0.10/32:*"),
+            ("udp:198.18.0.10", "udp:198.18.0.10/32:*"),
+            ("tcp:198.18.0.10:1-65535", "tcp:198.18.0.10/32:*"),
+            ("tcp:[2001:db8::/64]:443", "tcp:[2001:db8::/64]:443"),
+        ] {
+            let m: MarkMatch = text.parse().unwrap();
+            assert_eq!(m.to_string(), shown);
+            assert_eq!(shown.parse::<MarkMatch>().unwrap(), m);
+        }
+        for bad in [
+            "sctp:198.18.0.10:80",
+            "tcp:198.18.0.300:80",
+            "tcp:198.18.0.1/24:80",
+            "tcp:198.18.0.0/33:80",
+            "tcp:198.18.0.10:0",
+            "tcp:198.18.0.10:90-80",
+            "tcp:198.18.0.10:http",
+        ] {
+            let e = bad.parse::<MarkMatch>().unwrap_err();
+            assert!(e.contains("protocol:prefix:ports"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_fwmark_service_is_found_under_every_address_and_port_it_matches() {
+        let snap = Snapshot::build(
+            1,
+            vec![
+                svc(80, vec![rs("10.1.0.9", 0, ForwardMode::Dr)]),
+                marked(1, &["tcp:198.18.1.0/30:80,443", "udp:198.18.1.0/32:*"]),
+            ],
+            Timeouts::default(),
+        )
+        .unwrap();
+        let at = |p, a: &str, port| snap.lookup(p, a.parse().unwrap(), port);
+        assert_eq!(at(Protocol::Tcp, "198.18.0.10", 80), Some(0));
+        for a in ["198.18.1.0", "198.18.1.3"] {
+            assert_eq!(at(Protocol::Tcp, a, 80), Some(1));
+            assert_eq!(at(Protocol::Tcp, a, 443), Some(1));
+            assert_eq!(at(Protocol::Tcp, a, 22), None);
+        }
+        assert_eq!(at(Protocol::Tcp, "198.18.1.4", 80), None);
+        assert_eq!(at(Protocol::Udp, "198.18.1.0", 9999), Some(1));
+        assert_eq!(snap.services[1].vips.len(), 4);
+        assert!(snap.is_vip("198.18.1.2".parse().unwrap()));
+        assert_eq!(snap.find(&ServiceKey::fwmark(1, false)), Some(1));
+        assert_eq!(snap.find(&ServiceKey::fwmark(2, false)), None);
+        assert_eq!(snap.find(&key(80)), Some(0));
+        assert_eq!(ServiceKey::fwmark(1, false).to_string(), "FWM 1");
+    }
+
+    #[test]
+    fn overlapping_too_wide_and_misplaced_matches_are_refused() {
+        let build = |specs| Snapshot::build(1, specs, Timeouts::default()).map(|_| ());
+        let e = build(vec![
+            svc(80, vec![rs("10.1.0.9", 0, ForwardMode::Dr)]),
+            marked(1, &["tcp:198.18.0.10/32:80,443"]),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("TCP 198.18.0.10:80") && e.contains("FWM 1"),
+            "{e}"
+        );
+        let e = build(vec![
+            marked(1, &["tcp:198.18.0.0/24:*"]),
+            marked(2, &["tcp:198.18.0.7/32:*"]),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("every TCP port of 198.18.0.7"), "{e}");
+        let e = build(vec![marked(1, &["tcp:198.18.0.0/16:80,443"])])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 65536"), "{e}");
+        let mut plain = svc(80, vec![]);
+        plain.matches = vec!["tcp:198.18.0.10:80".parse().unwrap()];
+        assert!(matches!(
+            build(vec![plain]),
+            Err(ServiceError::MatchWithoutMark(_))
+        ));
+        assert!(matches!(
+            build(vec![marked(1, &["tcp:[2001:db8::1/128]:80"])]),
+            Err(ServiceError::MatchFamily { .. })
+        ));
     }
 }

@@ -151,6 +151,7 @@ mod tests {
             proto: Protocol::Tcp,
             vip: "198.18.0.10".parse().unwrap(),
             port: 80,
+            mark: 0,
         };
         let rs = |addr: &str, active, conns| RealReport {
             addr: addr.parse().unwrap(),

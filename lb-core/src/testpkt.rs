@@ -53,6 +53,7 @@ pub fn fnat_snapshot(servers: u32, sched: SchedKind) -> Snapshot {
         proto: Protocol::Tcp,
         vip: IpAddr::from([198, 18, 0, 10]),
         port: 80,
+        mark: 0,
     });
     s.sched = sched;
     s.reals = (0..servers)

@@ -69,6 +69,7 @@ fn key_of(d: &ServiceDef) -> Result<ServiceKey, String> {
         proto,
         vip: parse_ip(&d.vip, "the VIP")?,
         port: d.port,
+        mark: 0,
     })
 }
 

@@ -48,7 +48,7 @@ fn shrunk() -> Arc<Snapshot> {
 fn build(without_first: bool) -> Arc<Snapshot> {
     {
         let svc = |proto, port, mode, sched| {
-            let mut s = ServiceSpec::new(ServiceKey { proto, vip: ip("198.18.0.10"), port });
+            let mut s = ServiceSpec::new(ServiceKey { proto, vip: ip("198.18.0.10"), port, mark: 0 });
             s.sched = sched;
             let rport = if mode == ForwardMode::Fnat || mode == ForwardMode::Nat { 8080 } else { port };
             s.reals = ["10.1.0.5", "10.1.0.6"]

@@ -334,7 +334,9 @@ impl Worker {
         for (si, svc) in snap.services.iter().enumerate() {
             let key = svc.spec.key;
             let laddrs: Vec<Addr> = svc.spec.laddrs.iter().map(|a| session::addr(*a)).collect();
-            self.owned.insert(session::addr(key.vip));
+            for vip in &svc.vips {
+                self.owned.insert(session::addr(*vip));
+            }
             for l in &laddrs {
                 self.owned.insert(*l);
                 self.laddrs.insert(*l);
@@ -934,7 +936,10 @@ impl Worker {
         let dest = self.dests.svcs[h as usize].dests[i];
         let (rs_addr, rs_port, rs_mode) = {
             let d = &self.dests.dests[dest as usize];
-            (d.addr, d.port, d.mode)
+            // A real server of a catch-all or firewall-mark service has no
+            // port of its own: the connection keeps its destination port.
+            let port = if d.port == 0 { p.dport } else { d.port };
+            (d.addr, port, d.mode)
         };
         let mut laddr = ([0u8; 16], 0u16);
         // The reply tuple's hash, for the insert.
@@ -1103,7 +1108,7 @@ impl Worker {
                 if s.refs() > 0 {
                     let key = dests.svcs[dests.dests[s.dest as usize].svc as usize].key;
                     let timeout = snap
-                        .lookup(key.proto, key.vip, key.port)
+                        .find(&key)
                         .and_then(|i| snap.services[i as usize].spec.persistence)
                         .map_or(60, |p| p.timeout);
                     table.get_mut(id).expires = now.wrapping_add(timeout);

@@ -43,6 +43,7 @@ fn svc(proto: Protocol, port: u16, sched: SchedKind, reals: Vec<RealServer>) -> 
         proto,
         vip: ip("198.18.0.10"),
         port,
+        mark: 0,
     });
     s.sched = sched;
     s.reals = reals;
@@ -474,6 +475,7 @@ fn tcp_states_drive_loads_and_expiry() {
             proto: Protocol::Tcp,
             vip: ip("198.18.0.10"),
             port: 81,
+            mark: 0,
         }];
         w.dests.svcs[h as usize].loads[0]
     };
@@ -516,6 +518,7 @@ fn fnat_ports_return_when_sessions_go_and_syn_reuses_time_wait() {
             proto: Protocol::Tcp,
             vip: ip("198.18.0.10"),
             port: 80,
+            mark: 0,
         }];
         w.dests.svcs[h as usize].pool.as_ref().unwrap().in_use()[0]
     };
@@ -1074,6 +1077,7 @@ fn ipv6_nat() {
         proto: Protocol::Tcp,
         vip: ip("fd00::10"),
         port: 80,
+        mark: 0,
     });
     spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Nat)];
     let net = Network::new(
@@ -1434,4 +1438,66 @@ fn tagged_frames_are_never_balanced_as_if_untagged() {
         Action::Drop(Counter::DropVlanUnknown)
     );
     assert_eq!(w.sessions.len(), 0);
+}
+
+/// A firewall-mark service over ports 80 and 443 of two VIPs, NAT to three
+/// servers without ports, persistent per client.
+fn fwmark_worker() -> Worker {
+    let mut s = ServiceSpec::new(ServiceKey::fwmark(7, false));
+    s.sched = SchedKind::Rr;
+    s.matches = vec![
+        "tcp:198.18.0.20/31:80,443".parse().unwrap(),
+        "udp:198.18.0.20/32:*".parse().unwrap(),
+    ];
+    s.reals = ["10.1.0.5", "10.1.0.6", "10.1.0.7"]
+        .iter()
+        .map(|a| rs(a, 0, ForwardMode::Nat))
+        .collect();
+    s.persistence = Some(Persistence {
+        timeout: 300,
+        prefix_len: 32,
+    });
+    Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(vec![s]),
+    )
+}
+
+#[test]
+fn a_fwmark_service_keeps_a_client_on_one_server_across_its_ports() {
+    let mut w = fwmark_worker();
+    let mut servers = std::collections::HashSet::new();
+    for (i, dport) in [80u16, 443, 80, 443].into_iter().enumerate() {
+        let syn = Builder::tcp_v4(
+            &format!("10.0.0.2:{}", 40000 + i),
+            &format!("198.18.0.20:{dport}"),
+            SYN,
+        )
+        .build();
+        let (act, out) = run(&mut w, &syn, 0, 1);
+        assert!(matches!(act, Action::Transmit { .. }), "{act:?}");
+        let d = crate::packet::parse(&out).unwrap();
+        servers.insert(d.dst);
+        assert_eq!(d.dport, dport, "a server without a port keeps the packet's");
+    }
+    assert_eq!(servers.len(), 1, "one template for both ports");
+    assert_eq!(w.counters.get(Counter::TemplatesCreated), 1);
+    // Another client is scheduled afresh (rr's next server).
+    let syn = Builder::tcp_v4("10.0.0.3:40000", "198.18.0.20:443", SYN).build();
+    let (_, out) = run(&mut w, &syn, 0, 1);
+    assert!(!servers.contains(&crate::packet::parse(&out).unwrap().dst));
+    // The second address of the /31 and UDP to every port match too;
+    // another port or address does not.
+    let syn = Builder::tcp_v4("10.0.0.4:40000", "198.18.0.21:80", SYN).build();
+    assert!(matches!(run(&mut w, &syn, 0, 1).0, Action::Transmit { .. }));
+    let udp = Builder::udp_v4("10.0.0.4:5000", "198.18.0.20:5353", b"q").build();
+    assert!(matches!(run(&mut w, &udp, 0, 1).0, Action::Transmit { .. }));
+    let other = Builder::tcp_v4("10.0.0.4:40001", "198.18.0.20:8080", SYN).build();
+    assert!(!matches!(
+        run(&mut w, &other, 0, 1).0,
+        Action::Transmit { .. }
+    ));
 }
