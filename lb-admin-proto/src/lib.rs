@@ -34,10 +34,21 @@ pub const MAX_REQUEST: usize = 1 << 20;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
-    /// `tcp` or `udp`.
+    /// `tcp` or `udp`; empty for a firewall-mark service.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub protocol: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vip: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub port: u16,
+    /// A firewall-mark service (ipvsadm -f) instead of protocol, VIP and
+    /// port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
+    /// A firewall-mark service's traffic, each `protocol:prefix:ports`
+    /// (`tcp:198.18.0.10/32:80,443`); on edit, replaces the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +60,10 @@ pub struct ServiceDef {
     pub netmask: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_addresses: Option<Vec<String>>,
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
 }
 
 /// A real server as the protocol names it (ipvsadm's -a/-e arguments).
@@ -344,10 +359,15 @@ pub struct List {
 /// A service as `list` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct ServiceInfo {
-    /// `TCP` or `UDP`.
+    /// `TCP`, `UDP`, or `FWM` for a firewall-mark service (whose `vip` is
+    /// its family's unspecified address and `port` 0).
     pub protocol: String,
     pub vip: String,
     pub port: u16,
+    /// A firewall-mark service's mark.
+    pub fwmark: Option<u32>,
+    /// A firewall-mark service's traffic (`protocol:prefix:ports`).
+    pub matches: Vec<String>,
     pub scheduler: String,
     /// ipvsadm's `-b` list, empty for none.
     pub flags: String,
@@ -373,6 +393,8 @@ pub struct RealInfo {
     pub lower: u32,
     pub active: u64,
     pub inactive: u64,
+    /// Persistence templates pointing at it (ipvsadm's PersistConn).
+    pub persistent: u64,
     /// `up` or `down`; none when not checked.
     pub health: Option<String>,
     pub stats: Stats,

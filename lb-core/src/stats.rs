@@ -67,6 +67,8 @@ pub struct RealReport {
     pub weight: u32,
     pub active: u64,
     pub inactive: u64,
+    /// Persistence templates (ipvsadm's PersistConn).
+    pub persistent: u64,
     pub stats: Stats,
 }
 
@@ -93,6 +95,7 @@ impl ServiceReport {
                 Some(r) => {
                     r.active += o.active;
                     r.inactive += o.inactive;
+                    r.persistent += o.persistent;
                     r.stats.add(&o.stats);
                 }
                 None => self.reals.push(o.clone()),
@@ -160,6 +163,7 @@ mod tests {
             weight: 1,
             active,
             inactive: 1,
+            persistent: 0,
             stats: Stats {
                 conns,
                 ..Stats::default()

@@ -62,6 +62,17 @@ pub enum Table {
     Stats,
     Rate,
     Thresholds,
+    PersistentConn,
+}
+
+/// A service as ipvsadm names it in listings: `TCP  198.18.0.10:80`,
+/// `FWM  1`.
+fn listed_name(svc: &ServiceInfo) -> String {
+    match svc.fwmark {
+        Some(mark) if svc.vip.contains(':') => format!("FWM  {mark} IPv6"),
+        Some(mark) => format!("FWM  {mark}"),
+        None => format!("{}  {}", svc.protocol, addr_port(&svc.vip, svc.port)),
+    }
 }
 
 /// Services sorted as ipvsadm sorts them: protocol, address, port; real
@@ -72,7 +83,7 @@ pub fn sorted(list: &List) -> Vec<ServiceInfo> {
             .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
     };
     let mut services = list.services.clone();
-    services.sort_by_key(|v| (v.protocol.clone(), ip(&v.vip), v.port));
+    services.sort_by_key(|v| (v.protocol.clone(), v.fwmark, ip(&v.vip), v.port));
     for svc in &mut services {
         svc.reals.sort_by_key(|r| (ip(&r.address), r.port));
     }
@@ -108,6 +119,14 @@ pub fn listing(list: &List, table: Table, exact: bool) -> String {
             );
             let _ = writeln!(o, "  -> RemoteAddress:Port");
         }
+        Table::PersistentConn => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:<9} {:<11} {:<10} {:<10}",
+                "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
         Table::Plain => {
             let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
             let _ = writeln!(
@@ -118,7 +137,7 @@ pub fn listing(list: &List, table: Table, exact: bool) -> String {
     }
     for svc in sorted(list) {
         let vip = svc.vip.as_str();
-        let name = format!("{}  {}", svc.protocol, addr_port(vip, svc.port));
+        let name = listed_name(&svc);
         match table {
             Table::Stats => {
                 let st = &svc.stats;
@@ -187,6 +206,13 @@ pub fn listing(list: &List, table: Table, exact: bool) -> String {
                         r.upper, r.lower, r.active, r.inactive
                     );
                 }
+                Table::PersistentConn => {
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}",
+                        r.weight, r.persistent, r.active, r.inactive
+                    );
+                }
                 Table::Plain => {
                     let _ = writeln!(
                         o,
@@ -222,11 +248,14 @@ pub fn save(list: &List) -> String {
     let mut o = String::new();
     for svc in sorted(list) {
         let vip = svc.vip.as_str();
-        let name = format!(
-            "{} {}",
-            proto_switch(&svc.protocol),
-            addr_port(vip, svc.port)
-        );
+        let name = match svc.fwmark {
+            Some(mark) => format!("-f {mark}"),
+            None => format!(
+                "{} {}",
+                proto_switch(&svc.protocol),
+                addr_port(vip, svc.port)
+            ),
+        };
         let _ = write!(o, "-A {name} -s {}", svc.scheduler);
         if !svc.flags.is_empty() {
             let _ = write!(o, " -b {}", svc.flags);
@@ -239,6 +268,11 @@ pub fn save(list: &List) -> String {
             if m != full {
                 let _ = write!(o, " -M {}", mask(m, v6));
             }
+        }
+        // The traffic of a firewall-mark service: lb-ctl's own option,
+        // where an LVS box has iptables rules.
+        for m in &svc.matches {
+            let _ = write!(o, " --match {m}");
         }
         o.push('\n');
         for l in &svc.local_addresses {

@@ -117,6 +117,15 @@ struct Ipvsadm {
     /// A UDP service, host[:port].
     #[arg(short = 'u', long = "udp-service", value_name = "SERVICE")]
     udp: Option<String>,
+    /// A firewall-mark service: one service for the traffic its --match
+    /// list describes (several VIPs, ports or protocols).
+    #[arg(short = 'f', long = "fwmark-service", value_name = "MARK")]
+    fwmark: Option<u32>,
+    /// What traffic a firewall-mark service takes, protocol:prefix:ports
+    /// (tcp:198.18.0.10/32:80,443; udp:198.18.0.0/24:*); repeat for more.
+    /// With -E, replaces the list.
+    #[arg(long = "match", value_name = "MATCH")]
+    matches: Vec<String>,
     /// The scheduler (rr wrr lc wlc sed nq dh sh lblc lblcr mh fo; default wlc).
     #[arg(short = 's', long = "scheduler")]
     scheduler: Option<String>,
@@ -171,6 +180,9 @@ struct Ipvsadm {
     /// List with thresholds.
     #[arg(long)]
     thresholds: bool,
+    /// List with each real server's persistence templates (PersistConn).
+    #[arg(long = "persistent-conn")]
+    persistent_conn: bool,
     /// Exact numbers (no K/M/G).
     #[arg(long)]
     exact: bool,
@@ -409,20 +421,26 @@ fn split_host(s: &str) -> Result<(String, Option<u16>), Error> {
     }
 }
 
-fn service_of(tcp: &Option<String>, udp: &Option<String>) -> Result<ServiceDef, Error> {
-    let (proto, spec) = match (tcp, udp) {
-        (Some(t), None) => ("tcp", t),
-        (None, Some(u)) => ("udp", u),
-        (None, None) => {
+fn service_of(
+    tcp: &Option<String>,
+    udp: &Option<String>,
+    fwmark: Option<u32>,
+) -> Result<ServiceDef, Error> {
+    let (proto, spec) = match (tcp, udp, fwmark) {
+        (None, None, Some(mark)) => {
+            return Ok(ServiceDef {
+                fwmark: Some(mark),
+                ..ServiceDef::default()
+            })
+        }
+        (Some(t), None, None) => ("tcp", t),
+        (None, Some(u), None) => ("udp", u),
+        (None, None, None) => {
             return Err(Error::Usage(
-                "a service is needed: -t host:port or -u host:port".into(),
+                "a service is needed: -t host:port, -u host:port or -f mark".into(),
             ))
         }
-        (Some(_), Some(_)) => {
-            return Err(Error::Usage(
-                "one service at a time: -t or -u, not both".into(),
-            ))
-        }
+        _ => return Err(Error::Usage("one service at a time: -t, -u or -f".into())),
     };
     let (host, port) = split_host(spec)?;
     Ok(ServiceDef {
@@ -479,6 +497,14 @@ fn service_fields(a: &Ipvsadm, service: &mut ServiceDef, adding: bool) -> Result
     service.flags.clone_from(&a.sched_flags);
     service.persistence = a.persistent;
     service.netmask = a.netmask.as_deref().map(prefix_of).transpose()?;
+    if !a.matches.is_empty() {
+        if a.fwmark.is_none() {
+            return Err(Error::Usage(
+                "--match belongs to a firewall-mark service (-f mark)".into(),
+            ));
+        }
+        service.matches = Some(a.matches.clone());
+    }
     Ok(())
 }
 
@@ -508,15 +534,34 @@ fn find_service<'a>(
         .find(|s| same_service(s, want))
         .ok_or_else(|| {
             Error::Failed(Failure::Rejected(format!(
-                "no service {} {}",
-                want.protocol,
-                format::addr_port(&want.vip, want.port)
+                "no service {}",
+                service_name(want)
             )))
         })
 }
 
 fn same_service(s: &lb_admin_proto::ServiceInfo, want: &ServiceDef) -> bool {
-    s.protocol.eq_ignore_ascii_case(&want.protocol) && s.vip == want.vip && s.port == want.port
+    match want.fwmark {
+        Some(mark) => s.fwmark == Some(mark),
+        None => {
+            s.fwmark.is_none()
+                && s.protocol.eq_ignore_ascii_case(&want.protocol)
+                && s.vip == want.vip
+                && s.port == want.port
+        }
+    }
+}
+
+/// A service as messages name it.
+fn service_name(want: &ServiceDef) -> String {
+    match want.fwmark {
+        Some(mark) => format!("FWM {mark}"),
+        None => format!(
+            "{} {}",
+            want.protocol.to_ascii_uppercase(),
+            format::addr_port(&want.vip, want.port)
+        ),
+    }
 }
 
 fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
@@ -555,7 +600,7 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         return change_laddr(
             &mut c,
             &list,
-            service_of(&a.tcp, &a.udp)?,
+            service_of(&a.tcp, &a.udp, a.fwmark)?,
             laddr,
             a.add_laddr,
         );
@@ -564,7 +609,7 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         return laddr(&mut c, Laddr::List, a.output == Output::Json);
     }
     if a.add_service || a.edit_service || a.delete_service {
-        let mut service = service_of(&a.tcp, &a.udp)?;
+        let mut service = service_of(&a.tcp, &a.udp, a.fwmark)?;
         let op = if a.add_service {
             service_fields(&a, &mut service, true)?;
             Op::AddService { service }
@@ -578,7 +623,7 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         return Ok(String::new());
     }
     if a.add_server || a.edit_server || a.delete_server {
-        let service = service_of(&a.tcp, &a.udp)?;
+        let service = service_of(&a.tcp, &a.udp, a.fwmark)?;
         let op = if a.add_server {
             Op::AddReal {
                 service,
@@ -646,8 +691,8 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         });
     }
     let mut list: List = c.call(&Op::List)?;
-    if a.tcp.is_some() || a.udp.is_some() {
-        let want = service_of(&a.tcp, &a.udp)?;
+    if a.tcp.is_some() || a.udp.is_some() || a.fwmark.is_some() {
+        let want = service_of(&a.tcp, &a.udp, a.fwmark)?;
         let one = find_service(&list, &want)?.clone();
         list.services = vec![one];
     }
@@ -661,6 +706,8 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
         Table::Rate
     } else if a.thresholds {
         Table::Thresholds
+    } else if a.persistent_conn {
+        Table::PersistentConn
     } else {
         Table::Plain
     };
@@ -693,7 +740,7 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
                 .laddr
                 .clone()
                 .ok_or_else(|| Error::Usage(format!("line {}: -P needs -z", n + 1)))?;
-            let service = service_of(&a.tcp, &a.udp)?;
+            let service = service_of(&a.tcp, &a.udp, a.fwmark)?;
             c.call(&Op::List).and_then(|list: List| {
                 change_laddr(c, &list, service, laddr, true)
                     .map(|_| ())
@@ -703,7 +750,7 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
                     })
             })
         } else if a.add_service || a.edit_service {
-            let mut service = service_of(&a.tcp, &a.udp)?;
+            let mut service = service_of(&a.tcp, &a.udp, a.fwmark)?;
             service_fields(&a, &mut service, a.add_service)?;
             let op = if a.add_service {
                 Op::AddService { service }
@@ -712,7 +759,7 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
             };
             c.call(&op).map(|_: Committed| ())
         } else {
-            let service = service_of(&a.tcp, &a.udp)?;
+            let service = service_of(&a.tcp, &a.udp, a.fwmark)?;
             let real = real_fields(&a, a.add_server)?;
             let op = if a.add_server {
                 Op::AddReal { service, real }
@@ -888,10 +935,10 @@ fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error>
             Ok(out)
         }
         Laddr::Add { tcp, udp, laddr } => {
-            change_laddr(c, &list, service_of(&tcp, &udp)?, laddr, true)
+            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, true)
         }
         Laddr::Del { tcp, udp, laddr } => {
-            change_laddr(c, &list, service_of(&tcp, &udp)?, laddr, false)
+            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, false)
         }
     }
 }

@@ -825,7 +825,7 @@ fn engine_report(results: &[WorkerResult]) -> EngineReport {
     let services = merge_reports(&per_worker)
         .into_iter()
         .map(|s| ServiceSummary {
-            service: format!("{} {}", s.key.proto, show_addr(s.key.vip, s.key.port)),
+            service: s.key.to_string(),
             scheduler: s.sched.to_string(),
             conns: s.stats.conns,
             in_pkts: s.stats.in_pkts,

@@ -21,7 +21,8 @@ use lb_core::engine::Counters;
 use lb_core::net::Network;
 use lb_core::sched::{SchedFlags, SchedKind};
 use lb_core::service::{
-    ForwardMode, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
+    ForwardMode, MarkMatch, Persistence, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot,
+    Timeouts,
 };
 use lb_core::stats::{merge_reports, RateEstimator, Rates, ServiceReport, Stats};
 
@@ -59,18 +60,35 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{what} {s:?} is not an IP address"))
 }
 
-fn key_of(d: &ServiceDef) -> Result<ServiceKey, String> {
+fn key_of(d: &ServiceDef, specs: &[ServiceSpec]) -> Result<ServiceKey, String> {
+    if let Some(mark) = d.fwmark {
+        if !d.protocol.is_empty() || !d.vip.is_empty() || d.port != 0 {
+            return Err(format!(
+                "firewall-mark service {mark} has no protocol, VIP or port: its matches say what traffic it takes"
+            ));
+        }
+        if mark == 0 {
+            return Err("firewall marks start at 1".into());
+        }
+        // The family is its matches', or the existing service's.
+        let v6 = match d.matches.as_ref().and_then(|m| m.first()) {
+            Some(m) => m.parse::<MarkMatch>()?.prefix.is_ipv6(),
+            None => specs
+                .iter()
+                .find(|s| s.key.mark == mark)
+                .is_some_and(|s| s.key.vip.is_ipv6()),
+        };
+        return Ok(ServiceKey::fwmark(mark, v6));
+    }
+    if d.matches.is_some() {
+        return Err("only a firewall-mark service (fwmark) has matches".into());
+    }
     let proto = match d.protocol.to_ascii_lowercase().as_str() {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         p => return Err(format!("protocol {p:?} is not tcp or udp")),
     };
-    Ok(ServiceKey {
-        proto,
-        vip: parse_ip(&d.vip, "the VIP")?,
-        port: d.port,
-        mark: 0,
-    })
+    Ok(ServiceKey::new(proto, parse_ip(&d.vip, "the VIP")?, d.port))
 }
 
 fn rs_key(rs: &RealServer) -> String {
@@ -217,6 +235,12 @@ impl Control {
                 }
             }
         }
+        if let Some(m) = &d.matches {
+            spec.matches = m
+                .iter()
+                .map(|m| m.parse::<MarkMatch>())
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(l) = &d.local_addresses {
             spec.laddrs = l
                 .iter()
@@ -228,7 +252,7 @@ impl Control {
 
     /// ipvsadm -A.
     pub fn add_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
-        let key = key_of(d)?;
+        let key = key_of(d, &self.specs)?;
         if self.find(&key).is_ok() {
             return Err(format!("service {key} exists already (edit it with -E)"));
         }
@@ -241,7 +265,7 @@ impl Control {
 
     /// ipvsadm -E.
     pub fn edit_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
-        let key = key_of(d)?;
+        let key = key_of(d, &self.specs)?;
         let i = self.find(&key)?;
         let mut specs = self.specs.clone();
         Self::apply_def(&mut specs[i], d)?;
@@ -250,7 +274,7 @@ impl Control {
 
     /// ipvsadm -D.
     pub fn del_service(&mut self, d: &ServiceDef) -> Result<proto::Committed, String> {
-        let i = self.find(&key_of(d)?)?;
+        let i = self.find(&key_of(d, &self.specs)?)?;
         let mut specs = self.specs.clone();
         specs.remove(i);
         self.commit(specs, self.timeouts)
@@ -282,7 +306,7 @@ impl Control {
 
     /// ipvsadm -a.
     pub fn add_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
-        let i = self.find(&key_of(s)?)?;
+        let i = self.find(&key_of(s, &self.specs)?)?;
         let mut specs = self.specs.clone();
         if Self::find_real(&specs[i], d).is_ok() {
             return Err(format!(
@@ -297,7 +321,7 @@ impl Control {
 
     /// ipvsadm -e.
     pub fn edit_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
-        let i = self.find(&key_of(s)?)?;
+        let i = self.find(&key_of(s, &self.specs)?)?;
         let mut specs = self.specs.clone();
         let j = Self::find_real(&specs[i], d)?;
         let rs = Self::real_of(d, Some(&specs[i].reals[j]))?;
@@ -307,7 +331,7 @@ impl Control {
 
     /// ipvsadm -d.
     pub fn del_real(&mut self, s: &ServiceDef, d: &RealDef) -> Result<proto::Committed, String> {
-        let i = self.find(&key_of(s)?)?;
+        let i = self.find(&key_of(s, &self.specs)?)?;
         let mut specs = self.specs.clone();
         let j = Self::find_real(&specs[i], d)?;
         specs[i].reals.remove(j);
@@ -513,6 +537,7 @@ impl Control {
                             lower: rs.lower,
                             active: rr.map_or(0, |r| r.active),
                             inactive: rr.map_or(0, |r| r.inactive),
+                            persistent: rr.map_or(0, |r| r.persistent),
                             health: self
                                 .health
                                 .status(&spec.key, rs.addr, rs.port)
@@ -522,10 +547,17 @@ impl Control {
                         }
                     })
                     .collect();
+                let mark = spec.key.mark;
                 proto::ServiceInfo {
-                    protocol: spec.key.proto.to_string(),
+                    protocol: if mark != 0 {
+                        "FWM".into()
+                    } else {
+                        spec.key.proto.to_string()
+                    },
                     vip: spec.key.vip.to_string(),
                     port: spec.key.port,
+                    fwmark: (mark != 0).then_some(mark),
+                    matches: spec.matches.iter().map(ToString::to_string).collect(),
                     scheduler: spec.sched.name().into(),
                     flags: spec.flags.to_list(spec.sched),
                     persistence: spec.persistence.map(|p| p.timeout),

@@ -204,20 +204,31 @@ pub fn render(list: &List, counters: &Counters) -> String {
     let mut per_service: [Vec<(String, u64)>; 5] = Default::default();
     for s in services {
         let proto = s.protocol.to_uppercase();
-        let vip = s.vip.clone();
+        // A firewall-mark service is labelled by its mark, as node_exporter
+        // labels IPVS's.
+        let vip = if s.fwmark.is_some() {
+            String::new()
+        } else {
+            s.vip.clone()
+        };
         let port = s.port.to_string();
-        let svc_labels = labels(&[
-            ("local_address", vip.clone()),
-            ("local_port", port.clone()),
-            ("proto", proto.clone()),
-        ]);
+        let mark = s.fwmark.map(|m| m.to_string()).unwrap_or_default();
+        let svc_labels = if mark.is_empty() {
+            labels(&[
+                ("local_address", vip.clone()),
+                ("local_port", port.clone()),
+                ("proto", proto.clone()),
+            ])
+        } else {
+            labels(&[("local_mark", mark.clone()), ("proto", proto.clone())])
+        };
         for (i, (key, _, _)) in stat_names.iter().enumerate() {
             per_service[i].push((svc_labels.clone(), stat(&s.stats, key)));
         }
         for r in &s.reals {
             let l = labels(&[
                 ("local_address", vip.clone()),
-                ("local_mark", String::new()),
+                ("local_mark", mark.clone()),
                 ("local_port", port.clone()),
                 ("proto", proto.clone()),
                 ("remote_address", r.address.clone()),

@@ -118,6 +118,37 @@ fn exchanges() -> Vec<(&'static str, Result<Op, &'static str>)> {
             }),
         ),
         ("other-version", Err("{\"v\":99,\"op\":\"list\"}\n")),
+        (
+            "add-fwmark-service",
+            Ok(Op::AddService {
+                service: ServiceDef {
+                    fwmark: Some(5),
+                    matches: Some(vec![
+                        "tcp:198.18.0.50/32:80,443".into(),
+                        "udp:198.18.0.50/32:*".into(),
+                    ]),
+                    scheduler: Some("rr".into()),
+                    persistence: Some(600),
+                    ..ServiceDef::default()
+                },
+            }),
+        ),
+        (
+            "add-fwmark-real",
+            Ok(Op::AddReal {
+                service: ServiceDef {
+                    fwmark: Some(5),
+                    ..ServiceDef::default()
+                },
+                real: RealDef {
+                    address: "10.0.0.6".into(),
+                    mode: Some("dr".into()),
+                    weight: Some(1),
+                    ..RealDef::default()
+                },
+            }),
+        ),
+        ("list-with-fwmark", Ok(Op::List)),
         ("get-timeouts", Ok(Op::GetTimeouts)),
         (
             "set-timeouts",

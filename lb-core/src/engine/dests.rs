@@ -54,6 +54,8 @@ pub struct DestEntry {
     pub stats: Stats,
     /// Sessions referencing it.
     pub refs: u32,
+    /// Persistence templates pointing at it (ipvsadm's PersistConn).
+    pub templates: u32,
     /// The port and next hop towards it, looked up once per snapshot.
     pub route: Option<(u16, Addr)>,
     /// For IPIP: the route's port's IPv4 address (the outer source) and
@@ -137,6 +139,7 @@ impl Dests {
             lower: 0,
             stats: Stats::default(),
             refs: 0,
+            templates: 0,
             route: None,
             tunnel: None,
         };

@@ -919,7 +919,9 @@ impl Worker {
                         ts.flags = (ts.flags | flags::TEMPLATE) & !flags::HAS_OUT;
                         ts.dest = dest;
                         ts.set_refs(0);
-                        self.dests.dests[dest as usize].refs += 1;
+                        let d = &mut self.dests.dests[dest as usize];
+                        d.refs += 1;
+                        d.templates += 1;
                         self.dests.svcs[h as usize].refs += 1;
                         template = Some(tid);
                         self.count(Counter::TemplatesCreated);
@@ -1250,6 +1252,7 @@ impl Worker {
                                 weight: rs.weight,
                                 active: u64::from(d.load.active),
                                 inactive: u64::from(d.load.inactive),
+                                persistent: u64::from(d.templates),
                                 stats: d.stats,
                             }
                         })
@@ -1288,7 +1291,9 @@ fn release(
     if s.dest != NIL {
         let d = &mut dests.dests[s.dest as usize];
         d.refs = d.refs.saturating_sub(1);
-        if !s.is_template() {
+        if s.is_template() {
+            d.templates = d.templates.saturating_sub(1);
+        } else {
             let inactive = s.is_inactive();
             dests.update_load(s.dest, |l| {
                 if inactive {
