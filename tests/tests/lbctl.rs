@@ -97,9 +97,36 @@ fn lb_ctl_as_ipvsadm() {
         "clustered flags, -l, --sort"
     );
 
+    // Firewall-mark services: what traffic mark 1 takes is said with
+    // --match (an LVS box says it with iptables), and -S writes it.
+    c.ok(&["-E", "-f", "1", "--match", "tcp:198.18.0.20/32:80,443"]);
+    assert_eq!(
+        c.ok(&["-L", "-n", "-f", "1", "--persistent-conn"]),
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n\
+         \x20 -> RemoteAddress:Port\n\
+         FWM  1 rr persistent 300\n\
+         \x20 -> 10.0.6.5:0                   1         0           0          0         \n\
+         \x20 -> 10.0.6.6:0                   2         0           0          0         \n"
+    );
+    let e = c.fails(&["-E", "-f", "2", "--match", "tcp:198.18.0.20:443"], 1);
+    assert!(e.contains("which FWM 1 takes already"), "{e}");
+    let e = c.fails(
+        &["-E", "-t", "198.18.0.10:80", "--match", "tcp:1.2.3.4:80"],
+        2,
+    );
+    assert!(e.contains("firewall-mark service"), "{e}");
+    let e = c.fails(&["-E", "-f", "2", "--match", "tcp:1.2.3.4:http"], 1);
+    assert!(e.contains("protocol:prefix:ports"), "{e}");
+    c.fails(&["-L", "-n", "-f", "9"], 1);
+
     // Save -> clear -> restore gives back exactly the same rules.
     let saved = c.ok(&["-S"]);
-    assert!(saved.lines().count() >= 27, "{saved}");
+    assert!(saved.lines().count() >= 32, "{saved}");
+    assert!(
+        saved.contains("-A -f 1 -s rr -p 300 --match tcp:198.18.0.20/32:80,443\n-a -f 1 -r 10.0.6.5:0 -g -w 1\n"),
+        "{saved}"
+    );
     c.ok(&["-C"]);
     assert_eq!(
         c.ok(&["-Ln"]).lines().count(),
