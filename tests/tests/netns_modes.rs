@@ -573,3 +573,66 @@ fn started_empty_then_restored_carries_traffic_and_clears_to_empty() {
     let report = lb.stop();
     assert!(report["engine"]["counters"]["rx_packets"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_fwmark_service_keeps_a_client_on_one_server_across_two_ports() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = OneArm::new("fw", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    for k in 0..3 {
+        topo.start_server(k, 8443).unwrap();
+    }
+    // Configured as an operator would, live over the socket: one
+    // persistent Full-NAT service for two ports of the VIP (an LVS box
+    // marks them with iptables; here --match says it), its servers
+    // without a port so that each connection keeps its own.
+    let lb = start(&topo, "");
+    let mark = format!("tcp:{VIP}/32:8080,8443");
+    ctl(
+        &lb,
+        &["-A", "-f", "1", "-s", "rr", "-p", "300", "--match", &mark],
+        None,
+    );
+    ctl(&lb, &["-P", "-f", "1", "-z", "10.0.0.100"], None);
+    for k in 0..3 {
+        ctl(
+            &lb,
+            &["-a", "-f", "1", "-r", &format!("10.0.0.1{k}"), "--fullnat"],
+            None,
+        );
+    }
+    let mut per_server = BTreeMap::<String, usize>::new();
+    for i in 0..40 {
+        let port = if i % 2 == 0 { 8080 } else { 8443 };
+        let body = topo
+            .get(&format!("http://{VIP}:{port}/"))
+            .unwrap_or_else(|e| panic!("request {i} to port {port}: {e}"));
+        let server = body.split_whitespace().next().unwrap_or_default();
+        *per_server.entry(format!("{server} on {port}")).or_default() += 1;
+    }
+    let listing = ctl(&lb, &["-L", "-n", "--persistent-conn"], None);
+    let report = lb.stop();
+    assert_eq!(
+        per_server.len(),
+        2,
+        "one server answers on both ports (rr would rotate): {per_server:?}"
+    );
+    let servers: std::collections::BTreeSet<&str> = per_server
+        .keys()
+        .map(|k| k.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(servers.len(), 1, "{per_server:?}");
+    assert_eq!(engine_counter(&report, "templates_created"), 1);
+    assert!(listing.contains("FWM  1 rr persistent 300"), "{listing}");
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|l| l.starts_with("  -> 10.0.0.1"))
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect::<Vec<_>>()
+            .iter()
+            .filter(|&&p| p == "1")
+            .count(),
+        1,
+        "one real server holds the template: {listing}"
+    );
+}
