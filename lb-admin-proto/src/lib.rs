@@ -134,6 +134,18 @@ pub enum Op {
     },
     /// [`Committed`].
     DelRoute { prefix: String },
+    /// The neighbour table (of the first worker; they learn from each
+    /// other): [`Neighbors`].
+    Neighbors,
+    /// A static neighbour (replacing what was known of `address`); `port`
+    /// by interface name: [`Empty`].
+    AddNeighbor {
+        address: String,
+        mac: String,
+        port: String,
+    },
+    /// Forgets a neighbour, static or learned: [`Empty`].
+    DelNeighbor { address: String },
     /// The running services and timeouts as configuration: [`Dump`].
     Dump,
     /// Replaces services and timeouts by a desired state: [`Applied`].
@@ -299,6 +311,7 @@ pub enum Answer {
     Counters(Counters),
     Health(Health),
     Routes(Routes),
+    Neighbors(Neighbors),
     Dump(Dump),
     Applied(Applied),
 }
@@ -567,6 +580,25 @@ pub struct Route {
     pub prefix: String,
     pub port: String,
     pub gateway: Option<String>,
+}
+
+/// `neighbors`: what the dataplane knows of its neighbours' MACs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Neighbors {
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Neighbor {
+    pub address: String,
+    pub mac: String,
+    pub port: String,
+    /// Configured (never ages) rather than learned from ARP.
+    #[serde(rename = "static")]
+    pub fixed: bool,
+    /// Seconds a learned entry has left; none for a static one.
+    pub expires_in: Option<u32>,
 }
 
 /// `dump`: the running services and timeouts in the configuration schema.

@@ -18,8 +18,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb_admin_proto::{
-    Applied, Committed, Connections, Counters, Dump, Empty, Health, List, Op, RealDef, Routes,
-    ServiceDef, Timeouts,
+    Applied, Committed, Connections, Counters, Dump, Empty, Health, List, Neighbors, Op, RealDef,
+    Routes, ServiceDef, Timeouts,
 };
 
 use client::{Client, Failure};
@@ -42,7 +42,9 @@ And beyond it:
   lb-ctl config dump                                        the running services as TOML
   lb-ctl counters -o json                                   per-worker counters
   lb-ctl health                                             health checks' verdicts
-  lb-ctl route add 10.20.0.0/16 --port net_af_packet0 --via 10.0.0.254";
+  lb-ctl route add 10.20.0.0/16 --port net_af_packet0 --via 10.0.0.254
+  lb-ctl neigh add 10.0.0.5 --mac 02:00:00:00:02:05 --port net_af_packet0
+  lb-ctl -A -f 1 -s rr -p 300 --match tcp:198.18.0.10/32:80,443   a firewall-mark service";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -244,6 +246,11 @@ enum Sub {
         #[command(subcommand)]
         action: RouteAction,
     },
+    /// The neighbour table: learned and static next hops' MACs.
+    Neigh {
+        #[command(subcommand)]
+        action: NeighAction,
+    },
     /// Full-NAT local addresses of a service.
     Laddr {
         #[command(subcommand)]
@@ -267,6 +274,22 @@ enum RouteAction {
     },
     /// Remove a static route.
     Del { prefix: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum NeighAction {
+    /// Every neighbour known, learned or static.
+    List,
+    /// A static neighbour: `neigh add 10.0.0.5 --mac 02:00:00:00:02:05 --port net_af_packet0`.
+    Add {
+        address: String,
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        port: String,
+    },
+    /// Forget a neighbour (a learned one is learned again from ARP).
+    Del { address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,13 +319,14 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 8] = [
     "apply",
     "config",
     "counters",
     "health",
     "laddr",
     "route",
+    "neigh",
     "completions",
 ];
 
@@ -887,6 +911,36 @@ fn run_extra(e: Extra) -> Result<String, Error> {
             }
             RouteAction::Del { prefix } => {
                 let _: Committed = c.call(&Op::DelRoute { prefix })?;
+                Ok(String::new())
+            }
+        },
+        Sub::Neigh { action } => match action {
+            NeighAction::List => {
+                let n: Neighbors = c.call(&Op::Neighbors)?;
+                if json_out {
+                    return Ok(json_line(&n));
+                }
+                let mut out = format!(
+                    "{:<16} {:<18} {:<16} {}\n",
+                    "Address", "MAC", "Port", "State"
+                );
+                for e in &n.neighbors {
+                    let state = e
+                        .expires_in
+                        .map_or("static".to_owned(), |s| format!("learned, {s} s left"));
+                    out.push_str(&format!(
+                        "{:<16} {:<18} {:<16} {state}\n",
+                        e.address, e.mac, e.port
+                    ));
+                }
+                Ok(out)
+            }
+            NeighAction::Add { address, mac, port } => {
+                let _: Empty = c.call(&Op::AddNeighbor { address, mac, port })?;
+                Ok(String::new())
+            }
+            NeighAction::Del { address } => {
+                let _: Empty = c.call(&Op::DelNeighbor { address })?;
                 Ok(String::new())
             }
         },

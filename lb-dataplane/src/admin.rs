@@ -200,6 +200,11 @@ pub fn execute(control: &mut Control, op: Op) -> Result<Answer, String> {
         Op::DelRoute { prefix } => {
             Answer::Committed(control.change_route(&prefix, None, None, false)?)
         }
+        Op::Neighbors => Answer::Neighbors(control.neighbors()?),
+        Op::AddNeighbor { address, mac, port } => {
+            Answer::Empty(control.change_neighbor(&address, Some((&mac, &port)))?)
+        }
+        Op::DelNeighbor { address } => Answer::Empty(control.change_neighbor(&address, None)?),
         Op::Dump => Answer::Dump(control.dump()),
         Op::Apply { toml, dry_run } => Answer::Applied(control.apply(&toml, dry_run)?),
     })

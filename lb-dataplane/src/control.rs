@@ -724,6 +724,71 @@ impl Control {
         proto::Routes { addresses, routes }
     }
 
+    /// The first worker's neighbour table (the workers pass on what they
+    /// learn, so theirs agree).
+    pub fn neighbors(&self) -> Result<proto::Neighbors, String> {
+        let Some(m) = self.mailboxes.first() else {
+            return Ok(proto::Neighbors::default());
+        };
+        let (tx, rx) = bounded(1);
+        if !m.post(Request::Neighbors(tx)) {
+            return Err("a worker has too many requests waiting".into());
+        }
+        let entries = rx
+            .recv_timeout(ANSWER_WITHIN)
+            .map_err(|_| "a worker did not answer in time".to_owned())?;
+        Ok(proto::Neighbors {
+            neighbors: entries
+                .into_iter()
+                .map(|(ip, mac, port, left)| proto::Neighbor {
+                    address: ip.to_string(),
+                    mac: mac.to_string(),
+                    port: self.interface_name(usize::from(port)),
+                    fixed: left == 0,
+                    expires_in: (left != 0).then_some(left),
+                })
+                .collect(),
+        })
+    }
+
+    /// Sets a static neighbour (`Some((mac, port))`) or forgets one, on
+    /// every worker. Like `[[neighbor]]`, it lasts until the process ends.
+    pub fn change_neighbor(
+        &mut self,
+        address: &str,
+        to: Option<(&str, &str)>,
+    ) -> Result<proto::Empty, String> {
+        let ip: std::net::Ipv4Addr = address
+            .parse()
+            .map_err(|_| format!("neighbour {address:?} is not an IPv4 address"))?;
+        let to = match to {
+            Some((mac, port)) => {
+                let mac: lb_core::wire::MacAddr = mac.parse()?;
+                let names = self.interface_names();
+                let idx = names.iter().position(|n| n == port).ok_or_else(|| {
+                    format!("no port named {port:?} (ports: {})", names.join(", "))
+                })?;
+                Some((mac, u16::try_from(idx).unwrap_or(u16::MAX)))
+            }
+            None => None,
+        };
+        if to.is_none()
+            && !self
+                .neighbors()?
+                .neighbors
+                .iter()
+                .any(|n| n.address == address)
+        {
+            return Err(format!("no neighbour {address}"));
+        }
+        for m in &self.mailboxes {
+            if !m.post(Request::SetNeighbor { ip, to }) {
+                return Err("a worker has too many requests waiting".into());
+            }
+        }
+        Ok(proto::Empty {})
+    }
+
     /// Adds (or, with `add` false, removes) a static route, validated and
     /// published like any change.
     pub fn change_route(

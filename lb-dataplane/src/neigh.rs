@@ -118,6 +118,31 @@ impl Neighbors {
         );
     }
 
+    /// Forgets `ip`, static or learned; whether it was known.
+    pub fn remove(&mut self, ip: Addr) -> bool {
+        self.changed();
+        self.asked.remove(&ip);
+        self.entries.remove(&ip).is_some()
+    }
+
+    /// Every entry not aged: (address, MAC, port, seconds left, 0 for a
+    /// static one).
+    pub fn entries(&self, now: u32) -> Vec<(Ipv4Addr, MacAddr, u16, u32)> {
+        let mut out: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.expires == 0 || e.expires > now)
+            .filter_map(|(a, e)| match session::ip(a) {
+                std::net::IpAddr::V4(v4) => {
+                    Some((v4, e.mac, e.port, e.expires.saturating_sub(now)))
+                }
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        out.sort_unstable_by_key(|e| e.0);
+        out
+    }
+
     /// Learns (or refreshes) `ip` at `mac` behind `port`; returns the frames
     /// that were waiting for it, MACs set, to send.
     pub fn learn(

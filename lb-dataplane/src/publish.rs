@@ -80,6 +80,13 @@ pub enum Request {
         mac: lb_core::wire::MacAddr,
         port: u16,
     },
+    /// A static neighbour (`Some`), or forget one (`None`).
+    SetNeighbor {
+        ip: std::net::Ipv4Addr,
+        to: Option<(lb_core::wire::MacAddr, u16)>,
+    },
+    /// The neighbour table: (address, MAC, port, seconds left; 0 static).
+    Neighbors(Sender<Vec<(std::net::Ipv4Addr, lb_core::wire::MacAddr, u16, u32)>>),
     /// `limit` sessions from the `offset`-th on.
     Connections {
         offset: usize,

@@ -529,6 +529,15 @@ fn handle(
         Request::Learn { ip, mac, port } => {
             neigh.learn(session::addr_v4(ip), mac, port, now, released);
         }
+        Request::SetNeighbor { ip, to } => match to {
+            Some((mac, port)) => neigh.add_static(session::addr_v4(ip), mac, port),
+            None => {
+                neigh.remove(session::addr_v4(ip));
+            }
+        },
+        Request::Neighbors(reply) => {
+            let _ = reply.send(neigh.entries(now));
+        }
         Request::Connections {
             offset,
             limit,

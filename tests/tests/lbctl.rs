@@ -336,6 +336,55 @@ fn lb_ctl_as_ipvsadm() {
     );
     c.ok(&["route", "del", "10.20.0.0/16"]);
     c.fails(&["route", "del", "10.20.0.0/16"], 1);
+
+    // Neighbours: the configured ones are static; more come and go live.
+    let table = c.ok(&["neigh", "list"]);
+    assert!(
+        table.contains("10.0.0.5         02:00:00:00:02:05  net_pcap0        static"),
+        "{table}"
+    );
+    c.ok(&[
+        "neigh",
+        "add",
+        "10.0.0.9",
+        "--mac",
+        "02:00:00:00:02:09",
+        "--port",
+        "net_pcap0",
+    ]);
+    assert!(c
+        .ok(&["neigh", "list"])
+        .contains("10.0.0.9         02:00:00:00:02:09"));
+    c.ok(&["neigh", "del", "10.0.0.9"]);
+    assert!(!c.ok(&["neigh", "list"]).contains("10.0.0.9"));
+    let e = c.fails(&["neigh", "del", "10.0.0.9"], 1);
+    assert!(e.contains("no neighbour 10.0.0.9"), "{e}");
+    let e = c.fails(
+        &[
+            "neigh",
+            "add",
+            "10.0.0.9",
+            "--mac",
+            "02:00",
+            "--port",
+            "net_pcap0",
+        ],
+        1,
+    );
+    assert!(e.contains("02:00"), "{e}");
+    let e = c.fails(
+        &[
+            "neigh",
+            "add",
+            "10.0.0.9",
+            "--mac",
+            "02:00:00:00:02:09",
+            "--port",
+            "eth7",
+        ],
+        1,
+    );
+    assert!(e.contains("no port named \"eth7\""), "{e}");
     assert!(c.ok(&["completions", "bash"]).contains("lb-ctl"));
 }
 

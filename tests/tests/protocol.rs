@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lb_admin_proto::{
-    decode_request, Applied, Committed, Connections, Counters, Dump, Empty, Health, List, Op,
-    RealDef, Reply, Routes, ServiceDef, Timeouts, VersionInfo,
+    decode_request, Applied, Committed, Connections, Counters, Dump, Empty, Health, List,
+    Neighbors, Op, RealDef, Reply, Routes, ServiceDef, Timeouts, VersionInfo,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -182,6 +182,21 @@ fn exchanges() -> Vec<(&'static str, Result<Op, &'static str>)> {
                 prefix: "10.9.0.0/16".into(),
             }),
         ),
+        (
+            "add-neighbor",
+            Ok(Op::AddNeighbor {
+                address: "10.0.0.9".into(),
+                mac: "02:00:00:00:02:09".into(),
+                port: "net_pcap0".into(),
+            }),
+        ),
+        ("neighbors", Ok(Op::Neighbors)),
+        (
+            "del-neighbor",
+            Ok(Op::DelNeighbor {
+                address: "10.0.0.9".into(),
+            }),
+        ),
         ("dump", Ok(Op::Dump)),
         (
             "apply",
@@ -243,6 +258,8 @@ fn reread_answer(op: &Op, text: &str) -> Value {
         Op::Counters => reread::<Counters>(text),
         Op::Health => reread::<Health>(text),
         Op::Routes => reread::<Routes>(text),
+        Op::Neighbors => reread::<Neighbors>(text),
+        Op::AddNeighbor { .. } | Op::DelNeighbor { .. } => reread::<Empty>(text),
         Op::Dump => reread::<Dump>(text),
         Op::Apply { .. } => reread::<Applied>(text),
     }
