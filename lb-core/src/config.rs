@@ -494,6 +494,27 @@ impl Checker<'_> {
 }
 
 impl Config {
+    /// What of this configuration changes only with a restart (EAL,
+    /// workers, ports, addresses, VLANs, routes, neighbours, the exception
+    /// path, sessions), in a form to compare with another file's: a reload
+    /// applies services and timeouts and says when this differs.
+    pub fn restart_only(&self) -> String {
+        let lb = self.lb.as_ref().map(|l| LbSetup {
+            services: Vec::new(),
+            timeouts: Timeouts::default(),
+            ..l.clone()
+        });
+        let names: Vec<String> = self.interfaces().into_iter().map(|(n, _, _)| n).collect();
+        format!(
+            "{:?} {} {:?} {:?} {:?} {lb:?}",
+            self.eal.args,
+            self.workers.main_lcore,
+            self.workers.lcores.get_ref(),
+            self.mempool,
+            names,
+        )
+    }
+
     /// Parses and validates a configuration file's text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {

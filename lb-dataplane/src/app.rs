@@ -479,11 +479,19 @@ pub fn run(
         if let (Some(c), Some((flag, path))) = (control.as_mut(), opts.reload.as_ref()) {
             if flag.swap(false, Ordering::Relaxed) {
                 match c.reload(path) {
-                    Ok(out) => tracing::info!(
-                        file = %path.display(),
-                        changes = ?out.diff,
-                        "reloaded: services and timeouts applied (other settings change with a restart)"
-                    ),
+                    Ok((out, restart)) => {
+                        tracing::info!(
+                            file = %path.display(),
+                            changes = ?out.diff,
+                            "reloaded: services and timeouts applied"
+                        );
+                        if restart {
+                            tracing::warn!(
+                                file = %path.display(),
+                                "the file's EAL, workers, mempool, ports, addresses, routes, neighbours, exception path or sessions differ from those the process started with: not applied, they change with a restart (routes and neighbours also live with lb-ctl)"
+                            );
+                        }
+                    }
                     Err(e) => tracing::error!(
                         file = %path.display(),
                         "reload refused, nothing changed: {e}"
@@ -806,6 +814,7 @@ fn launch_lb(
     let mut control =
         crate::control::Control::new(published, mailboxes, net, snap.specs(), lb.timeouts);
     control.interfaces = config.interfaces().into_iter().map(|(n, _, _)| n).collect();
+    control.started_with = Some(config.restart_only());
     Ok(control)
 }
 

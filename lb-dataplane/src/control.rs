@@ -45,6 +45,9 @@ pub struct Control {
     pub interfaces: Vec<String>,
     /// What the admin socket did with its clients.
     pub admin_stats: Arc<crate::admin::AdminStats>,
+    /// [`lb_core::config::Config::restart_only`] of the file the process
+    /// started with, for a reload to say what it did not apply.
+    pub started_with: Option<String>,
     network: Network,
     specs: Vec<ServiceSpec>,
     timeouts: Timeouts,
@@ -141,6 +144,7 @@ impl Control {
             ports: Vec::new(),
             interfaces: Vec::new(),
             admin_stats: Arc::default(),
+            started_with: None,
             network,
             specs,
             timeouts,
@@ -392,18 +396,22 @@ impl Control {
     /// of the file (EAL, workers, ports, addresses, routes, neighbours) is
     /// what the process started with: a change there needs a restart
     /// (routes also change live with `lb-ctl route`).
-    pub fn reload(&mut self, path: &std::path::Path) -> Result<proto::Applied, String> {
+    /// The second value says whether the file's other settings differ
+    /// from those the process started with (they were not applied).
+    pub fn reload(&mut self, path: &std::path::Path) -> Result<(proto::Applied, bool), String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let config = lb_core::config::Config::from_toml(&text)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let Some(lb) = config.lb else {
+        let Some(lb) = config.lb.as_ref() else {
             return Err(format!(
                 "{}: the file now describes a forwarder ([[forward]]); that needs a restart",
                 path.display()
             ));
         };
-        self.apply_specs(lb.services, lb.timeouts, false)
+        let restart = Some(config.restart_only()) != self.started_with;
+        let (services, timeouts) = (lb.services.clone(), lb.timeouts);
+        Ok((self.apply_specs(services, timeouts, false)?, restart))
     }
 
     fn apply_specs(

@@ -227,6 +227,18 @@ fn sighup_reloads_the_file_and_a_broken_file_changes_nothing() {
         servers_of_b().iter().all(|s| s == "rs1"),
         "B took the new real"
     );
+    const NOT_APPLIED: &str = "differ from those the process started with";
+    assert!(!lb.log().contains(NOT_APPLIED), "{}", lb.log());
+
+    // A setting that needs a restart: the services still apply, and the
+    // log says what was not.
+    std::fs::write(
+        &lb.config,
+        hup_config(&["10.0.0.11"], "").replace("capacity = 65536", "capacity = 32768"),
+    )
+    .unwrap();
+    lb.signal("HUP");
+    lb.wait_log(NOT_APPLIED);
 
     // A broken file: refused with the reason, and nothing changes.
     std::fs::write(&lb.config, hup_config(&["10.0.0.300"], "")).unwrap();
