@@ -57,7 +57,7 @@ enum Output {
 #[command(
     name = "lb-ctl",
     version,
-    about = "Administer lb-dataplane: ipvsadm's options and output, plus subcommands (apply, config, counters, laddr, completions)",
+    about = "Administer lb-dataplane: ipvsadm's options and output, plus subcommands (apply, config, counters, health, laddr, route, neigh, completions)",
     after_help = EXAMPLES
 )]
 struct Ipvsadm {
@@ -258,6 +258,9 @@ enum Sub {
     },
     /// Shell completions for ipvsadm-style use.
     Completions { shell: clap_complete::Shell },
+    /// The manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,7 +322,7 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "apply",
     "config",
     "counters",
@@ -328,6 +331,7 @@ const SUBCOMMANDS: [&str; 8] = [
     "route",
     "neigh",
     "completions",
+    "man",
 ];
 
 /// The subcommand `args` (the program's name first) name, if any: the
@@ -808,6 +812,9 @@ fn run_extra(e: Extra) -> Result<String, Error> {
         clap_complete::generate(shell, &mut Ipvsadm::command(), "lb-ctl", &mut out);
         return Ok(String::from_utf8_lossy(&out).into_owned());
     }
+    if let Sub::Man = e.command {
+        return Ok(man_page());
+    }
     let mut c = Client::connect(&e.socket)?;
     let json_out = e.output == Output::Json;
     match e.command {
@@ -945,7 +952,30 @@ fn run_extra(e: Extra) -> Result<String, Error> {
             }
         },
         Sub::Laddr { action } => laddr(&mut c, action, json_out),
-        Sub::Completions { .. } => unreachable!("handled above"),
+        Sub::Completions { .. } | Sub::Man => unreachable!("handled above"),
+    }
+}
+
+/// lb-ctl(8): ipvsadm's options, then the subcommands, then the examples.
+fn man_page() -> String {
+    let ipvsadm = Ipvsadm::command();
+    let man = clap_mangen::Man::new(ipvsadm.clone())
+        .section("8")
+        .manual("lb manual");
+    let extra = clap_mangen::Man::new(Extra::command().name("lb-ctl"));
+    let mut out = Vec::new();
+    let rendered = man
+        .render_title(&mut out)
+        .and_then(|()| man.render_name_section(&mut out))
+        .and_then(|()| man.render_synopsis_section(&mut out))
+        .and_then(|()| man.render_description_section(&mut out))
+        .and_then(|()| man.render_options_section(&mut out))
+        .and_then(|()| extra.render_subcommands_section(&mut out))
+        .and_then(|()| man.render_extra_section(&mut out))
+        .and_then(|()| man.render_version_section(&mut out));
+    match rendered {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => format!("cannot render the manual page: {e}\n"),
     }
 }
 

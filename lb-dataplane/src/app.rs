@@ -464,6 +464,8 @@ pub fn run(
         _ => None,
     };
 
+    // Ports up, workers running, the socket listening: ready.
+    crate::notify::notify("READY=1\nSTATUS=forwarding");
     let start = Instant::now();
     let mut last_rx = 0;
     let mut last_change = start;
@@ -519,6 +521,7 @@ pub fn run(
         }
     }
     stop.store(true, Ordering::Relaxed);
+    crate::notify::notify("STOPPING=1");
     let elapsed = start.elapsed();
     let mut panicked = None;
     let mut results = Vec::new();

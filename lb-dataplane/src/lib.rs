@@ -14,6 +14,7 @@ pub mod forward;
 pub mod health;
 pub mod metrics;
 pub mod neigh;
+pub mod notify;
 pub mod probe;
 pub mod publish;
 pub mod stats;

@@ -39,9 +39,24 @@ struct Cli {
     /// and line) and exit 1, or say it is valid and exit 0. Starts nothing.
     #[arg(long)]
     check: bool,
+    /// Print the manual page (roff) and exit; for packaging.
+    #[arg(long, hide = true)]
+    man: bool,
     /// EAL arguments, appended to the configuration's.
     #[arg(last = true, value_name = "EAL_ARGS")]
     eal: Vec<String>,
+}
+
+/// The manual page, from the command line's own definition.
+fn man_page() -> String {
+    use clap::CommandFactory;
+    let cmd = Cli::command().name("lb-dataplane");
+    let man = clap_mangen::Man::new(cmd).section("8").manual("lb manual");
+    let mut out = Vec::new();
+    if let Err(e) = man.render(&mut out) {
+        return format!("cannot render the manual page: {e}\n");
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +87,10 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man {
+        print!("{}", man_page());
+        return ExitCode::SUCCESS;
+    }
     init_logging();
     let result = match cli.command {
         Some(Command::Probe { json, devices, eal }) => run_probe(json, &devices, eal),
