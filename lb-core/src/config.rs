@@ -19,9 +19,10 @@ use toml::Spanned;
 
 use crate::sched::{SchedFlags, SchedKind, DEFAULT_MH_TABLE_SIZE};
 use crate::service::{
-    self, ForwardMode, HealthCheck, HealthKind, MarkMatch, OnFailure, Persistence, Protocol,
-    RealServer, ServiceKey, ServiceSpec, Timeouts,
+    self, HealthCheck, HealthKind, MarkMatch, OnFailure, Persistence, RealServer, ServiceKey,
+    ServiceSpec,
 };
+use crate::types::{ForwardMode, Protocol, Timeouts};
 use crate::wire::MacAddr;
 
 /// A whole configuration file.

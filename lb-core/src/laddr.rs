@@ -18,7 +18,7 @@
 //! Exhaustion after a bounded number of probes is an error the caller
 //! counts as a drop.
 
-use crate::session::{Addr, NIL};
+use crate::types::{Addr, NIL};
 
 /// How many candidate ports one allocation tries per local address.
 pub const PROBES: u32 = 64;
@@ -334,7 +334,7 @@ impl LaddrPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::addr_v4;
+    use crate::types::addr_v4;
     use std::collections::HashSet;
     use std::net::Ipv4Addr;
 
@@ -419,7 +419,7 @@ mod tests {
     fn every_address_is_found_among_many() {
         let mut u = PortUse::new(0, 1, (2000, 2001)).unwrap();
         let all: Vec<Addr> = (0..300u32)
-            .map(|i| crate::session::addr(std::net::Ipv4Addr::from(0x0a03_0000 + i).into()))
+            .map(|i| crate::types::addr(std::net::Ipv4Addr::from(0x0a03_0000 + i).into()))
             .collect();
         // Pools of 1, 2, 4, ... addresses, overlapping: the map grows.
         let mut pools = Vec::new();

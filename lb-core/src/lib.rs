@@ -1,6 +1,8 @@
 //! The load-balancing engine: everything that decides what happens to a
 //! packet, with no DPDK in it, so it is tested and benchmarked on plain bytes.
 //!
+//! - [`types`]: the shared vocabulary (stored addresses, the 5-tuple,
+//!   protocol, forwarding mode, timeouts, statistics, the prefetch hook);
 //! - [`wire`]: zero-copy views over the headers, with incremental checksums;
 //! - [`service`]: services, real servers and the immutable snapshot;
 //! - [`sched`]: the LVS schedulers;
@@ -14,6 +16,18 @@
 //! - [`stats`]: ipvsadm-style statistics and rates, summed over workers;
 //! - [`testpkt`]: test frames built field by field;
 //! - [`config`]: the configuration schema the dataplane reads.
+//!
+//! Modules import only those in the layers below theirs (`tests/layers.rs`
+//! fails on a circle):
+//!
+//! 1. `types`, `wire`: nothing of the crate;
+//! 2. `packet` (types, wire); `offload` (packet, wire); `sched`, `laddr`
+//!    (types); `session` (types, wire);
+//! 3. `net` (offload); `mode` (packet, session);
+//! 4. `service` (net, sched); `stats` (service, sched);
+//! 5. `engine` (everything below); `config` (service, sched, offload).
+//!
+//! `testpkt` is for tests only and may use anything.
 
 #![forbid(unsafe_code)]
 
@@ -29,4 +43,5 @@ pub mod service;
 pub mod session;
 pub mod stats;
 pub mod testpkt;
+pub mod types;
 pub mod wire;

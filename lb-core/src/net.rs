@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::offload::RxChecksum;
-use crate::session::{addr, Addr};
+use crate::types::{addr, Addr};
 use crate::wire::MacAddr;
 
 /// One port of the load balancer.

@@ -6,7 +6,8 @@
 //! (the IPIP header of TUN) without lb-core knowing about mbufs: the
 //! dataplane implements it for its mbuf, tests for [`VecBuf`].
 
-use crate::session::{Addr, FlowKey};
+use crate::types::Addr;
+use crate::types::FlowKey;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{ip_proto, ipv4, ipv6, tcp, udp, WireError};
 
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!((p.sport, p.dport, p.proto), (40000, 80, 6));
         assert!(p.tcp_flags.syn());
         assert_eq!(
-            crate::session::ip(&p.dst),
+            crate::types::ip(&p.dst),
             "198.18.0.10".parse::<std::net::IpAddr>().unwrap()
         );
     }

@@ -8,102 +8,10 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use crate::net::Network;
 use crate::sched::{RsId, SchedError, SchedFlags, SchedKind, Scheduler, DEFAULT_MH_TABLE_SIZE};
-
-/// The transport protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => crate::wire::ip_proto::TCP,
-            Protocol::Udp => crate::wire::ip_proto::UDP,
-        }
-    }
-
-    /// The protocol of an IP protocol number, if a service can use it.
-    pub fn from_number(n: u8) -> Option<Protocol> {
-        match n {
-            crate::wire::ip_proto::TCP => Some(Protocol::Tcp),
-            crate::wire::ip_proto::UDP => Some(Protocol::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        })
-    }
-}
-
-/// How packets reach a real server (ipvsadm's -g, -m, -i, and Full-NAT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ForwardMode {
-    /// Direct routing: only the destination MAC changes.
-    Dr,
-    /// NAT: destination rewritten; replies come back through the LB.
-    Nat,
-    /// IPIP tunnel to the real server.
-    Tun,
-    /// Full-NAT: source and destination rewritten.
-    Fnat,
-}
-
-impl ForwardMode {
-    /// ipvsadm's name in listings (`Route`, `Masq`, `Tunnel`, `FullNat`).
-    pub fn ipvsadm_name(self) -> &'static str {
-        match self {
-            ForwardMode::Dr => "Route",
-            ForwardMode::Nat => "Masq",
-            ForwardMode::Tun => "Tunnel",
-            ForwardMode::Fnat => "FullNat",
-        }
-    }
-
-    /// Whether the mode can send to a port other than the VIP's.
-    pub fn maps_ports(self) -> bool {
-        matches!(self, ForwardMode::Nat | ForwardMode::Fnat)
-    }
-}
-
-impl fmt::Display for ForwardMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ForwardMode::Dr => "dr",
-            ForwardMode::Nat => "nat",
-            ForwardMode::Tun => "tun",
-            ForwardMode::Fnat => "fnat",
-        })
-    }
-}
-
-impl FromStr for ForwardMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ForwardMode, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "dr" | "route" | "gatewaying" => Ok(ForwardMode::Dr),
-            "nat" | "masq" | "masquerading" => Ok(ForwardMode::Nat),
-            "tun" | "tunnel" | "ipip" => Ok(ForwardMode::Tun),
-            "fnat" | "fullnat" | "full-nat" => Ok(ForwardMode::Fnat),
-            _ => Err(format!(
-                "unknown forwarding mode {s:?}; valid: dr, nat, tun, fnat"
-            )),
-        }
-    }
-}
+pub use crate::types::{ForwardMode, Protocol, Timeouts};
 
 /// What identifies a service: protocol, virtual address and port, or a
 /// firewall mark. Port 0 is a catch-all for every port of the VIP.
@@ -632,39 +540,6 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
     })
 }
 
-/// Connection timeouts in seconds, per TCP state and for UDP and ICMP.
-/// Defaults are IPVS's (`tcp_timeouts` in ip_vs_proto_tcp.c).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub tcp_established: u32,
-    pub tcp_syn_sent: u32,
-    pub tcp_syn_recv: u32,
-    pub tcp_fin_wait: u32,
-    pub tcp_time_wait: u32,
-    pub tcp_close: u32,
-    pub tcp_close_wait: u32,
-    pub tcp_last_ack: u32,
-    pub udp: u32,
-    pub icmp: u32,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            tcp_established: 900,
-            tcp_syn_sent: 120,
-            tcp_syn_recv: 60,
-            tcp_fin_wait: 120,
-            tcp_time_wait: 120,
-            tcp_close: 10,
-            tcp_close_wait: 60,
-            tcp_last_ack: 30,
-            udp: 300,
-            icmp: 60,
-        }
-    }
-}
-
 /// Everything the workers need to decide, immutable once built.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -753,7 +628,7 @@ impl ServiceIndex {
 
 /// A service key as the index holds it.
 #[inline]
-fn packed(proto: Protocol, vip: &crate::session::Addr, port: u16) -> (u128, u32) {
+fn packed(proto: Protocol, vip: &crate::types::Addr, port: u16) -> (u128, u32) {
     (
         u128::from_ne_bytes(*vip),
         u32::from(proto.number()) << 16 | u32::from(port),
@@ -796,7 +671,7 @@ impl Snapshot {
             let key = svc.spec.key;
             if key.mark == 0 {
                 index.insert(
-                    packed(key.proto, &crate::session::addr(key.vip), key.port),
+                    packed(key.proto, &crate::types::addr(key.vip), key.port),
                     position(i),
                 );
             }
@@ -804,7 +679,7 @@ impl Snapshot {
         let mut vips: Vec<Vec<IpAddr>> = vec![Vec::new(); services.len()];
         for (i, m, entries) in covered {
             for (addr, port) in entries {
-                let k = packed(m.proto, &crate::session::addr(addr), port);
+                let k = packed(m.proto, &crate::types::addr(addr), port);
                 if !index.insert(k, position(i)) {
                     let other = index
                         .get(k)
@@ -860,18 +735,13 @@ impl Snapshot {
     /// the VIP's catch-all service.
     #[inline]
     pub fn lookup(&self, proto: Protocol, vip: IpAddr, port: u16) -> Option<u32> {
-        self.lookup_addr(proto, &crate::session::addr(vip), port)
+        self.lookup_addr(proto, &crate::types::addr(vip), port)
     }
 
     /// [`lookup`](Self::lookup) with the VIP in the stored form, as the
     /// engine has it from the parse.
     #[inline(always)]
-    pub fn lookup_addr(
-        &self,
-        proto: Protocol,
-        vip: &crate::session::Addr,
-        port: u16,
-    ) -> Option<u32> {
+    pub fn lookup_addr(&self, proto: Protocol, vip: &crate::types::Addr, port: u16) -> Option<u32> {
         self.index
             .get(packed(proto, vip, port))
             .or_else(|| self.index.get(packed(proto, vip, 0)))
@@ -887,7 +757,7 @@ impl Snapshot {
         if key.mark == 0 {
             return self
                 .index
-                .get(packed(key.proto, &crate::session::addr(key.vip), key.port))
+                .get(packed(key.proto, &crate::types::addr(key.vip), key.port))
                 .filter(|&i| self.services[i as usize].spec.key == *key);
         }
         self.marked

@@ -9,9 +9,10 @@
 use std::net::IpAddr;
 
 use crate::sched::SchedKind;
-use crate::service::{ForwardMode, ServiceKey};
+use crate::service::ServiceKey;
+use crate::types::ForwardMode;
 
-pub use crate::engine::Stats;
+pub use crate::types::Stats;
 
 /// Connections and packets/bytes per second (`ipvsadm --rate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -119,7 +120,7 @@ pub fn merge_reports(per_worker: &[Vec<ServiceReport>]) -> Vec<ServiceReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::Protocol;
+    use crate::types::Protocol;
 
     #[test]
     fn rates_smooth_towards_the_measured_value() {

@@ -8,9 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::net::{Interface, Network};
 use crate::sched::SchedKind;
-use crate::service::{
-    ForwardMode, Protocol, RealServer, ServiceKey, ServiceSpec, Snapshot, Timeouts,
-};
+use crate::service::{RealServer, ServiceKey, ServiceSpec, Snapshot};
+use crate::types::{ForwardMode, Protocol, Timeouts};
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::{checksum, icmp, ip_proto, ipv4, ipv6, tcp, udp, MacAddr};
 

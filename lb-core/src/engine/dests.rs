@@ -12,28 +12,8 @@ use std::collections::HashMap;
 
 use crate::laddr::LaddrPool;
 use crate::sched::{RsLoad, SchedState};
-use crate::service::{ForwardMode, ServiceKey};
-use crate::session::{Addr, NIL};
-
-/// ipvsadm --stats counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub conns: u64,
-    pub in_pkts: u64,
-    pub out_pkts: u64,
-    pub in_bytes: u64,
-    pub out_bytes: u64,
-}
-
-impl Stats {
-    pub fn add(&mut self, o: &Stats) {
-        self.conns += o.conns;
-        self.in_pkts += o.in_pkts;
-        self.out_pkts += o.out_pkts;
-        self.in_bytes += o.in_bytes;
-        self.out_bytes += o.out_bytes;
-    }
-}
+use crate::service::ServiceKey;
+use crate::types::{Addr, ForwardMode, Stats, NIL};
 
 /// A real server of a service, as one worker knows it.
 #[derive(Debug, Clone)]

@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 
 use super::{Action, Counter, Worker};
 use crate::packet::{PacketBuf, Parsed};
-use crate::service::ForwardMode;
-use crate::session::{self, Addr, FlowKey};
+use crate::session::{self, FlowKey};
+use crate::types::Addr;
+use crate::types::ForwardMode;
 use crate::wire::{checksum, icmp, ip_proto, ipv4};
 
 fn mapped(b: &[u8]) -> Addr {

@@ -26,8 +26,9 @@ mod counters;
 mod dests;
 mod icmp_error;
 
+pub use crate::types::{NoPrefetch, Prefetch, Stats};
 pub use counters::{Counter, Counters};
-pub use dests::{DestEntry, Dests, Stats, SvcEntry};
+pub use dests::{DestEntry, Dests, SvcEntry};
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,39 +41,17 @@ use crate::mode::{self, tun};
 use crate::offload::{self, RxChecksum};
 use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
 use crate::sched::FlowInfo;
-use crate::service::{ForwardMode, Protocol, Snapshot};
+use crate::service::Snapshot;
 use crate::session::{
-    self, flags, next_state, Addr, Direction, FlowKey, Hashed, Session, SessionId, SessionTable,
-    Side, State, NIL,
+    self, flags, next_state, Direction, FlowKey, Hashed, Session, SessionId, SessionTable, Side,
+    State,
 };
+use crate::types::{Addr, NIL};
+use crate::types::{ForwardMode, Protocol};
 use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, tcp, MacAddr, WireError};
 
 /// The most frames [`Worker::process_burst`] handles in one go.
 pub const BURST: usize = 64;
-
-/// Loading a cache line early, without waiting for it: how a burst
-/// overlaps the misses of its session lookups with the work on earlier
-/// frames. A prefetch instruction is `unsafe` to call in Rust and lb-core
-/// has no unsafe code, so the caller brings one (the dataplane's DPDK layer
-/// has it); [`NoPrefetch`] makes the engine read lines ahead with ordinary
-/// loads instead, in stages.
-pub trait Prefetch {
-    /// Whether [`prefetch`](Self::prefetch) really prefetches. If not, the
-    /// engine never calls it.
-    const ACTIVE: bool = true;
-    /// Starts loading the cache line that holds the start of `r`.
-    fn prefetch<T>(&self, r: &T);
-}
-
-/// No prefetch instruction: [`Worker::process_burst`] reads ahead with
-/// loads.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoPrefetch;
-
-impl Prefetch for NoPrefetch {
-    const ACTIVE: bool = false;
-    fn prefetch<T>(&self, _: &T) {}
-}
 
 /// What to do with a frame after [`Worker::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

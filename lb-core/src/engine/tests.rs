@@ -8,8 +8,9 @@ use super::*;
 use crate::net::{Interface, Network, Route};
 use crate::packet::VecBuf;
 use crate::sched::SchedKind;
-use crate::service::{Persistence, RealServer, ServiceKey, ServiceSpec, Timeouts};
+use crate::service::{Persistence, RealServer, ServiceKey, ServiceSpec};
 use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
+use crate::types::Timeouts;
 use crate::wire::ethernet::ethertype;
 use crate::wire::tcp::Flags;
 
@@ -1256,7 +1257,7 @@ fn bursts_match_frame_by_frame_processing() {
 #[derive(Default)]
 struct Counting(std::cell::Cell<usize>);
 
-impl crate::engine::Prefetch for Counting {
+impl crate::types::Prefetch for Counting {
     fn prefetch<T>(&self, _: &T) {
         self.0.set(self.0.get() + 1);
     }

@@ -4,7 +4,7 @@
 //! The dataplane's neighbour step sets the MACs, so there is nothing to do
 //! here but say where the frame goes.
 
-use crate::session::Addr;
+use crate::types::Addr;
 
 /// The next hop of a DR packet: the real server itself.
 pub fn next_hop(rs: &Addr) -> Addr {

@@ -31,9 +31,10 @@ mod tests {
     use super::super::tests::{apply, ACK, SYN};
     use super::*;
     use crate::packet::PacketBuf;
-    use crate::service::ForwardMode;
-    use crate::session::{addr, State};
+    use crate::session::State;
     use crate::testpkt::Builder;
+    use crate::types::addr;
+    use crate::types::ForwardMode;
 
     fn session() -> Session {
         Session::new(

@@ -17,7 +17,7 @@ pub mod nat;
 pub mod tun;
 
 use crate::packet::Parsed;
-use crate::session::Addr;
+use crate::types::Addr;
 use crate::wire::checksum::{self, Delta};
 use crate::wire::{ip_proto, ipv4, ipv6};
 
@@ -243,8 +243,8 @@ pub(crate) mod tests {
     pub const SYN: u8 = Flags::SYN;
     pub const ACK: u8 = Flags::ACK;
 
-    fn addr(s: &str) -> crate::session::Addr {
-        crate::session::addr(s.parse().unwrap())
+    fn addr(s: &str) -> crate::types::Addr {
+        crate::types::addr(s.parse().unwrap())
     }
 
     #[test]

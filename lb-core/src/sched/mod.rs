@@ -19,7 +19,7 @@ mod lc;
 mod mh;
 mod rr;
 
-use crate::session::{ip, Addr};
+use crate::types::{ip, Addr};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -386,7 +386,7 @@ pub(crate) fn addr_fold(a: IpAddr) -> u32 {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::session::addr;
+    use crate::types::addr;
 
     pub fn loads(n: usize) -> Vec<RsLoad> {
         vec![RsLoad::default(); n]

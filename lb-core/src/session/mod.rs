@@ -17,48 +17,8 @@ pub use owners::NatOwners;
 pub use table::{ExpireOutcome, Hashed, SessionId, SessionTable, Side, TableFull, SESSION_BYTES};
 pub use tcp::{next_state, Direction, State};
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use crate::service::ForwardMode;
-
-/// An address as sessions store it: IPv4 mapped into IPv6 (::ffff:a.b.c.d),
-/// so both families share one layout.
-pub type Addr = [u8; 16];
-
-/// Converts an address to the stored form.
-#[inline]
-pub fn addr(a: IpAddr) -> Addr {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// Converts a stored address back.
-#[inline]
-pub fn ip(a: &Addr) -> IpAddr {
-    let v6 = Ipv6Addr::from(*a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-/// The stored form of an IPv4 address.
-#[inline]
-pub fn addr_v4(a: Ipv4Addr) -> Addr {
-    a.to_ipv6_mapped().octets()
-}
-
-/// A packet's 5-tuple, as looked up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src: Addr,
-    pub dst: Addr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-}
+use crate::types::ForwardMode;
+pub use crate::types::{addr, addr_v4, ip, Addr, FlowKey, NIL};
 
 /// Session flag bits.
 pub mod flags {
@@ -77,9 +37,6 @@ pub mod flags {
     /// `SessionTable::insert_deferred`).
     pub const OUT_PENDING: u8 = 0x20;
 }
-
-/// No session / no link.
-pub const NIL: u32 = u32::MAX;
 
 /// One balanced connection (or persistence template): 96 bytes aligned to
 /// 32, so that one spans exactly two cache lines wherever it sits in the

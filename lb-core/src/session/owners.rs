@@ -62,7 +62,7 @@ impl NatOwners {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::addr_v4;
+    use crate::types::addr_v4;
 
     fn key(port: u16) -> FlowKey {
         FlowKey {

@@ -12,7 +12,7 @@
 use arrayvec::ArrayVec;
 
 use super::{flags, FlowKey, Session, NIL};
-use crate::engine::Prefetch;
+use crate::types::Prefetch;
 
 /// Entries in one bucket.
 const SLOTS: usize = 10;
@@ -706,7 +706,7 @@ impl SessionTable {
         budget: u32,
         on_expire: impl FnMut(&mut SessionTable, SessionId) -> bool,
     ) -> ExpireOutcome {
-        self.expire_with(now, budget, on_expire, &crate::engine::NoPrefetch)
+        self.expire_with(now, budget, on_expire, &crate::types::NoPrefetch)
     }
 
     /// [`expire`](Self::expire), prefetching the index buckets of the
@@ -814,7 +814,7 @@ impl SessionTable {
 mod tests {
     use super::super::{addr_v4, State};
     use super::*;
-    use crate::service::ForwardMode;
+    use crate::types::ForwardMode;
     use std::net::Ipv4Addr;
 
     fn a(x: u32) -> [u8; 16] {

@@ -1,7 +1,7 @@
 //! Connection states and their transitions, as IPVS's `tcp_states` table
 //! (ip_vs_proto_tcp.c) defines them, and the timeout of each state.
 
-use crate::service::Timeouts;
+use crate::types::Timeouts;
 use crate::wire::tcp::Flags;
 
 /// A session's state. TCP states follow IPVS; UDP and ICMP sessions have
