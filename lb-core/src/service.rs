@@ -100,22 +100,22 @@ impl MarkMatch {
             return None;
         }
         let addrs = 1usize << host_bits;
+        let ports_n: usize = if self.ports.is_empty() {
+            1
+        } else {
+            self.ports
+                .iter()
+                .map(|&(a, b)| usize::from(b) - usize::from(a) + 1)
+                .sum()
+        };
+        if ports_n.saturating_mul(addrs) > limit {
+            return None;
+        }
         let ports: Vec<u16> = if self.ports.is_empty() {
             vec![0]
         } else {
-            let n: usize = self
-                .ports
-                .iter()
-                .map(|&(a, b)| usize::from(b) - usize::from(a) + 1)
-                .sum();
-            if n.saturating_mul(addrs) > limit {
-                return None;
-            }
             self.ports.iter().flat_map(|&(a, b)| a..=b).collect()
         };
-        if ports.len().saturating_mul(addrs) > limit {
-            return None;
-        }
         let base: u128 = match self.prefix {
             IpAddr::V4(a) => u128::from(u32::from(a)),
             IpAddr::V6(a) => u128::from(a),

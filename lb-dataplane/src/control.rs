@@ -403,15 +403,14 @@ impl Control {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let config = lb_core::config::Config::from_toml(&text)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let Some(lb) = config.lb.as_ref() else {
+        let restart = Some(config.restart_only()) != self.started_with;
+        let Some(lb) = config.lb else {
             return Err(format!(
                 "{}: the file now describes a forwarder ([[forward]]); that needs a restart",
                 path.display()
             ));
         };
-        let restart = Some(config.restart_only()) != self.started_with;
-        let (services, timeouts) = (lb.services.clone(), lb.timeouts);
-        Ok((self.apply_specs(services, timeouts, false)?, restart))
+        Ok((self.apply_specs(lb.services, lb.timeouts, false)?, restart))
     }
 
     fn apply_specs(

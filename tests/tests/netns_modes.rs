@@ -510,6 +510,15 @@ fn ctl(lb: &Running, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Whether the load balancer's address answers one ping from the client.
+fn answers_ping(topo: &OneArm) -> bool {
+    topo.client
+        .command("ping")
+        .args(["-c", "1", "-W", "2", "10.0.0.1"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[test]
 fn started_empty_then_restored_carries_traffic_and_clears_to_empty() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -525,14 +534,7 @@ fn started_empty_then_restored_carries_traffic_and_clears_to_empty() {
     // Interfaces, no services: a director booting before its rules.
     let lb = start(&topo, "");
     assert_eq!(ctl(&lb, &["-S", "-n"], None), "", "nothing configured");
-    topo.client
-        .command("ping")
-        .args(["-c", "1", "-W", "2", "10.0.0.1"])
-        .status()
-        .unwrap()
-        .success()
-        .then_some(())
-        .expect("the empty appliance answers ping");
+    assert!(answers_ping(&topo), "the empty appliance answers ping");
 
     // ipvsadm-restore with an existing LVS box's file, plus a DR service
     // for this topology's servers.
@@ -572,14 +574,7 @@ fn started_empty_then_restored_carries_traffic_and_clears_to_empty() {
         topo.get(&format!("http://{VIP2}/")).is_err(),
         "nothing is served"
     );
-    topo.client
-        .command("ping")
-        .args(["-c", "1", "-W", "2", "10.0.0.1"])
-        .status()
-        .unwrap()
-        .success()
-        .then_some(())
-        .expect("the cleared appliance answers ping");
+    assert!(answers_ping(&topo), "the cleared appliance answers ping");
     let report = lb.stop();
     assert!(report["engine"]["counters"]["rx_packets"].as_u64().unwrap() > 0);
 }
@@ -638,9 +633,7 @@ fn a_fwmark_service_keeps_a_client_on_one_server_across_two_ports() {
             .lines()
             .filter(|l| l.starts_with("  -> 10.0.0.1"))
             .filter_map(|l| l.split_whitespace().nth(3))
-            .collect::<Vec<_>>()
-            .iter()
-            .filter(|&&p| p == "1")
+            .filter(|&persist_conn| persist_conn == "1")
             .count(),
         1,
         "one real server holds the template: {listing}"
