@@ -290,6 +290,46 @@ fn mempool_size(config: &Config, queues: u16) -> u32 {
     (rings.saturating_add(in_flight).saturating_add(1024)).next_power_of_two() - 1
 }
 
+/// The CPUs of a kernel CPU list (`1-3,5`, as in
+/// `/sys/devices/system/cpu/isolated`).
+fn cpu_list(text: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+            out.extend(a..=b);
+        }
+    }
+    out
+}
+
+/// The worker lcores that are not in the kernel's isolated CPUs, where
+/// lcore ids are CPU ids (no `--lcores` mapping in the EAL arguments).
+fn unisolated(config: &Config, lcores: &[u32], isolated: &str) -> Vec<u32> {
+    if config.eal.args.iter().any(|a| a.starts_with("--lcores")) {
+        return Vec::new();
+    }
+    let isolated = cpu_list(isolated);
+    lcores
+        .iter()
+        .copied()
+        .filter(|l| !isolated.contains(l))
+        .collect()
+}
+
+/// Warns when a worker polls a CPU the kernel also schedules other work on:
+/// its loop then stalls whenever that work runs (`max_loop_gap_ns`).
+fn warn_unisolated(config: &Config, lcores: &[u32]) {
+    let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated").unwrap_or_default();
+    let shared = unisolated(config, lcores, &isolated);
+    if !shared.is_empty() {
+        tracing::warn!(
+            lcores = ?shared,
+            "workers poll CPUs that are not isolated (isolcpus, nohz_full): other work will stall them; see docs/deploy.md"
+        );
+    }
+}
+
 /// Runs the forwarder described by `config` until `stop` is set or a limit in
 /// `opts` is reached, then stops the workers, closes the ports and reports.
 pub fn run(
@@ -308,6 +348,7 @@ pub fn run(
         }
     }
     let lcores = config.workers.lcores.get_ref();
+    warn_unisolated(config, lcores);
     let queues = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
     let pool = Mempool::create(
         &eal,
@@ -988,6 +1029,21 @@ impl RunReport {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn workers_off_the_isolated_cpus_are_named() {
+        assert_eq!(cpu_list("1-3,5\n"), [1, 2, 3, 5]);
+        assert_eq!(cpu_list("\n"), Vec::<u32>::new());
+        let c = config("\"--no-huge\"");
+        assert_eq!(unisolated(&c, &[1, 2, 6], "1-3,5\n"), [6]);
+        assert_eq!(unisolated(&c, &[1], ""), [1]);
+        let mapped = config("\"--lcores=1@4\"");
+        assert!(
+            unisolated(&mapped, &[1], "").is_empty(),
+            "mapped lcores are not CPU ids"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -615,6 +615,15 @@ fn a_fwmark_service_keeps_a_client_on_one_server_across_two_ports() {
         *per_server.entry(format!("{server} on {port}")).or_default() += 1;
     }
     let listing = ctl(&lb, &["-L", "-n", "--persistent-conn"], None);
+    // Its worker polls lcore 1: unless this machine isolates CPU 1, the
+    // dataplane says so at start.
+    let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated").unwrap_or_default();
+    let warned = lb.log().contains("workers poll CPUs that are not isolated");
+    let cpu1_isolated = isolated.trim().split(',').any(|part| {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        a.parse::<u32>().is_ok_and(|a| a <= 1) && b.parse::<u32>().is_ok_and(|b| b >= 1)
+    });
+    assert_eq!(warned, !cpu1_isolated, "{}", lb.log());
     let report = lb.stop();
     assert_eq!(
         per_server.len(),
