@@ -142,7 +142,8 @@ fn run(cmd: &mut Command) -> io::Result<()> {
     Ok(())
 }
 
-fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> io::Result<()> {
+/// A veth pair, `a_name` in `a` and `b_name` in `b`, both up.
+pub(crate) fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) -> io::Result<()> {
     run(Command::new("ip").args([
         "link",
         "add",

@@ -84,6 +84,8 @@ pub struct OneArm {
     pub lb: Netns,
     pub client: Netns,
     pub servers: Vec<Netns>,
+    /// With [`two_arm`](OneArm::two_arm), the clients' router.
+    pub router: Option<Netns>,
     servers_running: Vec<Child>,
     /// Per server, the file where its IPIP decapsulator counts packets.
     decap_counts: Vec<PathBuf>,
@@ -246,12 +248,76 @@ impl OneArm {
             lb,
             client: cl,
             servers: rs,
+            router: None,
             servers_running: running,
             decap_counts,
         };
         for k in 0..servers {
             topo.wait_for_server(k, port)?;
         }
+        Ok(topo)
+    }
+
+    /// The classic two-armed LVS-NAT director (`config/nat-two-arm.toml`):
+    ///
+    /// ```text
+    /// client 10.9.0.2 -- 10.9.0.1 router 203.0.113.254 -- eth0 lb 203.0.113.1
+    ///                                   lb eth1 10.0.0.1 -- br0 -- rs k 10.0.0.1k
+    /// ```
+    ///
+    /// The router (a kernel router, default settings but forwarding) routes
+    /// the VIPs (198.18.0.0/15) to 203.0.113.1; the real servers' default
+    /// route is the load balancer, as NAT asks. Each server runs the HTTP
+    /// server on `port`.
+    pub fn two_arm(tag: &str, servers: usize, port: u16) -> io::Result<OneArm> {
+        let switch = Netns::new(&format!("{tag}sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let lb = Netns::new(&format!("{tag}lb"))?;
+        let router = Netns::new(&format!("{tag}rt"))?;
+        let client = Netns::new(&format!("{tag}cl"))?;
+        crate::routed::veth(&client, "eth0", &router, "ethc")?;
+        client.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
+        client.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
+        router.ip(&["addr", "add", "10.9.0.1/24", "dev", "ethc"])?;
+        crate::routed::veth(&router, "eth0", &lb, "eth0")?;
+        router.ip(&["addr", "add", "203.0.113.254/24", "dev", "eth0"])?;
+        router.ip(&["route", "add", "198.18.0.0/15", "via", "203.0.113.1"])?;
+        run(router
+            .command("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        let mut rs = Vec::new();
+        for k in 0..servers {
+            rs.push(Netns::new(&format!("{tag}rs{k}"))?);
+        }
+        let on_bridge = std::iter::once((&lb, "eth1")).chain(rs.iter().map(|ns| (ns, "eth0")));
+        for (k, (ns, dev)) in on_bridge.enumerate() {
+            let peer = format!("p{k}");
+            crate::routed::veth(ns, dev, &switch, &peer)?;
+            switch.ip(&["link", "set", &peer, "master", "br0"])?;
+        }
+        let mut running = Vec::new();
+        for (k, ns) in rs.iter().enumerate() {
+            ns.ip(&["addr", "add", &format!("10.0.0.1{k}/24"), "dev", "eth0"])?;
+            ns.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+            running.push(
+                ns.command("python3")
+                    .args(["-c", HTTP_SERVER, &format!("rs{k}"), &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+        }
+        let topo = OneArm {
+            switch,
+            lb,
+            client,
+            servers: rs,
+            router: Some(router),
+            servers_running: running,
+            decap_counts: Vec::new(),
+        };
+        topo.wait_for_servers(port)?;
         Ok(topo)
     }
 
