@@ -22,6 +22,7 @@
 //! Nothing here allocates per packet, takes a lock or logs: drops are
 //! [`Counter`]s.
 
+mod connect;
 mod counters;
 mod dests;
 mod icmp_error;
@@ -43,8 +44,7 @@ use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
 use crate::sched::FlowInfo;
 use crate::service::Snapshot;
 use crate::session::{
-    self, flags, next_state, Direction, FlowKey, Hashed, Session, SessionId, SessionTable, Side,
-    State,
+    self, flags, next_state, Direction, Hashed, Session, SessionId, SessionTable, Side, State,
 };
 use crate::types::{Addr, NIL};
 use crate::types::{ForwardMode, Protocol};
@@ -193,24 +193,6 @@ fn vlan_drop(frame: &[u8]) -> Counter {
     } else {
         Counter::DropVlanUnknown
     }
-}
-
-fn mask(a: &Addr, len: u8, v4: bool) -> Addr {
-    let bits = if v4 {
-        96 + u32::from(len.min(32))
-    } else {
-        u32::from(len.min(128))
-    };
-    let mut out = *a;
-    for (i, b) in out.iter_mut().enumerate() {
-        let start = u32::try_from(i).unwrap_or(0) * 8;
-        if start >= bits {
-            *b = 0;
-        } else if start + 8 > bits {
-            *b &= 0xffu8 << (start + 8 - bits);
-        }
-    }
-    out
 }
 
 impl Worker {
@@ -813,206 +795,6 @@ impl Worker {
             next_hop: hop,
             dest: NO_DEST,
         }
-    }
-
-    /// A new connection to service `si`; `hin` is the packet's tuple hashed.
-    fn new_session<P: Prefetch>(
-        &mut self,
-        buf: &mut impl PacketBuf,
-        p: &Parsed,
-        si: u32,
-        hin: Hashed,
-        prefetch: &P,
-    ) -> Action {
-        if p.fragment {
-            return self.drop(Counter::DropFragment);
-        }
-        if p.proto == ip_proto::TCP && (!p.tcp_flags.syn() || p.tcp_flags.ack()) {
-            return self.drop(Counter::DropTcpNotSyn);
-        }
-        // A corrupt first packet must not hold a session (and a Full-NAT
-        // port) for a connection nobody opened. Established traffic is not
-        // summed again: its receiver drops a bad segment anyway.
-        if !offload::l4_checksum_ok(buf.data(), p, buf.rx_l4_sum()) {
-            return self.drop(Counter::DropBadChecksum);
-        }
-        if self.sessions.is_full() {
-            return self.drop(Counter::DropTableFull);
-        }
-        // What is needed of the service, read out rather than held: a clone
-        // of the snapshot's Arc would cost two atomic operations.
-        let (pers, vport) = {
-            let spec = &self.snap.services[si as usize].spec;
-            (spec.persistence, spec.key.port)
-        };
-        let h = self.svc_of_snap[si as usize];
-        let v4 = p.is_v4();
-
-        // Persistence: an existing template decides the real server.
-        let mut template = None;
-        let mut pick = None;
-        if let Some(pers) = pers {
-            let tkey = FlowKey {
-                src: mask(&p.src, pers.prefix_len, v4),
-                dst: p.dst,
-                sport: 0,
-                dport: vport,
-                proto: p.proto,
-            };
-            if let Some(tid) = self.sessions.lookup_in(&tkey) {
-                let t = *self.sessions.get(tid);
-                let d = &self.dests.dests[t.dest as usize];
-                let weights = &self.snap.services[si as usize].weights;
-                if d.idx != NIL && d.svc == h && weights[d.idx as usize] > 0 {
-                    pick = Some(d.idx as usize);
-                    template = Some(tid);
-                } else if t.refs() == 0 {
-                    self.close(tid);
-                } else {
-                    // Its connections still point at it: it leaves the
-                    // index now and goes when the last of them has gone.
-                    self.sessions.unhash(tid);
-                }
-            }
-            if template.is_none() && self.sessions.len() + 2 > self.sessions.capacity() {
-                return self.drop(Counter::DropTableFull);
-            }
-            if pick.is_none() {
-                pick = self.schedule(si, h, p);
-            }
-            if let (Some(i), None) = (pick, template) {
-                let rs = &self.snap.services[si as usize].spec.reals[i];
-                let t = Session::new(
-                    p.proto,
-                    (tkey.src, 0),
-                    (p.dst, vport),
-                    (session::addr(rs.addr), rs.port),
-                    ([0; 16], 0),
-                    ForwardMode::Dr,
-                    State::Template,
-                );
-                let dest = self.dests.svcs[h as usize].dests[i];
-                match self.sessions.insert(t, self.now.wrapping_add(pers.timeout)) {
-                    Ok(tid) => {
-                        let ts = self.sessions.get_mut(tid);
-                        ts.flags = (ts.flags | flags::TEMPLATE) & !flags::HAS_OUT;
-                        ts.dest = dest;
-                        ts.set_refs(0);
-                        let d = &mut self.dests.dests[dest as usize];
-                        d.refs += 1;
-                        d.templates += 1;
-                        self.dests.svcs[h as usize].refs += 1;
-                        template = Some(tid);
-                        self.count(Counter::TemplatesCreated);
-                    }
-                    Err(_) => return self.drop(Counter::DropTableFull),
-                }
-            }
-        } else {
-            pick = self.schedule(si, h, p);
-        }
-        let Some(i) = pick else {
-            return self.drop(Counter::DropNoDest);
-        };
-        let dest = self.dests.svcs[h as usize].dests[i];
-        let (rs_addr, rs_port, rs_mode) = {
-            let d = &self.dests.dests[dest as usize];
-            // A real server of a catch-all or firewall-mark service has no
-            // port of its own: the connection keeps its destination port.
-            let port = if d.port == 0 { p.dport } else { d.port };
-            (d.addr, port, d.mode)
-        };
-        let mut laddr = ([0u8; 16], 0u16);
-        // The reply tuple's hash, for the insert.
-        let mut hout = Hashed::default();
-        if rs_mode == ForwardMode::Fnat {
-            let sessions = &self.sessions;
-            let out_key = |l: &Addr, port: u16| FlowKey {
-                src: rs_addr,
-                dst: *l,
-                sport: rs_port,
-                dport: port,
-                proto: p.proto,
-            };
-            let taken = |l: &Addr, port: u16| {
-                let k = out_key(l, port);
-                sessions.out_tuple_in_use_at(sessions.hash(&k), &k)
-            };
-            let pool = self.dests.svcs[h as usize].pool.as_mut();
-            match pool.zip(self.lports.as_mut()) {
-                Some((pool, ports)) => match pool.allocate(ports, taken) {
-                    Some(l) => laddr = l,
-                    None => return self.drop(Counter::DropLaddrExhausted),
-                },
-                None => return self.drop(Counter::DropLaddrExhausted),
-            }
-            // Its bucket line, needed only when the burst is over: see
-            // `SessionTable::insert_deferred`.
-            hout = self.sessions.hash(&out_key(&laddr.0, laddr.1));
-            if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
-                self.sessions.prefetch_bucket(hout, prefetch);
-            }
-        }
-        let dir = if rs_mode.maps_ports() {
-            Direction::Input
-        } else {
-            Direction::InputOnly
-        };
-        let state = match p.proto {
-            ip_proto::TCP => next_state(State::None, dir, p.tcp_flags),
-            ip_proto::UDP => State::Udp,
-            _ => State::Icmp,
-        };
-        let mut s = Session::new(
-            p.proto,
-            (p.src, p.sport),
-            (p.dst, p.dport),
-            (rs_addr, rs_port),
-            laddr,
-            rs_mode,
-            state,
-        );
-        s.dest = dest;
-        s.set_template(template.unwrap_or(NIL));
-        // Full-NAT's pool already chose a free reply tuple; NAT's is fixed by
-        // the client and the real server and may clash.
-        if s.mode == ForwardMode::Nat {
-            let k = s.outbound_key();
-            hout = self.sessions.hash(&k);
-            if self.sessions.out_tuple_in_use_at(hout, &k) {
-                return self.drop(Counter::DropTupleCollision);
-            }
-        }
-        let expires = self.now.wrapping_add(state.timeout(&self.snap.timeouts));
-        if self
-            .sessions
-            .insert_deferred(s, expires, hin, hout)
-            .is_err()
-        {
-            return self.drop(Counter::DropTableFull);
-        }
-        // The next new connection's slot: its lines are read (the free
-        // list runs through them) and written then.
-        if P::ACTIVE && self.sessions.len() >= self.cfg.prefetch_from {
-            self.sessions.prefetch_free(prefetch);
-        }
-        if let (ForwardMode::Nat, Some(owners)) = (s.mode, &self.nat_owners) {
-            owners.set(&s.outbound_key(), self.cfg.id);
-        }
-        if let Some(tid) = template {
-            let t = self.sessions.get_mut(tid);
-            t.set_refs(t.refs() + 1);
-        }
-        self.dests.dests[dest as usize].refs += 1;
-        self.dests.dests[dest as usize].stats.conns += 1;
-        self.dests.svcs[h as usize].refs += 1;
-        self.dests.svcs[h as usize].stats.conns += 1;
-        self.dests.update_load(dest, |l| l.inactive += 1);
-        self.count(Counter::SessionsCreated);
-        self.account(dest, p.l3_end - p.l3_offset, true);
-        // The stored session differs from `s` only in what the table keeps
-        // (flags, deadline, timer links), which forwarding does not read.
-        self.send_to_rs(buf, p, &s)
     }
 
     fn schedule(&mut self, si: u32, h: u32, p: &Parsed) -> Option<usize> {

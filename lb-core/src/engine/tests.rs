@@ -10,7 +10,7 @@ use crate::packet::VecBuf;
 use crate::sched::SchedKind;
 use crate::service::{Persistence, RealServer, ServiceKey, ServiceSpec};
 use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
-use crate::types::Timeouts;
+use crate::types::{FlowKey, Timeouts};
 use crate::wire::ethernet::ethertype;
 use crate::wire::tcp::Flags;
 
