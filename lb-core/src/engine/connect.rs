@@ -18,6 +18,7 @@
 
 use crate::offload;
 use crate::packet::{PacketBuf, Parsed};
+use crate::sched::FlowInfo;
 use crate::service::Persistence;
 use crate::session::State;
 use crate::session::{self, flags, next_state, Direction, FlowKey, Hashed, Session, SessionId};
@@ -330,6 +331,24 @@ impl Worker {
         self.dests.svcs[h as usize].stats.conns += 1;
         self.dests.update_load(s.dest, |l| l.inactive += 1);
         Ok(())
+    }
+
+    /// The scheduler's pick for service `si` (worker entry `h`).
+    fn schedule(&mut self, si: u32, h: u32, p: &Parsed) -> Option<usize> {
+        let svc = &self.snap.services[si as usize];
+        let e = &mut self.dests.svcs[h as usize];
+        let flow = FlowInfo {
+            src: p.src,
+            src_port: p.sport,
+            dst: p.dst,
+        };
+        svc.sched.pick(
+            &mut e.sched,
+            &svc.weights,
+            &e.loads,
+            &flow,
+            u64::from(self.now),
+        )
     }
 }
 

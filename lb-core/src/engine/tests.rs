@@ -9,6 +9,7 @@ use crate::net::{Interface, Network, Route};
 use crate::packet::VecBuf;
 use crate::sched::SchedKind;
 use crate::service::{Persistence, RealServer, ServiceKey, ServiceSpec};
+use crate::session::{flags, Session, State};
 use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
 use crate::types::{FlowKey, Timeouts};
 use crate::wire::ethernet::ethertype;
