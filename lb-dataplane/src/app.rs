@@ -330,6 +330,74 @@ fn warn_unisolated(config: &Config, lcores: &[u32]) {
     }
 }
 
+/// Where the ports and the workers sit: each port's NUMA node (`None`:
+/// not known, as for most virtual devices) and each worker lcore's.
+struct Placement {
+    ports: Vec<(String, Option<u32>)>,
+    workers: Vec<(u32, u32)>,
+}
+
+impl Placement {
+    /// The one node every port whose node is known sits on, where the
+    /// mbufs belong; `None` if no port's node is known or they differ.
+    fn ports_node(&self) -> Option<u32> {
+        let mut known = self.ports.iter().filter_map(|(_, n)| *n);
+        let first = known.next()?;
+        known.all(|n| n == first).then_some(first)
+    }
+
+    /// One line per port that workers on another node poll (every worker
+    /// polls every port): each of its packets crosses the interconnect.
+    fn far_workers(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .filter_map(|(name, node)| {
+                let node = (*node)?;
+                let far: Vec<u32> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, n)| *n != node)
+                    .map(|(l, _)| *l)
+                    .collect();
+                (!far.is_empty()).then(|| {
+                    format!("port {name} is on NUMA node {node}, workers on lcores {far:?} are not")
+                })
+            })
+            .collect()
+    }
+}
+
+/// Warns where a worker and a port it polls sit on different NUMA nodes.
+fn warn_far(placement: &Placement) {
+    for line in placement.far_workers() {
+        tracing::warn!("{line}: choose lcores on the port's node; see docs/deploy.md");
+    }
+}
+
+/// The mbuf pool, on the ports' node when there is one; if that node has no
+/// memory for it, on any node, with a warning.
+fn mbuf_pool(
+    eal: &Eal,
+    name: &str,
+    count: u32,
+    cache: u32,
+    room: u16,
+    node: Option<u32>,
+) -> Result<&'static Mempool, AppError> {
+    if let Some(n) = node {
+        match Mempool::create_on(eal, name, count, cache, room, Some(n)) {
+            Ok(pool) => return Ok(pool),
+            Err(e) => tracing::warn!(
+                pool = name,
+                node = n,
+                error = %e,
+                "no memory for the mbufs on the ports' NUMA node (reserve hugepages there); they go on any node"
+            ),
+        }
+    }
+    Ok(Mempool::create(eal, name, count, cache, room)?)
+}
+
 /// Runs the forwarder described by `config` until `stop` is set or a limit in
 /// `opts` is reached, then stops the workers, closes the ports and reports.
 pub fn run(
@@ -349,8 +417,18 @@ pub fn run(
     }
     let lcores = config.workers.lcores.get_ref();
     warn_unisolated(config, lcores);
+    let placement = Placement {
+        ports: config
+            .ports
+            .iter()
+            .map(|p| (p.name.get_ref().clone(), eal.port_node(p.name.get_ref())))
+            .collect(),
+        workers: lcores.iter().map(|&l| (l, eal.lcore_node(l))).collect(),
+    };
+    warn_far(&placement);
+    let node = placement.ports_node();
     let queues = u16::try_from(lcores.len()).unwrap_or(u16::MAX);
-    let pool = Mempool::create(
+    let pool = mbuf_pool(
         &eal,
         "lb_mbufs",
         mempool_size(config, queues),
@@ -359,6 +437,7 @@ pub fn run(
             0 => dpdk::DEFAULT_DATA_ROOM,
             room => room,
         },
+        node,
     )?;
 
     let mut ports = Vec::new();
@@ -373,12 +452,13 @@ pub fn run(
         // A port whose frames are larger than a standard mbuf receives
         // into a pool of its own, sized for them.
         let rx_pool = match devargs.as_deref().and_then(rx_data_room) {
-            Some(room) => Mempool::create(
+            Some(room) => mbuf_pool(
                 &eal,
                 &format!("lb_rx_{i}"),
                 LARGE_RX_MBUFS,
                 config.mempool.cache.min(LARGE_RX_MBUFS / 4),
                 room,
+                placement.ports[i].1,
             )?,
             None => pool,
         };
@@ -394,6 +474,7 @@ pub fn run(
         tracing::info!(
             port = port.name(),
             driver = port.driver(),
+            node = ?placement.ports[i].1,
             queues,
             rx_checksum = ?p
                 .rx_checksum
@@ -1042,6 +1123,37 @@ mod tests {
             unisolated(&mapped, &[1], "").is_empty(),
             "mapped lcores are not CPU ids"
         );
+    }
+
+    #[test]
+    fn workers_on_another_node_than_their_port_are_named() {
+        let placement = |ports: &[Option<u32>], workers: &[(u32, u32)]| Placement {
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("p{i}"), *n))
+                .collect(),
+            workers: workers.to_vec(),
+        };
+        let near = placement(&[Some(1), None], &[(9, 1), (10, 1)]);
+        assert!(near.far_workers().is_empty());
+        assert_eq!(
+            near.ports_node(),
+            Some(1),
+            "the unknown node does not count"
+        );
+        let far = placement(&[Some(0), Some(1)], &[(1, 0), (9, 1)]);
+        assert_eq!(
+            far.far_workers(),
+            [
+                "port p0 is on NUMA node 0, workers on lcores [9] are not",
+                "port p1 is on NUMA node 1, workers on lcores [1] are not",
+            ]
+        );
+        assert_eq!(far.ports_node(), None, "ports on two nodes: no one node");
+        let virtual_only = placement(&[None], &[(1, 0)]);
+        assert!(virtual_only.far_workers().is_empty());
+        assert_eq!(virtual_only.ports_node(), None);
     }
 
     use super::*;

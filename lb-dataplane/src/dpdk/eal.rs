@@ -128,6 +128,23 @@ impl Eal {
             .cloned()
     }
 
+    /// The NUMA node (DPDK's socket) of `lcore`.
+    pub fn lcore_node(&self, lcore: u32) -> u32 {
+        if lcore < dpdk_sys::RTE_MAX_LCORE {
+            // SAFETY: EAL is initialised, and DPDK indexes its lcore table
+            // with an id below RTE_MAX_LCORE.
+            unsafe { dpdk_sys::rte_lcore_to_socket_id(lcore) }
+        } else {
+            0
+        }
+    }
+
+    /// The NUMA node of the ethdev port called `name`, if it exists and
+    /// its device sits on a known node (virtual devices often do not).
+    pub fn port_node(&self, name: &str) -> Option<u32> {
+        super::port::node_of(name)
+    }
+
     /// The names of every ethdev port that exists now.
     pub fn port_names(&self) -> Vec<String> {
         super::port::all_port_names()

@@ -49,12 +49,28 @@ impl Mempool {
     /// included; `RTE_MBUF_DEFAULT_BUF_SIZE` is the usual value) and a
     /// per-lcore cache of `cache` buffers.
     pub fn create(
-        _eal: &Eal,
+        eal: &Eal,
         name: &str,
         count: u32,
         cache: u32,
         data_room: u16,
     ) -> Result<&'static Mempool, MempoolError> {
+        Mempool::create_on(eal, name, count, cache, data_room, None)
+    }
+
+    /// [`create`](Mempool::create), with the memory on NUMA node `node`
+    /// (`None`: any node, the calling thread's first).
+    pub fn create_on(
+        _eal: &Eal,
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        node: Option<u32>,
+    ) -> Result<&'static Mempool, MempoolError> {
+        let socket = node
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(SOCKET_ID_ANY);
         let bad_name = || MempoolError::BadName(name.to_owned());
         if name.is_empty() || name.len() >= dpdk_sys::RTE_MEMPOOL_NAMESIZE as usize {
             return Err(bad_name());
@@ -63,7 +79,7 @@ impl Mempool {
         // SAFETY: EAL is initialised (the &Eal proves it) and c is a valid C
         // string that DPDK copies.
         let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), count, cache, 0, data_room, SOCKET_ID_ANY)
+            dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), count, cache, 0, data_room, socket)
         };
         let raw = NonNull::new(raw).ok_or_else(|| MempoolError::Create {
             name: name.to_owned(),

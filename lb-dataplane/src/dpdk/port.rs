@@ -132,6 +132,21 @@ pub(super) fn all_port_names() -> Vec<String> {
     names
 }
 
+/// The NUMA node of the port called `name` (see [`Eal::port_node`]).
+pub(super) fn node_of(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut id = 0u16;
+    // SAFETY: EAL is initialised (callers hold an Eal); cname is a valid C
+    // string; id is written.
+    let rc = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: id is a valid port id; the call only reads its device.
+    let node = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
+    u32::try_from(node).ok()
+}
+
 fn port_name(id: u16) -> String {
     let mut buf = [0 as c_char; RTE_ETH_NAME_MAX_LEN];
     // SAFETY: buf is RTE_ETH_NAME_MAX_LEN bytes, the size DPDK writes at most.
