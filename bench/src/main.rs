@@ -279,7 +279,11 @@ fn real_main() -> Result<(), String> {
             print!("{}", report::markdown(&results));
             eprintln!("lb-bench: results in {}", json.display());
             if let Some(readme) = readme {
-                report::update_readme(&readme, &report::markdown(&results))?;
+                // The run's own Markdown report, as the README links it.
+                let md = json.with_extension("md");
+                let base = readme.parent().unwrap_or(Path::new(""));
+                let link = md.strip_prefix(base).unwrap_or(&md).display().to_string();
+                report::update_readme(&readme, &report::summary(&results, &link))?;
             }
             Ok(())
         }

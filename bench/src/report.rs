@@ -263,6 +263,60 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
+/// The README's part of a run: the machine, one row per case (its rate,
+/// its ratio to testpmd's `5tswap` on its own profile, the time per packet,
+/// the new connections a second) and the goals; `report` is where the
+/// whole report (ceilings, repeats, profiles, loss) is.
+pub fn summary(r: &Results, report: &str) -> String {
+    let m = &r.machine;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Run of {} on `{}` ({}, {} cores, DPDK {}, {}), one worker core{}; the whole report, with testpmd's figures, the repeats, the profiles and the loss below the maximum: [{report}]({report}).\n",
+        r.date,
+        m.host,
+        m.cpu,
+        m.cores,
+        m.dpdk,
+        m.memory_mode,
+        if r.quick { " (quick smoke run: short windows, not for comparison)" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "| mode | traffic | sessions | packet | scheduler | Mpps | x 5tswap | ns/pkt | new conns/s |\n|---|---|---:|---:|---|---:|---:|---:|---:|"
+    );
+    for c in &r.cases {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} B | {} | {:.2} | {:.3} | {:.0} | {} |",
+            c.mode.name().to_uppercase(),
+            match c.kind {
+                Kind::Established => "established",
+                Kind::NewConn => "new conns",
+            },
+            human(c.sessions),
+            c.pkt_bytes,
+            c.scheduler,
+            c.mpps,
+            c.ratio_5tswap,
+            c.ns_per_pkt,
+            if c.kind == Kind::NewConn {
+                format!("{:.0}", c.conns_per_s)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let goals = goals(r);
+    if !goals.is_empty() {
+        let _ = writeln!(s, "\n| goal | measured | met |\n|---|---|---|");
+        for (goal, got, met) in goals {
+            let _ = writeln!(s, "| {goal} | {got} | {} |", if met { "yes" } else { "no" });
+        }
+    }
+    s
+}
+
 /// Writes the JSON, Markdown and chart of a run into `dir`; returns the JSON
 /// file's path.
 pub fn write(r: &Results, dir: &Path) -> Result<PathBuf, String> {

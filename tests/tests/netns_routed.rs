@@ -233,7 +233,7 @@ fn full_nat_over_a_vlan(tag: &str, port: PortType) {
         // metadata, and a Linux bridge port with transmit VLAN offload (the
         // default) hands veth its frames that way: the tag would be lost.
         // An operator running af_xdp with VLANs on veth turns the offload
-        // off on the host side of the director's veth (README, "VLANs"),
+        // off on the host side of the director's veth (docs/kernel-ports.md, "VLANs"),
         // so the kernel writes the tag into the frame.
         topo.switch
             .command("ethtool")
