@@ -11,9 +11,10 @@
 
 mod client;
 mod format;
+mod keepalived;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -256,6 +257,12 @@ enum Sub {
         #[command(subcommand)]
         action: Laddr,
     },
+    /// Translate another tool's configuration into services (TOML, for
+    /// `apply -f` or the dataplane's file), saying what it could not.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Shell completions for ipvsadm-style use.
     Completions { shell: clap_complete::Shell },
     /// The manual page (roff), for packaging.
@@ -296,6 +303,13 @@ enum NeighAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum ImportFrom {
+    /// keepalived.conf's virtual_server blocks (its vrrp_instance blocks
+    /// stay keepalived's): `lb-ctl import keepalived /etc/keepalived/keepalived.conf > services.toml`.
+    Keepalived { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigWhat {
     /// Services and timeouts as TOML (what `apply` takes).
     Dump,
@@ -322,8 +336,9 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 10] = [
     "apply",
+    "import",
     "config",
     "counters",
     "health",
@@ -806,6 +821,24 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The services of a keepalived.conf on stdout; what was left behind, and
+/// why, on stderr.
+fn import_keepalived(file: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| Error::Usage(format!("cannot read {}: {err}", file.display())))?;
+    let t = keepalived::translate(&text)
+        .map_err(|m| Error::Failed(Failure::Rejected(format!("{}: {m}", file.display()))))?;
+    for s in &t.skipped {
+        eprintln!("lb-ctl: {}: {s}", file.display());
+    }
+    eprintln!(
+        "lb-ctl: {} service(s) translated, {} line(s) not",
+        t.services,
+        t.skipped.len()
+    );
+    Ok(t.toml)
+}
+
 fn run_extra(e: Extra) -> Result<String, Error> {
     if let Sub::Completions { shell } = e.command {
         let mut out = Vec::new();
@@ -814,6 +847,12 @@ fn run_extra(e: Extra) -> Result<String, Error> {
     }
     if let Sub::Man = e.command {
         return Ok(man_page());
+    }
+    if let Sub::Import {
+        from: ImportFrom::Keepalived { file },
+    } = &e.command
+    {
+        return import_keepalived(file);
     }
     let mut c = Client::connect(&e.socket)?;
     let json_out = e.output == Output::Json;
@@ -952,7 +991,7 @@ fn run_extra(e: Extra) -> Result<String, Error> {
             }
         },
         Sub::Laddr { action } => laddr(&mut c, action, json_out),
-        Sub::Completions { .. } | Sub::Man => unreachable!("handled above"),
+        Sub::Completions { .. } | Sub::Man | Sub::Import { .. } => unreachable!("handled above"),
     }
 }
 

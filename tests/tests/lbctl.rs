@@ -471,3 +471,72 @@ fn a_dataplane_of_another_protocol_gets_one_line_and_exit_4() {
     );
     assert!(err.contains("dataplane 9.0.0"), "{err}");
 }
+
+/// keepalived.conf's virtual servers become services: the translation is
+/// the recorded one (`LB_BLESS=1` re-records it), it validates with the
+/// dataplane's own parser, what was not translated is named with its line,
+/// and a running dataplane takes the result with `apply` and lists it as
+/// keepalived's ipvsadm would.
+#[test]
+fn a_keepalived_conf_imports_with_what_it_left_behind() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("keepalived");
+    let conf = dir.join("keepalived.conf");
+    let out = Command::new(binary::path("lb-ctl"))
+        .args(["import", "keepalived"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let toml = String::from_utf8(out.stdout).unwrap();
+    let golden = dir.join("services.toml");
+    if std::env::var_os("LB_BLESS").is_some() {
+        std::fs::write(&golden, &toml).unwrap();
+    }
+    assert_eq!(
+        toml,
+        std::fs::read_to_string(&golden).unwrap(),
+        "the translation changed: LB_BLESS=1 re-records {}",
+        golden.display()
+    );
+    let (services, _) = lb_core::config::parse_desired(&toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(services.len(), 6, "DR, NAT, two TUN, a mark, Full-NAT");
+    let left: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(": line ").map(|(_, rest)| rest))
+        .map(|rest| rest.find("`: ").map_or(rest, |end| &rest[..=end]))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "35: `sorry_server 10.0.0.99 80`",
+            "105: `MISC_CHECK { ... }`",
+            "137: `syn_proxy`",
+            "140: `SSL_GET { ... }`",
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("6 service(s) translated, 4 line(s) not"),
+        "{stderr}"
+    );
+
+    let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
+    let c = Ctl { socket: &dp.socket };
+    let file = std::env::temp_dir().join(format!("lb-keepalived-{}.toml", std::process::id()));
+    std::fs::write(&file, &toml).unwrap();
+    let applied = c.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(applied.contains("applied"), "{applied}");
+    let list = c.ok(&["-L", "-n"]);
+    let listed = dir.join("list.txt");
+    if std::env::var_os("LB_BLESS").is_some() {
+        std::fs::write(&listed, &list).unwrap();
+    }
+    assert_eq!(
+        list,
+        std::fs::read_to_string(&listed).unwrap(),
+        "LB_BLESS=1 re-records {}",
+        listed.display()
+    );
+}
