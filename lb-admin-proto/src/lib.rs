@@ -390,6 +390,10 @@ pub struct ServiceInfo {
     pub stats: Stats,
     pub rates: Rates,
     pub reals: Vec<RealInfo>,
+    /// Configured but not served: VIPs are followed (`[exception]
+    /// follow_vips`) and this director does not hold this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
 }
 
 /// A real server as `list` shows it.

@@ -128,6 +128,10 @@ pub struct ExceptionConfig {
     pub interface: Option<String>,
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// A VIP is served while the kernel holds it on `interface` (where
+    /// keepalived's `virtual_ipaddress` puts it on the VRRP master), and
+    /// only then: its services are configured but on standby otherwise.
+    pub follow_vips: Option<Spanned<bool>>,
 }
 
 /// `[admin]`: the admin socket that lb-ctl talks to.
@@ -312,6 +316,9 @@ pub struct LbSetup {
     /// (address, MAC, port index).
     pub neighbors: Vec<(IpAddr, MacAddr, usize)>,
     pub exception_port: Option<usize>,
+    /// `[exception] follow_vips`: VIPs are served while the kernel holds
+    /// them on the exception interface.
+    pub follow_vips: bool,
     pub timeouts: Timeouts,
     pub capacity: u32,
     pub local_ports: (u16, u16),
@@ -850,6 +857,17 @@ impl Config {
                 ));
             }
             setup.exception_port = Some(i);
+            if let Some(f) = e.follow_vips.as_ref().filter(|f| *f.get_ref()) {
+                if e.interface.is_some() {
+                    setup.follow_vips = true;
+                } else {
+                    return Err(c.error(
+                    f.span(),
+                    "[exception] follow_vips",
+                    "the VIPs are followed on the exception path's kernel interface: name it with `interface`".into(),
+                ));
+                }
+            }
         }
         setup.timeouts = timeouts_of(&self.timeouts);
         setup.services = services_of(&c, &self.services)?;
@@ -1378,6 +1396,31 @@ port = 8080
 mode = "fnat"
 weight = 3
 "#;
+
+    #[test]
+    fn following_the_kernels_vips_needs_its_interface() {
+        let with = |exception: &str| {
+            let text = LB.replace(
+                "[timeouts]",
+                &format!("[[port]]\nname = \"net_tap0\"\n[exception]\nport = \"net_tap0\"\n{exception}\n[timeouts]"),
+            );
+            Config::from_toml(&text)
+        };
+        let lb = with("interface = \"lbtap\"\nfollow_vips = true")
+            .unwrap()
+            .lb
+            .unwrap();
+        assert!(lb.follow_vips);
+        assert!(
+            !with("interface = \"lbtap\"")
+                .unwrap()
+                .lb
+                .unwrap()
+                .follow_vips
+        );
+        let e = with("follow_vips = true").unwrap_err();
+        assert!(e.to_string().contains("name it with `interface`"), "{e}");
+    }
 
     #[test]
     fn load_balancer_setup() {

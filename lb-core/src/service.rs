@@ -92,6 +92,22 @@ pub struct MarkMatch {
 pub const MAX_MATCH_ENTRIES: usize = 65_536;
 
 impl MarkMatch {
+    /// Whether address `a` is in the match's prefix.
+    pub fn covers(&self, a: IpAddr) -> bool {
+        let bits = |n: u32| u32::from(self.len).min(n);
+        match (self.prefix, a) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let m = u32::MAX.checked_shl(32 - bits(32)).unwrap_or(0);
+                u32::from(p) & m == u32::from(a) & m
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let m = u128::MAX.checked_shl(128 - bits(128)).unwrap_or(0);
+                u128::from(p) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
+
     /// Each address the prefix covers, and each port (0 alone for every
     /// port), in order; `None` if they are more than `limit` pairs.
     fn entries(&self, limit: usize) -> Option<Vec<(IpAddr, u16)>> {
@@ -997,6 +1013,17 @@ mod tests {
             let e = bad.parse::<MarkMatch>().unwrap_err();
             assert!(e.contains("protocol:prefix:ports"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_match_covers_the_addresses_of_its_prefix() {
+        let m: MarkMatch = "tcp:198.18.0.0/24:80".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(m.covers(ip("198.18.0.200")));
+        assert!(!m.covers(ip("198.18.1.1")));
+        assert!(!m.covers(ip("2001:db8::1")));
+        let all: MarkMatch = "udp:[::/0]:*".parse().unwrap();
+        assert!(all.covers(ip("::1")) && !all.covers(ip("10.0.0.1")));
     }
 
     #[test]

@@ -169,6 +169,10 @@ pub fn listing(list: &List, table: Table, exact: bool) -> String {
                         let _ = write!(o, " mask {}", mask(m, v6));
                     }
                 }
+                if svc.standby {
+                    // Not ipvsadm's: this director does not hold the VIP.
+                    o.push_str(" standby");
+                }
                 o.push('\n');
             }
         }

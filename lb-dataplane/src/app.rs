@@ -66,6 +66,11 @@ pub enum AppError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot follow the kernel's addresses on {interface}: {source}")]
+    KernelVips {
+        interface: String,
+        source: std::io::Error,
+    },
     #[error("cannot set up the exception path's kernel interface {interface}: {message}")]
     KernelInterface { interface: String, message: String },
 }
@@ -624,6 +629,7 @@ pub fn run(
             }
         }
         if let Some(c) = control.as_mut() {
+            c.vips_tick();
             c.health_tick();
             if last_sample.elapsed() >= Duration::from_secs(2) {
                 last_sample = Instant::now();
@@ -826,8 +832,15 @@ fn launch_lb(
     readers: &mut Vec<Arc<WorkerStats>>,
 ) -> Result<crate::control::Control, AppError> {
     let net = network(config, lb, ports)?;
-    let snap =
-        Arc::new(Snapshot::build(1, lb.services.clone(), lb.timeouts)?.with_network(net.clone()));
+    let configured = Snapshot::build(1, lb.services.clone(), lb.timeouts)?.specs();
+    // Following the kernel's VIPs, the workers start serving none: a
+    // backup director must not announce a VIP its master holds.
+    let served = if lb.follow_vips {
+        Vec::new()
+    } else {
+        configured.clone()
+    };
+    let snap = Arc::new(Snapshot::build(1, served, lb.timeouts)?.with_network(net.clone()));
     let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
     let mailboxes: Vec<Arc<crate::publish::Mailbox>> = (0..per_worker.len())
         .map(|_| Arc::new(crate::publish::Mailbox::default()))
@@ -937,9 +950,23 @@ fn launch_lb(
         readers.push(reader);
     }
     let mut control =
-        crate::control::Control::new(published, mailboxes, net, snap.specs(), lb.timeouts);
+        crate::control::Control::new(published, mailboxes, net, configured, lb.timeouts);
     control.interfaces = config.interfaces().into_iter().map(|(n, _, _)| n).collect();
     control.started_with = Some(config.restart_only());
+    let followed = config
+        .exception
+        .as_ref()
+        .and_then(|e| e.interface.as_ref())
+        .filter(|_| lb.follow_vips);
+    if let Some(interface) = followed {
+        let watch =
+            crate::kernel_vips::watch(interface).map_err(|source| AppError::KernelVips {
+                interface: interface.clone(),
+                source,
+            })?;
+        tracing::info!(interface = %interface, "serving the VIPs the kernel holds on the exception interface");
+        control.follow_vips(watch);
+    }
     Ok(control)
 }
 

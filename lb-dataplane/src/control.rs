@@ -8,7 +8,7 @@
 //! was. Operations are what the admin socket's protocol names
 //! ([`crate::admin`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use lb_core::service::{
 };
 use lb_core::stats::{merge_reports, RateEstimator, Rates, ServiceReport, Stats};
 
+use crate::kernel_vips::KernelVips;
 use crate::publish::{Mailbox, Published, Request, WorkerSnapshot};
 
 /// How long a worker may take to answer.
@@ -56,6 +57,9 @@ pub struct Control {
     last_rates: HashMap<String, Rates>,
     last_sample: Option<Instant>,
     health: crate::health::Health,
+    /// With `[exception] follow_vips`: the kernel's addresses on the
+    /// exception interface, as last heard.
+    held: Option<(KernelVips, BTreeSet<IpAddr>)>,
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
@@ -153,6 +157,51 @@ impl Control {
             last_rates: HashMap::new(),
             last_sample: None,
             health: crate::health::Health::default(),
+            held: None,
+        }
+    }
+
+    /// From now on, serves a VIP's services only while the kernel holds
+    /// the VIP on `watch`'s interface (`[exception] follow_vips`); until
+    /// the kernel's first answer, it holds none.
+    pub fn follow_vips(&mut self, watch: KernelVips) {
+        self.held = Some((watch, BTreeSet::new()));
+        if let Err(e) = self.commit(self.specs.clone(), self.timeouts) {
+            tracing::error!(error = %e, "cannot publish the services on standby");
+        }
+    }
+
+    /// Follows what the kernel holds: publishes the snapshot that serves
+    /// the VIPs it now holds, and only those.
+    pub fn vips_tick(&mut self) {
+        let Some((watch, held)) = self.held.as_mut() else {
+            return;
+        };
+        let Some(now) = watch.changed() else {
+            return;
+        };
+        let gained: Vec<&IpAddr> = now.difference(held).collect();
+        let lost: Vec<&IpAddr> = held.difference(&now).collect();
+        tracing::info!(interface = %watch.interface, ?gained, ?lost, "the kernel's addresses changed");
+        *held = now;
+        if let Err(e) = self.commit(self.specs.clone(), self.timeouts) {
+            tracing::error!(error = %e, "cannot publish the VIPs the kernel holds");
+        }
+    }
+
+    /// Whether `spec` is served: always, unless VIPs are followed; then
+    /// while the kernel holds its VIP (for a firewall-mark service, an
+    /// address one of its matches covers).
+    fn serving(&self, spec: &ServiceSpec) -> bool {
+        let Some((_, held)) = &self.held else {
+            return true;
+        };
+        if spec.key.mark == 0 {
+            held.contains(&spec.key.vip)
+        } else {
+            spec.matches
+                .iter()
+                .any(|m| held.iter().any(|a| m.covers(*a)))
         }
     }
 
@@ -185,13 +234,11 @@ impl Control {
         let configured = Snapshot::build(self.version + 1, specs, timeouts)
             .map_err(|e| e.to_string())?
             .specs();
-        let snap = Snapshot::build(
-            self.version + 1,
-            self.health.effective(&configured),
-            timeouts,
-        )
-        .map_err(|e| e.to_string())?
-        .with_network(self.network.clone());
+        let mut served = self.health.effective(&configured);
+        served.retain(|s| self.serving(s));
+        let snap = Snapshot::build(self.version + 1, served, timeouts)
+            .map_err(|e| e.to_string())?
+            .with_network(self.network.clone());
         self.version += 1;
         self.specs = configured;
         self.timeouts = timeouts;
@@ -573,6 +620,7 @@ impl Control {
                     stats: stats_of(&report.map(|r| r.stats).unwrap_or_default()),
                     rates: rates(&k),
                     reals,
+                    standby: !self.serving(spec),
                 }
             })
             .collect();

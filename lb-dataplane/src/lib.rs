@@ -12,6 +12,7 @@ pub mod control;
 pub mod dpdk;
 pub mod forward;
 pub mod health;
+pub mod kernel_vips;
 pub mod metrics;
 pub mod neigh;
 pub mod notify;

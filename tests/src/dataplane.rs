@@ -168,6 +168,12 @@ impl Running {
         }
     }
 
+    /// Kills it at once (SIGKILL), as a crash would: no report.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What it has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -125,6 +125,9 @@ pub struct Routed {
     pub switch: Netns,
     pub router: Netns,
     pub lb: Netns,
+    /// With [`with_two_directors`](Routed::with_two_directors): the second
+    /// director, 10.0.0.2.
+    pub lb2: Option<Netns>,
     pub client: Netns,
     pub servers: Vec<Netns>,
     running: Vec<Child>,
@@ -182,7 +185,16 @@ impl Routed {
     /// Builds the namespaces, links and routes, writes a blob of
     /// `blob_len` bytes and starts both servers.
     pub fn new(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
-        Routed::build(tag, reals, blob_len, None)
+        Routed::build(tag, reals, blob_len, None, false)
+    }
+
+    /// [`new`](Self::new), with a second director (`lb2`, 10.0.0.2 when
+    /// its dataplane runs) on the bridge, as an LVS pair made highly
+    /// available with VRRP: the router reaches the VIPs (198.18.0.0/15)
+    /// on its segment, asking ARP who holds them, instead of through
+    /// 10.0.0.1.
+    pub fn with_two_directors(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
+        Routed::build(tag, reals, blob_len, None, true)
     }
 
     /// [`new`](Self::new), with the router reaching the load balancer over
@@ -196,10 +208,16 @@ impl Routed {
         blob_len: usize,
         vlan: u16,
     ) -> io::Result<Routed> {
-        Routed::build(tag, reals, blob_len, Some(vlan))
+        Routed::build(tag, reals, blob_len, Some(vlan), false)
     }
 
-    fn build(tag: &str, reals: Reals, blob_len: usize, vlan: Option<u16>) -> io::Result<Routed> {
+    fn build(
+        tag: &str,
+        reals: Reals,
+        blob_len: usize,
+        vlan: Option<u16>,
+        pair: bool,
+    ) -> io::Result<Routed> {
         let switch = Netns::new(&format!("{tag}sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
@@ -210,13 +228,19 @@ impl Routed {
             Netns::new(&format!("{tag}rs0"))?,
             Netns::new(&format!("{tag}rs1"))?,
         ];
+        let lb2 = if pair {
+            Some(Netns::new(&format!("{tag}lb2"))?)
+        } else {
+            None
+        };
         veth(&client, "eth0", &router, "ethc")?;
         client.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
         client.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
         router.ip(&["addr", "add", "10.9.0.1/24", "dev", "ethc"])?;
         let on_bridge = std::iter::once(&router)
             .chain(std::iter::once(&lb))
-            .chain(servers.iter());
+            .chain(servers.iter())
+            .chain(lb2.iter());
         for (k, ns) in on_bridge.enumerate() {
             let port = format!("p{k}");
             veth(ns, "eth0", &switch, &port)?;
@@ -235,6 +259,9 @@ impl Routed {
             .command("sysctl")
             .args(["-qw", "net.ipv4.ip_forward=1"]))?;
         match vlan {
+            None if pair => {
+                router.ip(&["route", "add", "198.18.0.0/15", "dev", "eth0"])?;
+            }
             None => {
                 router.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"])?;
             }
@@ -269,6 +296,7 @@ impl Routed {
             switch,
             router,
             lb,
+            lb2,
             client,
             servers,
             running,

@@ -1,0 +1,255 @@
+//! Two directors made highly available as LVS directors are: stock
+//! keepalived (Debian's) on each one's exception TAP, VRRP adverts passing
+//! between the wire and the TAP, and each dataplane serving the VIP exactly
+//! while its kernel holds it (`[exception] follow_vips`). A client behind a
+//! kernel router sends a request every 100 ms; the master is killed, the
+//! backup takes the VIP over, and the master's return takes it back.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lb_tests::dataplane::Running;
+use lb_tests::golden::TempDir;
+use lb_tests::netns::Netns;
+use lb_tests::routed::{Reals, Routed};
+
+const VIP: &str = "198.18.0.10";
+/// keepalived's advert interval, seconds.
+const ADVERT: u64 = 1;
+
+/// A director's dataplane: Full-NAT to both real servers with its own
+/// local address, the TAP carrying its DIP, VIPs followed.
+fn director(ns: &Netns, dip: &str, mac: &str, laddr: &str) -> Running {
+    let config = format!(
+        r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
+        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "net_af_packet0"
+addresses = ["{dip}/24"]
+[[port]]
+name = "net_tap0"
+[[route]]
+prefix = "0.0.0.0/0"
+port = "net_af_packet0"
+gateway = "10.0.0.254"
+[exception]
+port = "net_tap0"
+interface = "lbtap"
+addresses = ["{dip}/24"]
+follow_vips = true
+[[service]]
+protocol = "tcp"
+vip = "{VIP}"
+port = 80
+scheduler = "rr"
+local_addresses = ["{laddr}"]
+[[service.real]]
+address = "10.0.0.10"
+port = 80
+mode = "fnat"
+[[service.real]]
+address = "10.0.0.11"
+port = 80
+mode = "fnat"
+"#
+    );
+    Running::start(ns, &config, 300)
+}
+
+/// keepalived in `ns`, in the foreground, VRRP only, its files in `dir`:
+/// one instance on the TAP moving the VIP, as an operator writes it.
+fn keepalived(ns: &Netns, dir: &Path, name: &str, priority: u8) -> Child {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    router_id {name}\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface lbtap\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ADVERT}\n    virtual_ipaddress {{\n        {VIP}/32 dev lbtap\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    ns.command("keepalived")
+        .args(["--dont-fork", "--log-console", "--vrrp", "--use-file"])
+        .arg(&conf)
+        .arg("--pid")
+        .arg(dir.join(format!("{name}.pid")))
+        .arg("--vrrp_pid")
+        .arg(dir.join(format!("{name}-vrrp.pid")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keepalived (scripts/setup installs it)")
+}
+
+/// Whether `lb`'s listing serves the VIP (no `standby`).
+fn serves(lb: &Running) -> bool {
+    let out = Command::new(lb_tests::binary::path("lb-ctl"))
+        .env("LB_CTL_SOCKET", &lb.socket)
+        .args(["-L", "-n"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains(&format!("TCP  {VIP}:80 rr")) && !text.contains("standby")
+}
+
+/// Waits up to `limit` for `cond`; how long it took.
+fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
+    let topo = Routed::with_two_directors("ha", Reals::Plain, 1024).unwrap();
+    let lb2 = topo.lb2.as_ref().unwrap();
+    let tmp = TempDir::new("ha");
+    // The data ports' MACs (lb is the bridge's second, lb2 its fifth): the
+    // TAP has the same, so what the kernel sends leaves as the port's own.
+    let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", "10.0.0.100");
+    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", "10.0.0.101");
+    assert!(
+        !serves(&a) && !serves(&b),
+        "nobody serves before VRRP says so"
+    );
+    // A's keepalived first: it becomes master on its own; then B's, which
+    // hears A's adverts and stays backup (started together, both could
+    // be master for an advert, as VRRP allows at start).
+    let mut ka = keepalived(&topo.lb, &tmp.0, "lbA", 150);
+    assert!(
+        within(Duration::from_secs(15), || serves(&a)).is_some(),
+        "A became master and serves: {}",
+        a.log()
+    );
+    // Both keepalived go with their namespaces if the test fails.
+    let mut kb = keepalived(lb2, &tmp.0, "lbB", 100);
+    std::thread::sleep(Duration::from_secs(5 * ADVERT));
+    assert!(!serves(&b), "B stays on standby");
+    assert!(serves(&a), "A still serves");
+    let body = topo.curl(2, &[&format!("http://{VIP}/")]).unwrap();
+    assert!(
+        body.contains(" saw 10.0.0.100"),
+        "through A's local address: {body}"
+    );
+
+    // A request every 100 ms from now on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let client = topo.client.name().to_owned();
+    let load = {
+        let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &client, "curl", "-s", "-m", "1"])
+                    .arg(format!("http://{VIP}/"))
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert!(
+        !b.log().contains(&format!("gained=[{VIP}]")),
+        "B never held the VIP while A was master: {}",
+        b.log()
+    );
+
+    // The master dies, keepalived and dataplane at once.
+    kill(&mut ka);
+    a.kill();
+    let took = within(Duration::from_secs(10), || serves(&b))
+        .unwrap_or_else(|| panic!("B never took over: {}", b.log()));
+    // keepalived's backup waits three adverts and its skew time.
+    assert!(
+        took <= Duration::from_secs(3 * ADVERT + 1),
+        "B serves the VIP {took:?} after the master died"
+    );
+    eprintln!("B serves the VIP {took:?} after the master died");
+    let after = ok.load(Ordering::Relaxed);
+    assert!(
+        within(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
+            >= after + 10)
+        .is_some(),
+        "requests are answered again through B"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.contains(" saw 10.0.0.101")),
+        "answered through B's local address"
+    );
+
+    // The master comes back and, with the higher priority, takes the VIP
+    // back; B lets it go within an advert interval.
+    a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", "10.0.0.100");
+    ka = keepalived(&topo.lb, &tmp.0, "lbA", 150);
+    assert!(
+        within(Duration::from_secs(15), || serves(&a)).is_some(),
+        "A took the VIP back: {}",
+        a.log()
+    );
+    assert!(
+        within(Duration::from_secs(ADVERT + 1), || !serves(&b)).is_some(),
+        "B released it"
+    );
+    let back = ok.load(Ordering::Relaxed);
+    assert!(
+        within(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
+            >= back + 10)
+        .is_some(),
+        "requests are answered through A again"
+    );
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    kill(&mut ka);
+    kill(&mut kb);
+    let failed = failed.load(Ordering::Relaxed);
+    let ok = ok.load(Ordering::Relaxed);
+    // Each takeover costs at most its detection time (about 3.6 s of
+    // requests at 10 a second) and the neighbours' relearning.
+    eprintln!("{failed} of {} requests failed", failed + ok);
+    assert!(failed <= 80, "{failed} of {} requests failed", failed + ok);
+    let a_report = a.stop();
+    let b_report = b.stop();
+    for (name, report) in [("A", &a_report), ("B", &b_report)] {
+        let sessions = report["engine"]["counters"]["sessions_created"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(sessions > 0, "{name} carried connections: {report}");
+    }
+}
