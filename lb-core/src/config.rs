@@ -88,6 +88,10 @@ pub struct SessionsConfig {
     /// server at their next client packet instead of letting them finish.
     #[serde(default)]
     pub expire_nodest_conn: bool,
+    /// IPVS's `sloppy_tcp`: a TCP segment other than a SYN opens a session
+    /// (for directors behind ECMP, with `mh`).
+    #[serde(default)]
+    pub sloppy_tcp: bool,
 }
 
 impl Default for SessionsConfig {
@@ -96,6 +100,7 @@ impl Default for SessionsConfig {
             capacity: default_capacity(),
             local_ports: default_local_ports(),
             expire_nodest_conn: false,
+            sloppy_tcp: false,
         }
     }
 }
@@ -323,6 +328,7 @@ pub struct LbSetup {
     pub capacity: u32,
     pub local_ports: (u16, u16),
     pub expire_nodest_conn: bool,
+    pub sloppy_tcp: bool,
 }
 
 /// `[eal]`: arguments for DPDK's environment abstraction layer.
@@ -771,6 +777,7 @@ impl Config {
         let mut setup = LbSetup {
             capacity: self.sessions.capacity,
             expire_nodest_conn: self.sessions.expire_nodest_conn,
+            sloppy_tcp: self.sessions.sloppy_tcp,
             ..LbSetup::default()
         };
         if setup.capacity == 0 {

@@ -901,6 +901,7 @@ fn launch_lb(
                 capacity: lb.capacity,
                 local_ports: lb.local_ports,
                 expire_nodest_conn: lb.expire_nodest_conn,
+                sloppy_tcp: lb.sloppy_tcp,
                 ..WorkerConfig::default()
             },
             Arc::clone(&snap),

@@ -1,7 +1,8 @@
 //! A new connection, in the order its first packet meets the steps
 //! ([`Worker::new_session`]):
 //! 1. [`admit`](Worker::admit): only a first packet that could open a
-//!    connection, whole and correct, and only while there is room;
+//!    connection (a SYN; with `sloppy_tcp`, any TCP segment but a RST),
+//!    whole and correct, and only while there is room;
 //! 2. [`choose_server`](Worker::choose_server): a persistence template's
 //!    real server, or the scheduler's (which then gets a template);
 //! 3. [`local_address`](Worker::local_address): Full-NAT's local address
@@ -83,6 +84,9 @@ impl Worker {
         };
         self.store(&s, hin, hout, template, h, prefetch)?;
         self.count(Counter::SessionsCreated);
+        if p.proto == ip_proto::TCP && !p.tcp_flags.syn() {
+            self.count(Counter::SessionsPickedUp);
+        }
         self.account(target.dest, p.l3_end - p.l3_offset, true);
         Ok(s)
     }
@@ -93,7 +97,10 @@ impl Worker {
             return Err(Counter::DropFragment);
         }
         if p.proto == ip_proto::TCP && (!p.tcp_flags.syn() || p.tcp_flags.ack()) {
-            return Err(Counter::DropTcpNotSyn);
+            let picked_up = self.cfg.sloppy_tcp && !p.tcp_flags.syn() && !p.tcp_flags.rst();
+            if !picked_up {
+                return Err(Counter::DropTcpNotSyn);
+            }
         }
         // A corrupt first packet must not hold a session (and a Full-NAT
         // port) for a connection nobody opened. Established traffic is not
@@ -267,6 +274,8 @@ impl Worker {
             Direction::InputOnly
         };
         let state = match p.proto {
+            // A connection taken up mid-way (`sloppy_tcp`) was established.
+            ip_proto::TCP if !p.tcp_flags.syn() => next_state(State::Established, dir, p.tcp_flags),
             ip_proto::TCP => next_state(State::None, dir, p.tcp_flags),
             ip_proto::UDP => State::Udp,
             _ => State::Icmp,

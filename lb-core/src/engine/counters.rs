@@ -66,10 +66,13 @@ pub enum Counter {
     DropVlanUnknown,
     /// A frame with an 802.1ad tag or two tags (QinQ).
     DropQinq,
+    /// Sessions opened by a TCP segment other than a SYN, with
+    /// `sloppy_tcp` on: a connection another director began.
+    SessionsPickedUp,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 32] = [
+    pub const ALL: [Counter; 33] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -102,6 +105,7 @@ impl Counter {
         Counter::DropBadChecksum,
         Counter::DropVlanUnknown,
         Counter::DropQinq,
+        Counter::SessionsPickedUp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +142,7 @@ impl Counter {
             Counter::DropBadChecksum => "drop_bad_checksum",
             Counter::DropVlanUnknown => "drop_vlan_unknown",
             Counter::DropQinq => "drop_qinq",
+            Counter::SessionsPickedUp => "sessions_picked_up",
         }
     }
 

@@ -101,6 +101,12 @@ pub struct WorkerConfig {
     /// datagram is scheduled anew; anything else is dropped) instead of
     /// being forwarded to the removed server.
     pub expire_nodest_conn: bool,
+    /// IPVS's `sloppy_tcp`: a TCP segment other than a SYN (and not a
+    /// RST) without a session opens one, as a connection that is
+    /// established, so a director that takes over a connection another
+    /// began (after an ECMP rehash, or a failover) carries it on. With
+    /// `mh` over the same real servers, every director picks the same.
+    pub sloppy_tcp: bool,
     /// Sessions from which bursts prefetch (with a [`Prefetch`] that
     /// does); below it they read ahead with loads. The default, 0, always
     /// prefetches: in tables that stay in the caches the two cost the
@@ -119,6 +125,7 @@ impl Default for WorkerConfig {
             local_ports: DEFAULT_PORT_RANGE,
             expire_budget: 1024,
             expire_nodest_conn: false,
+            sloppy_tcp: false,
             prefetch_from: 0,
         }
     }

@@ -997,6 +997,77 @@ fn expire_nodest_conn_ends_sessions_of_removed_servers() {
 }
 
 #[test]
+fn sloppy_tcp_takes_up_connections_another_director_began() {
+    let mut with_mh = specs();
+    with_mh.push(svc(
+        Protocol::Tcp,
+        91,
+        SchedKind::Mh,
+        ["10.1.0.5", "10.1.0.6", "10.1.0.7"]
+            .iter()
+            .map(|r| rs(r, 91, ForwardMode::Dr))
+            .collect(),
+    ));
+    let sloppy = || {
+        Worker::new(
+            WorkerConfig {
+                capacity: 256,
+                sloppy_tcp: true,
+                ..WorkerConfig::default()
+            },
+            snapshot(with_mh.clone()),
+        )
+    };
+    let (mut first, mut second) = (sloppy(), sloppy());
+    // mh hashes the client's address: one port each of many clients.
+    let c = |port: u16, flags: u8| {
+        let client = format!("10.3.{}.{}:{port}", port % 7, port % 251);
+        Builder::tcp_v4(&client, "198.18.0.10:91", flags).build()
+    };
+    let mut servers = std::collections::BTreeSet::new();
+    for port in 40000..40040 {
+        // One director saw the SYN, the other gets the connection later.
+        let began = run(&mut first, &c(port, SYN), 0, 1).0;
+        let taken_up = run(&mut second, &c(port, ACK), 0, 1).0;
+        assert_eq!(taken_up, began, "the same real server for port {port}");
+        servers.insert(format!("{began:?}"));
+        assert_eq!(run(&mut second, &c(port, ACK), 0, 2).0, began, "then its session");
+    }
+    assert!(servers.len() > 1, "mh spreads the clients: {servers:?}");
+    assert_eq!(second.counters().get(Counter::SessionsPickedUp), 40);
+    assert_eq!(first.counters().get(Counter::SessionsPickedUp), 0);
+    let id = second.sessions.lookup_in(&FlowKey {
+        src: a(&format!("10.3.{}.{}", 40000 % 7, 40000 % 251)),
+        dst: a("198.18.0.10"),
+        sport: 40000,
+        dport: 91,
+        proto: crate::wire::ip_proto::TCP,
+    });
+    assert_eq!(
+        second.sessions.get(id.unwrap()).state,
+        State::Established,
+        "a connection taken up is established"
+    );
+    assert_eq!(
+        run(&mut second, &c(41000, Flags::RST), 0, 3).0,
+        Action::Drop(Counter::DropTcpNotSyn),
+        "a RST opens nothing"
+    );
+    let mut strict = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(with_mh),
+    );
+    assert_eq!(
+        run(&mut strict, &c(40000, ACK), 0, 1).0,
+        Action::Drop(Counter::DropTcpNotSyn),
+        "without sloppy_tcp, only a SYN opens a session"
+    );
+}
+
+#[test]
 fn icmp_errors_are_translated_to_the_other_side() {
     let mut w = worker();
     let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
