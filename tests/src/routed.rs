@@ -119,6 +119,15 @@ pub enum Reals {
     IpipDecap(&'static str),
 }
 
+/// How the router of a two-director topology reaches the VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VipRoute {
+    /// On its segment: it asks ARP who holds them (VRRP).
+    OnLink,
+    /// Not at all until a routing protocol tells it (BGP).
+    Learned,
+}
+
 /// A running routed topology.
 #[derive(Debug)]
 pub struct Routed {
@@ -185,7 +194,7 @@ impl Routed {
     /// Builds the namespaces, links and routes, writes a blob of
     /// `blob_len` bytes and starts both servers.
     pub fn new(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
-        Routed::build(tag, reals, blob_len, None, false)
+        Routed::build(tag, reals, blob_len, None, None)
     }
 
     /// [`new`](Self::new), with a second director (`lb2`, 10.0.0.2 when
@@ -194,7 +203,18 @@ impl Routed {
     /// on its segment, asking ARP who holds them, instead of through
     /// 10.0.0.1.
     pub fn with_two_directors(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
-        Routed::build(tag, reals, blob_len, None, true)
+        Routed::build(tag, reals, blob_len, None, Some(VipRoute::OnLink))
+    }
+
+    /// Two directors as [`with_two_directors`](Self::with_two_directors),
+    /// but the router has no route to the VIPs of its own: it learns them
+    /// (from the directors, over BGP) as a real router would.
+    pub fn with_two_directors_routed(
+        tag: &str,
+        reals: Reals,
+        blob_len: usize,
+    ) -> io::Result<Routed> {
+        Routed::build(tag, reals, blob_len, None, Some(VipRoute::Learned))
     }
 
     /// [`new`](Self::new), with the router reaching the load balancer over
@@ -208,7 +228,7 @@ impl Routed {
         blob_len: usize,
         vlan: u16,
     ) -> io::Result<Routed> {
-        Routed::build(tag, reals, blob_len, Some(vlan), false)
+        Routed::build(tag, reals, blob_len, Some(vlan), None)
     }
 
     fn build(
@@ -216,7 +236,7 @@ impl Routed {
         reals: Reals,
         blob_len: usize,
         vlan: Option<u16>,
-        pair: bool,
+        pair: Option<VipRoute>,
     ) -> io::Result<Routed> {
         let switch = Netns::new(&format!("{tag}sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -228,7 +248,7 @@ impl Routed {
             Netns::new(&format!("{tag}rs0"))?,
             Netns::new(&format!("{tag}rs1"))?,
         ];
-        let lb2 = if pair {
+        let lb2 = if pair.is_some() {
             Some(Netns::new(&format!("{tag}lb2"))?)
         } else {
             None
@@ -259,9 +279,10 @@ impl Routed {
             .command("sysctl")
             .args(["-qw", "net.ipv4.ip_forward=1"]))?;
         match vlan {
-            None if pair => {
+            None if pair == Some(VipRoute::OnLink) => {
                 router.ip(&["route", "add", "198.18.0.0/15", "dev", "eth0"])?;
             }
+            None if pair == Some(VipRoute::Learned) => {}
             None => {
                 router.ip(&["route", "add", "198.18.0.0/15", "via", "10.0.0.1"])?;
             }

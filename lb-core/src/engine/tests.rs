@@ -1031,7 +1031,11 @@ fn sloppy_tcp_takes_up_connections_another_director_began() {
         let taken_up = run(&mut second, &c(port, ACK), 0, 1).0;
         assert_eq!(taken_up, began, "the same real server for port {port}");
         servers.insert(format!("{began:?}"));
-        assert_eq!(run(&mut second, &c(port, ACK), 0, 2).0, began, "then its session");
+        assert_eq!(
+            run(&mut second, &c(port, ACK), 0, 2).0,
+            began,
+            "then its session"
+        );
     }
     assert!(servers.len() > 1, "mh spreads the clients: {servers:?}");
     assert_eq!(second.counters().get(Counter::SessionsPickedUp), 40);
