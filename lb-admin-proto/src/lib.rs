@@ -60,6 +60,12 @@ pub struct ServiceDef {
     pub netmask: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_addresses: Option<Vec<String>>,
+    /// Client prefixes that may open connections (empty: all), and those
+    /// that may not; on edit, each replaces its list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
 }
 
 fn is_zero(port: &u16) -> bool {
@@ -394,6 +400,11 @@ pub struct ServiceInfo {
     /// follow_vips`) and this director does not hold this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub standby: bool,
+    /// Its allow and deny lists (`10.9.0.0/16`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// A real server as `list` shows it.

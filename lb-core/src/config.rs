@@ -10,6 +10,7 @@
 //! lb-core's own types ([`LbSetup`]), validating every service as a snapshot
 //! would, so a bad service is reported with its line before anything starts.
 
+use crate::filter::parse_prefix;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
@@ -247,6 +248,12 @@ pub struct ServiceConfig {
     pub netmask: Option<u8>,
     #[serde(default)]
     pub local_addresses: Vec<Spanned<String>>,
+    /// Client prefixes that may open connections (empty: all) and those
+    /// that may not (`10.9.0.0/16`, `2001:db8::/32`, one address).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
     pub mh_table_size: Option<u32>,
     pub health: Option<HealthConfig>,
     #[serde(default, rename = "real")]
@@ -1084,6 +1091,14 @@ fn services_of(
                     .map_err(|e| c.error(m.span(), "[[service]] match", e))?,
             );
         }
+        for (list, key, out) in [
+            (&sc.allow, "[[service]] allow", &mut spec.allow),
+            (&sc.deny, "[[service]] deny", &mut spec.deny),
+        ] {
+            for p in list {
+                out.push(parse_prefix(p.get_ref()).map_err(|e| c.error(p.span(), key, e))?);
+            }
+        }
         spec.sched = sched;
         spec.flags = flags;
         spec.mh_table_size = sc.mh_table_size.unwrap_or(DEFAULT_MH_TABLE_SIZE);
@@ -1198,6 +1213,15 @@ pub fn desired_to_toml(services: &[ServiceSpec], t: &Timeouts) -> String {
                 .map(|a| toml_str(&a.to_string()))
                 .collect();
             let _ = writeln!(s, "local_addresses = [{}]", l.join(", "));
+        }
+        for (name, list) in [("allow", &svc.allow), ("deny", &svc.deny)] {
+            if !list.is_empty() {
+                let l: Vec<String> = list
+                    .iter()
+                    .map(|(a, len)| toml_str(&format!("{a}/{len}")))
+                    .collect();
+                let _ = writeln!(s, "{name} = [{}]", l.join(", "));
+            }
         }
         if svc.mh_table_size != DEFAULT_MH_TABLE_SIZE {
             let _ = writeln!(s, "mh_table_size = {}", svc.mh_table_size);
@@ -1535,6 +1559,39 @@ weight = 3
             "{GOOD}\n[[forward]]\nfrom = \"net_pcap0\"\nto = \"net_pcap0\"\n"
         ));
         assert!(e.message.contains("already forwards"), "{e}");
+    }
+
+    #[test]
+    fn allow_and_deny_lists_read_and_dump() {
+        let text = r#"
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 80
+allow = ["10.9.0.0/16", "192.0.2.7"]
+deny = ["10.9.0.66"]
+
+[[service.real]]
+address = "10.0.0.5"
+mode = "dr"
+"#;
+        let (specs, t) = parse_desired(text).unwrap();
+        assert_eq!(specs[0].allow.len(), 2);
+        assert_eq!(specs[0].deny, [("10.9.0.66".parse().unwrap(), 32)]);
+        let dumped = desired_to_toml(&specs, &t);
+        assert!(
+            dumped
+                .contains("allow = [\"10.9.0.0/16\", \"192.0.2.7/32\"]\ndeny = [\"10.9.0.66/32\"]"),
+            "{dumped}"
+        );
+        assert_eq!(parse_desired(&dumped).unwrap().0, specs);
+        let host_bits = text.replace("10.9.0.0/16", "10.9.0.1/16");
+        let e = parse_desired(&host_bits).unwrap_err();
+        assert!(e.to_string().contains("host bits"), "{e}");
+        assert_eq!(e.line, Some(6));
+        let family = text.replace("192.0.2.7", "2001:db8::/32");
+        let e = parse_desired(&family).unwrap_err();
+        assert!(e.to_string().contains("other address family"), "{e}");
     }
 
     #[test]

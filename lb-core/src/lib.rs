@@ -12,6 +12,7 @@
 //! - [`offload`]: receive checksums finished or verified where no NIC did;
 //! - [`mode`]: DR, NAT, TUN and Full-NAT rewrites;
 //! - [`laddr`]: Full-NAT local-address pools, split between workers;
+//! - [`filter`]: allow and deny lists of client prefixes;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
 //! - [`stats`]: ipvsadm-style statistics and rates, summed over workers;
 //! - [`testpkt`]: test frames built field by field;
@@ -21,11 +22,12 @@
 //! fails on a circle):
 //!
 //! 1. `types`, `wire`: nothing of the crate;
-//! 2. `packet` (types, wire); `offload` (packet, wire); `sched`, `laddr`
-//!    (types); `session` (types, wire);
+//! 2. `packet` (types, wire); `offload` (packet, wire); `sched`, `laddr`,
+//!    `filter` (types); `session` (types, wire);
 //! 3. `net` (offload); `mode` (packet, session);
 //! 4. `service` (net, sched); `stats` (service, sched);
-//! 5. `engine` (everything below); `config` (service, sched, offload).
+//! 5. `engine` (everything below); `config` (service, sched, offload,
+//!    filter).
 //!
 //! `testpkt` is for tests only and may use anything.
 
@@ -33,6 +35,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod filter;
 pub mod laddr;
 pub mod mode;
 pub mod net;

@@ -6,6 +6,7 @@
 //! snapshot or is refused with an error that says what is wrong and what
 //! would be right. Schedulers' read-only tables are built here too.
 
+use crate::filter::{Prefix, Screen};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -333,6 +334,10 @@ pub struct ServiceSpec {
     pub health: Option<HealthCheck>,
     /// A firewall-mark service's traffic (none for any other service).
     pub matches: Vec<MarkMatch>,
+    /// Clients that may open connections (empty: every client) and those
+    /// that may not (checked first).
+    pub allow: Vec<Prefix>,
+    pub deny: Vec<Prefix>,
 }
 
 impl ServiceSpec {
@@ -349,6 +354,8 @@ impl ServiceSpec {
             mh_table_size: DEFAULT_MH_TABLE_SIZE,
             health: None,
             matches: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -359,6 +366,12 @@ pub const MAX_WEIGHT: u32 = 65535;
 /// Why a set of services was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
+    #[error("service {service}: {list} prefix {prefix} is of the other address family than its VIP, so no client could match it")]
+    ListFamily {
+        service: ServiceKey,
+        list: &'static str,
+        prefix: String,
+    },
     #[error("service {0} is defined twice")]
     DuplicateService(ServiceKey),
     #[error("service {service}: real server {rs} is listed twice")]
@@ -441,6 +454,8 @@ pub struct Service {
     /// The addresses it takes traffic for: its VIP, or each address its
     /// matches cover.
     pub vips: Box<[IpAddr]>,
+    /// Its allow and deny lists, for each new connection.
+    pub screen: Screen,
 }
 
 /// Validates one service and builds its scheduler. Real servers without a
@@ -548,11 +563,22 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
     } else {
         Box::default()
     };
+    for (list, prefixes) in [("allow", &spec.allow), ("deny", &spec.deny)] {
+        if let Some((a, len)) = prefixes.iter().find(|(a, _)| a.is_ipv4() != v4) {
+            return Err(ServiceError::ListFamily {
+                service: key,
+                list,
+                prefix: format!("{a}/{len}"),
+            });
+        }
+    }
+    let screen = Screen::new(&spec.allow, &spec.deny);
     Ok(Service {
         spec,
         sched,
         weights,
         vips,
+        screen,
     })
 }
 

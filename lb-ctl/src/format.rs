@@ -169,8 +169,15 @@ pub fn listing(list: &List, table: Table, exact: bool) -> String {
                         let _ = write!(o, " mask {}", mask(m, v6));
                     }
                 }
+                // Not ipvsadm's: the lists' sizes, and whether this director
+                // holds the VIP.
+                if !svc.allow.is_empty() {
+                    let _ = write!(o, " allow {}", svc.allow.len());
+                }
+                if !svc.deny.is_empty() {
+                    let _ = write!(o, " deny {}", svc.deny.len());
+                }
                 if svc.standby {
-                    // Not ipvsadm's: this director does not hold the VIP.
                     o.push_str(" standby");
                 }
                 o.push('\n');
@@ -277,6 +284,13 @@ pub fn save(list: &List) -> String {
         // where an LVS box has iptables rules.
         for m in &svc.matches {
             let _ = write!(o, " --match {m}");
+        }
+        // Its allow and deny lists, lb-ctl's own options too.
+        for p in &svc.allow {
+            let _ = write!(o, " --allow {p}");
+        }
+        for p in &svc.deny {
+            let _ = write!(o, " --deny {p}");
         }
         o.push('\n');
         for l in &svc.local_addresses {

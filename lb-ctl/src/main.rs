@@ -129,6 +129,14 @@ struct Ipvsadm {
     /// With -E, replaces the list.
     #[arg(long = "match", value_name = "MATCH")]
     matches: Vec<String>,
+    /// Clients that may open connections to the service, a prefix
+    /// (10.9.0.0/16) or an address; repeat for more (none: every client).
+    /// With -E, replaces the list; `--allow none` empties it.
+    #[arg(long = "allow", value_name = "PREFIX")]
+    allow: Vec<String>,
+    /// Clients that may not (checked first); as --allow.
+    #[arg(long = "deny", value_name = "PREFIX")]
+    deny: Vec<String>,
     /// The scheduler (rr wrr lc wlc sed nq dh sh lblc lblcr mh fo; default wlc).
     #[arg(short = 's', long = "scheduler")]
     scheduler: Option<String>,
@@ -548,6 +556,15 @@ fn service_fields(a: &Ipvsadm, service: &mut ServiceDef, adding: bool) -> Result
         }
         service.matches = Some(a.matches.clone());
     }
+    let list = |l: &[String]| -> Option<Vec<String>> {
+        match l {
+            [] => None,
+            [none] if none == "none" => Some(Vec::new()),
+            l => Some(l.to_vec()),
+        }
+    };
+    service.allow = list(&a.allow);
+    service.deny = list(&a.deny);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use lb_admin_proto as proto;
 pub use lb_admin_proto::{RealDef, ServiceDef};
 use lb_core::config::{desired_to_toml, parse_desired};
 use lb_core::engine::Counters;
+use lb_core::filter::parse_prefix;
 use lb_core::net::Network;
 use lb_core::sched::{SchedFlags, SchedKind};
 use lb_core::service::{
@@ -296,6 +297,18 @@ impl Control {
             spec.laddrs = l
                 .iter()
                 .map(|a| parse_ip(a, "local address"))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(l) = &d.allow {
+            spec.allow = l
+                .iter()
+                .map(|p| parse_prefix(p))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(l) = &d.deny {
+            spec.deny = l
+                .iter()
+                .map(|p| parse_prefix(p))
                 .collect::<Result<_, _>>()?;
         }
         Ok(())
@@ -621,6 +634,8 @@ impl Control {
                     rates: rates(&k),
                     reals,
                     standby: !self.serving(spec),
+                    allow: spec.allow.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                    deny: spec.deny.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
                 }
             })
             .collect();

@@ -693,3 +693,81 @@ fn a_fwmark_service_keeps_a_client_on_one_server_across_two_ports() {
         "one real server holds the template: {listing}"
     );
 }
+
+/// Allow and deny lists, set live with lb-ctl as an operator would: the
+/// client (10.9.0.2) is refused while denied or outside the allow list,
+/// gets through when the lists let it, and `-S` keeps the lists.
+#[test]
+fn allow_and_deny_lists_let_in_only_the_clients_they_say() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = OneArm::new("ad", 3, 8080, ClientNet::Routed, ServerSetup::Plain).unwrap();
+    let lb = start(&topo, "");
+    let svc = format!("{VIP}:80");
+    ctl(
+        &lb,
+        &["-A", "-t", &svc, "-s", "rr", "--deny", "10.9.0.2"],
+        None,
+    );
+    ctl(&lb, &["-P", "-t", &svc, "-z", "10.0.0.100"], None);
+    ctl(
+        &lb,
+        &["-a", "-t", &svc, "-r", "10.0.0.10:8080", "--fullnat"],
+        None,
+    );
+    let url = format!("http://{VIP}/");
+    assert!(topo.get(&url).is_err(), "a denied client gets nothing");
+    let listing = ctl(&lb, &["-L", "-n"], None);
+    assert!(
+        listing.contains(&format!("TCP  {svc} rr deny 1")),
+        "{listing}"
+    );
+    ctl(
+        &lb,
+        &[
+            "-E",
+            "-t",
+            &svc,
+            "-s",
+            "rr",
+            "--deny",
+            "none",
+            "--allow",
+            "10.8.0.0/16",
+        ],
+        None,
+    );
+    assert!(
+        topo.get(&url).is_err(),
+        "a client outside the allow list gets nothing"
+    );
+    ctl(
+        &lb,
+        &[
+            "-E",
+            "-t",
+            &svc,
+            "-s",
+            "rr",
+            "--allow",
+            "10.9.0.0/24",
+            "--allow",
+            "10.8.0.0/16",
+        ],
+        None,
+    );
+    for i in 0..10 {
+        topo.get(&url)
+            .unwrap_or_else(|e| panic!("request {i} from an allowed client: {e}"));
+    }
+    let saved = ctl(&lb, &["-S", "-n"], None);
+    assert!(
+        saved.contains(&format!(
+            "-A -t {svc} -s rr --allow 10.9.0.0/24 --allow 10.8.0.0/16"
+        )),
+        "{saved}"
+    );
+    let report = lb.stop();
+    assert!(engine_counter(&report, "drop_denied") >= 1, "{report}");
+    assert!(engine_counter(&report, "drop_not_allowed") >= 1, "{report}");
+    assert_eq!(engine_counter(&report, "sessions_created"), 10);
+}

@@ -2,7 +2,8 @@
 //! ([`Worker::new_session`]):
 //! 1. [`admit`](Worker::admit): only a first packet that could open a
 //!    connection (a SYN; with `sloppy_tcp`, any TCP segment but a RST),
-//!    whole and correct, and only while there is room;
+//!    whole and correct, only while there is room, and only from a client
+//!    its service's allow and deny lists let in ([`screen`](Worker::screen));
 //! 2. [`choose_server`](Worker::choose_server): a persistence template's
 //!    real server, or the scheduler's (which then gets a template);
 //! 3. [`local_address`](Worker::local_address): Full-NAT's local address
@@ -17,6 +18,7 @@
 //!
 //! Each step that refuses names its drop counter.
 
+use crate::filter::Verdict;
 use crate::offload;
 use crate::packet::{PacketBuf, Parsed};
 use crate::sched::FlowInfo;
@@ -70,6 +72,7 @@ impl Worker {
         prefetch: &P,
     ) -> Result<Session, Counter> {
         self.admit(buf, p)?;
+        self.screen(si, p)?;
         let h = self.svc_of_snap[si as usize];
         let (i, template) = self.choose_server(si, h, p)?;
         let target = self.target(h, i, p.dport);
@@ -112,6 +115,15 @@ impl Worker {
             return Err(Counter::DropTableFull);
         }
         Ok(())
+    }
+
+    /// Step 1 still: the service's allow and deny lists.
+    fn screen(&self, si: u32, p: &Parsed) -> Result<(), Counter> {
+        match self.snap.services[si as usize].screen.verdict(&p.src) {
+            Verdict::Pass => Ok(()),
+            Verdict::Denied => Err(Counter::DropDenied),
+            Verdict::NotAllowed => Err(Counter::DropNotAllowed),
+        }
     }
 
     /// Step 2: the index of the real server in service `si` (worker entry

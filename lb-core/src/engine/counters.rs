@@ -69,10 +69,14 @@ pub enum Counter {
     /// Sessions opened by a TCP segment other than a SYN, with
     /// `sloppy_tcp` on: a connection another director began.
     SessionsPickedUp,
+    /// A new connection from a client in its service's deny list.
+    DropDenied,
+    /// A new connection from a client not in its service's allow list.
+    DropNotAllowed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 33] = [
+    pub const ALL: [Counter; 35] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -106,6 +110,8 @@ impl Counter {
         Counter::DropVlanUnknown,
         Counter::DropQinq,
         Counter::SessionsPickedUp,
+        Counter::DropDenied,
+        Counter::DropNotAllowed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +149,8 @@ impl Counter {
             Counter::DropVlanUnknown => "drop_vlan_unknown",
             Counter::DropQinq => "drop_qinq",
             Counter::SessionsPickedUp => "sessions_picked_up",
+            Counter::DropDenied => "drop_denied",
+            Counter::DropNotAllowed => "drop_not_allowed",
         }
     }
 

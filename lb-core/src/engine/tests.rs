@@ -1072,6 +1072,55 @@ fn sloppy_tcp_takes_up_connections_another_director_began() {
 }
 
 #[test]
+fn allow_and_deny_lists_screen_new_connections_only() {
+    let screened = |allow: &[&str], deny: &[&str]| {
+        let mut s = specs();
+        s[0].allow = allow
+            .iter()
+            .map(|p| crate::filter::parse_prefix(p).unwrap())
+            .collect();
+        s[0].deny = deny
+            .iter()
+            .map(|p| crate::filter::parse_prefix(p).unwrap())
+            .collect();
+        snapshot(s)
+    };
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        screened(&["10.0.0.0/24"], &["10.0.0.66"]),
+    );
+    let c = |client: &str, flags: u8| {
+        Builder::tcp_v4(&format!("{client}:40000"), "198.18.0.10:80", flags).build()
+    };
+    assert_eq!(run(&mut w, &c("10.0.0.2", SYN), 0, 1).0, tx(1, "10.1.0.5"));
+    assert_eq!(
+        run(&mut w, &c("10.0.0.66", SYN), 0, 1).0,
+        Action::Drop(Counter::DropDenied)
+    );
+    assert_eq!(
+        run(&mut w, &c("10.0.1.2", SYN), 0, 1).0,
+        Action::Drop(Counter::DropNotAllowed)
+    );
+    assert_eq!(
+        w.counters().get(Counter::SessionsCreated),
+        1,
+        "nothing held for them"
+    );
+    // A list that changes leaves established connections alone.
+    w.adopt(screened(&[], &["10.0.0.0/24"]));
+    assert_eq!(run(&mut w, &c("10.0.0.2", ACK), 0, 2).0, tx(1, "10.1.0.5"));
+    assert_eq!(
+        run(&mut w, &c("10.0.0.3", SYN), 0, 2).0,
+        Action::Drop(Counter::DropDenied)
+    );
+    assert_eq!(w.counters().get(Counter::DropDenied), 2);
+    assert_eq!(w.counters().get(Counter::DropNotAllowed), 1);
+}
+
+#[test]
 fn icmp_errors_are_translated_to_the_other_side() {
     let mut w = worker();
     let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();
