@@ -189,6 +189,18 @@ impl PortUse {
         }
     }
 
+    /// A session a peer opened takes (`laddr`, `port`): counted as if this
+    /// worker had allocated it. The address's id, for the pool's own count
+    /// ([`LaddrPool::reserve`]); `None` if the address is not one of this
+    /// worker's or the port not in its share.
+    pub fn reserve(&mut self, laddr: &Addr, port: u16) -> Option<u32> {
+        let id = self.find(laddr)?;
+        let i = self.share.index(port)?;
+        let c = &mut self.counts[id as usize][i as usize];
+        *c = c.saturating_add(1);
+        Some(id)
+    }
+
     /// A session using (`laddr`, `port`) went; the address's id, for the
     /// pool's own count ([`LaddrPool::release`]).
     #[inline]
@@ -317,6 +329,21 @@ impl LaddrPool {
             if let Some(n) = self.in_use.get_mut(i as usize) {
                 *n = n.saturating_sub(1);
             }
+        }
+    }
+
+    /// A connection a peer opened from the address of [`PortUse`] id `id`
+    /// ([`PortUse::reserve`] gave the id); whether the address is this
+    /// pool's.
+    pub fn reserve(&mut self, id: u32) -> bool {
+        match self.index_of.get(id as usize).copied() {
+            Some(i) if i != NIL => {
+                if let Some(n) = self.in_use.get_mut(i as usize) {
+                    *n += 1;
+                }
+                true
+            }
+            _ => false,
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`filter`]: allow and deny lists of client prefixes;
 //! - [`session`]: per-worker session tables, TCP states, expiry;
 //! - [`stats`]: ipvsadm-style statistics and rates, summed over workers;
+//! - [`sync`]: the connection-sync messages between directors;
 //! - [`testpkt`]: test frames built field by field;
 //! - [`config`]: the configuration schema the dataplane reads.
 //!
@@ -23,7 +24,7 @@
 //!
 //! 1. `types`, `wire`: nothing of the crate;
 //! 2. `packet` (types, wire); `offload` (packet, wire); `sched`, `laddr`,
-//!    `filter` (types); `session` (types, wire);
+//!    `filter`, `sync` (types); `session` (types, wire);
 //! 3. `net` (offload); `mode` (packet, session);
 //! 4. `service` (net, sched); `stats` (service, sched);
 //! 5. `engine` (everything below); `config` (service, sched, offload,
@@ -45,6 +46,7 @@ pub mod sched;
 pub mod service;
 pub mod session;
 pub mod stats;
+pub mod sync;
 pub mod testpkt;
 pub mod types;
 pub mod wire;

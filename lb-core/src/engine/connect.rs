@@ -85,7 +85,8 @@ impl Worker {
             ForwardMode::Nat => self.nat_reply_tuple(&s)?,
             _ => hout,
         };
-        self.store(&s, hin, hout, template, h, prefetch)?;
+        let id = self.store(&s, hin, hout, template, h, prefetch)?;
+        self.emit(id);
         self.count(Counter::SessionsCreated);
         if p.proto == ip_proto::TCP && !p.tcp_flags.syn() {
             self.count(Counter::SessionsPickedUp);
@@ -319,7 +320,8 @@ impl Worker {
 
     /// Step 6: `s` into the table (hashed `hin` and `hout`), with the
     /// counts that follow it: its template's, its real server's and
-    /// service entry `h`'s, NAT's reply owner.
+    /// service entry `h`'s, NAT's reply owner; its id, which the peers
+    /// hear of ([`Worker::emit`]).
     fn store<P: Prefetch>(
         &mut self,
         s: &Session,
@@ -328,9 +330,10 @@ impl Worker {
         template: Option<SessionId>,
         h: u32,
         prefetch: &P,
-    ) -> Result<(), Counter> {
+    ) -> Result<SessionId, Counter> {
         let expires = self.now.wrapping_add(s.state.timeout(&self.snap.timeouts));
-        self.sessions
+        let id = self
+            .sessions
             .insert_deferred(*s, expires, hin, hout)
             .map_err(|_| Counter::DropTableFull)?;
         // The next new connection's slot: its lines are read (the free
@@ -351,7 +354,7 @@ impl Worker {
         self.dests.svcs[h as usize].refs += 1;
         self.dests.svcs[h as usize].stats.conns += 1;
         self.dests.update_load(s.dest, |l| l.inactive += 1);
-        Ok(())
+        Ok(id)
     }
 
     /// The scheduler's pick for service `si` (worker entry `h`).

@@ -73,10 +73,21 @@ pub enum Counter {
     DropDenied,
     /// A new connection from a client not in its service's allow list.
     DropNotAllowed,
+    /// Sessions a peer director synced, installed or brought up to date.
+    SyncInstalled,
+    SyncUpdated,
+    /// Sync records refused: their service or real server is not
+    /// configured here, or the Full-NAT port is not this worker's.
+    SyncUnknown,
+    /// Sync records refused to keep room for this director's own
+    /// connections (the table is 90% full).
+    SyncTableFull,
+    /// Records for the peers lost: the outbox was full.
+    SyncOutboxFull,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 35] = [
+    pub const ALL: [Counter; 40] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -112,6 +123,11 @@ impl Counter {
         Counter::SessionsPickedUp,
         Counter::DropDenied,
         Counter::DropNotAllowed,
+        Counter::SyncInstalled,
+        Counter::SyncUpdated,
+        Counter::SyncUnknown,
+        Counter::SyncTableFull,
+        Counter::SyncOutboxFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +167,11 @@ impl Counter {
             Counter::SessionsPickedUp => "sessions_picked_up",
             Counter::DropDenied => "drop_denied",
             Counter::DropNotAllowed => "drop_not_allowed",
+            Counter::SyncInstalled => "sync_installed",
+            Counter::SyncUpdated => "sync_updated",
+            Counter::SyncUnknown => "sync_unknown",
+            Counter::SyncTableFull => "sync_table_full",
+            Counter::SyncOutboxFull => "sync_outbox_full",
         }
     }
 

@@ -45,6 +45,7 @@ impl Worker {
                 l.inactive += 1;
             });
         }
+        self.emit(id);
     }
 
     /// Counts a packet of `bytes` to or from real server `dest`, on it

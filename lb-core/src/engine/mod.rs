@@ -29,6 +29,7 @@ mod counters;
 mod dests;
 mod forward;
 mod icmp_error;
+mod peer;
 
 pub use crate::types::{NoPrefetch, Prefetch, Stats};
 pub use counters::{Counter, Counters};
@@ -48,6 +49,10 @@ use crate::session::{self, Hashed, SessionId, SessionTable, Side};
 use crate::types::{Addr, NIL};
 use crate::types::{ForwardMode, Protocol};
 use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, tcp, MacAddr, WireError};
+
+/// The sync records a worker keeps between two of the dataplane's takes;
+/// beyond it they are counted lost (`sync_outbox_full`).
+pub const SYNC_OUTBOX: usize = 4096;
 
 /// The most frames [`Worker::process_burst`] handles in one go.
 pub const BURST: usize = 64;
@@ -107,6 +112,11 @@ pub struct WorkerConfig {
     /// began (after an ECMP rehash, or a failover) carries it on. With
     /// `mh` over the same real servers, every director picks the same.
     pub sloppy_tcp: bool,
+    /// Connection sync: the worker keeps, for the dataplane to send its
+    /// peers, a record of each session it opens and of each change of a
+    /// session's state ([`Worker::take_sync`]), and installs its peers'
+    /// ([`Worker::install`]).
+    pub sync: bool,
     /// Sessions from which bursts prefetch (with a [`Prefetch`] that
     /// does); below it they read ahead with loads. The default, 0, always
     /// prefetches: in tables that stay in the caches the two cost the
@@ -126,6 +136,7 @@ impl Default for WorkerConfig {
             expire_budget: 1024,
             expire_nodest_conn: false,
             sloppy_tcp: false,
+            sync: false,
             prefetch_from: 0,
         }
     }
@@ -158,6 +169,9 @@ pub struct Worker {
     now: u32,
     /// With several workers: who holds each NAT session, by reply tuple.
     nat_owners: Option<Arc<session::NatOwners>>,
+    /// With `sync`: what peers should hear of this worker's sessions,
+    /// since the dataplane last took it ([`Worker::take_sync`]).
+    sync_out: Vec<crate::sync::SessionRecord>,
 }
 
 /// The outer source address and the MTU for IPIP out of `port`.
@@ -204,6 +218,7 @@ fn vlan_drop(frame: &[u8]) -> Counter {
 impl Worker {
     /// A worker following `snap`.
     pub fn new(cfg: WorkerConfig, snap: Arc<Snapshot>) -> Worker {
+        let outbox = if cfg.sync { SYNC_OUTBOX } else { 0 };
         let mut w = Worker {
             sessions: SessionTable::with_capacity(cfg.capacity),
             lports: PortUse::new(cfg.id, cfg.workers, cfg.local_ports).ok(),
@@ -219,6 +234,7 @@ impl Worker {
             ip_ident: 0,
             now: 0,
             nat_owners: None,
+            sync_out: Vec::with_capacity(outbox),
         };
         w.adopt(snap);
         w

@@ -1121,6 +1121,80 @@ fn allow_and_deny_lists_screen_new_connections_only() {
 }
 
 #[test]
+fn a_peer_carries_on_the_connections_it_was_synced() {
+    let director = || {
+        Worker::new(
+            WorkerConfig {
+                capacity: 64,
+                sync: true,
+                ..WorkerConfig::default()
+            },
+            snapshot(specs()),
+        )
+    };
+    let (mut master, mut backup) = (director(), director());
+    let c = |port: u16, flags: u8| {
+        Builder::tcp_v4(
+            &format!("10.0.0.2:{port}"),
+            &format!("198.18.0.10:{port}"),
+            flags,
+        )
+    };
+    // Full-NAT (80), NAT (81) and DR (82) connections, established on the
+    // master: a record when each opened and one when it was established.
+    for port in [80, 81, 82] {
+        run(&mut master, &c(port, SYN).build(), 0, 1);
+        run(&mut master, &c(port, ACK).build(), 0, 1);
+    }
+    let records: Vec<_> = master.take_sync().collect();
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert_eq!(master.take_sync().count(), 0, "taken once");
+    for r in &records {
+        backup.install(r, 5).unwrap();
+    }
+    assert_eq!(backup.counters().get(Counter::SyncInstalled), 3);
+    assert_eq!(backup.counters().get(Counter::SyncUpdated), 3);
+    // The client's next segment, on the backup: rewritten exactly as the
+    // master does it (the same real server, local address and port).
+    for port in [80, 81, 82] {
+        let on_master = run(&mut master, &c(port, ACK).build(), 0, 2);
+        let on_backup = run(&mut backup, &c(port, ACK).build(), 0, 6);
+        assert_eq!(on_backup, on_master, "port {port}");
+    }
+    // The Full-NAT server's answer to the local address finds the session.
+    let (_, to_rs) = run(&mut backup, &c(80, ACK).build(), 0, 6);
+    let to_rs = parse(&to_rs).unwrap();
+    let reply = from_rs(Builder::tcp_v4(
+        &format!(
+            "10.1.0.{}:8080",
+            if to_rs.dst == a("10.1.0.5") { 5 } else { 6 }
+        ),
+        &format!("10.2.0.1:{}", to_rs.sport),
+        ACK,
+    ));
+    assert_eq!(run(&mut backup, &reply, 1, 6).0, tx(0, "10.0.0.2"));
+    // Its local port is taken on the backup, as on the master.
+    let h = backup.dests.svc_index[&ServiceKey::new(Protocol::Tcp, ip("198.18.0.10"), 80)];
+    assert_eq!(
+        backup.dests.svcs[h as usize]
+            .pool
+            .as_ref()
+            .unwrap()
+            .in_use()[0],
+        1
+    );
+    // A record of a service or server the backup does not have.
+    let mut unknown = records[0];
+    unknown.service_port = 99;
+    unknown.client.1 = 2;
+    assert_eq!(backup.install(&unknown, 6), Err(Counter::SyncUnknown));
+    let mut other_rs = records[0];
+    other_rs.client.1 = 1;
+    other_rs.rs.0 = a("10.1.0.99");
+    assert_eq!(backup.install(&other_rs, 6), Err(Counter::SyncUnknown));
+}
+
+#[test]
 fn icmp_errors_are_translated_to_the_other_side() {
     let mut w = worker();
     let syn = Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", SYN).build();

@@ -26,6 +26,28 @@ pub enum State {
 }
 
 impl State {
+    /// The state a peer's sync record names (`state as u8`): any a
+    /// connection can be in, not `None` or `Template`.
+    pub fn of_connection(b: u8) -> Option<State> {
+        use State::*;
+        [
+            Established,
+            SynSent,
+            SynRecv,
+            FinWait,
+            TimeWait,
+            Close,
+            CloseWait,
+            LastAck,
+            Listen,
+            SynAck,
+            Udp,
+            Icmp,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
+    }
+
     /// ipvsadm's name for listings (`ESTABLISHED`, `SYN_RECV`, ...).
     pub fn name(self) -> &'static str {
         match self {

@@ -1,0 +1,169 @@
+//! Sessions shared with peer directors (connection sync): the records a
+//! worker keeps of its own sessions for the dataplane to send
+//! ([`Worker::emit`], [`Worker::take_sync`]), and the peers' records it
+//! installs ([`Worker::install`]) so that it carries their connections on
+//! when the traffic comes to it.
+
+use crate::service::ServiceKey;
+use crate::session::{self, flags, FlowKey, Session, SessionId, State};
+use crate::sync::SessionRecord;
+use crate::types::{ForwardMode, Protocol, NIL};
+
+use super::{Counter, Worker};
+
+impl Worker {
+    /// Keeps a record of session `id` for the peers (with `sync`).
+    pub(super) fn emit(&mut self, id: SessionId) {
+        if !self.cfg.sync {
+            return;
+        }
+        if self.sync_out.len() == self.sync_out.capacity() {
+            self.count(Counter::SyncOutboxFull);
+            return;
+        }
+        let s = self.sessions.get(id);
+        let Some(svc) = self
+            .dests
+            .dests
+            .get(s.dest as usize)
+            .and_then(|d| self.dests.svcs.get(d.svc as usize))
+        else {
+            return;
+        };
+        let record = SessionRecord {
+            proto: s.proto,
+            mode: s.mode,
+            state: s.state as u8,
+            client: (s.client, s.cport),
+            vip: (s.vip, s.vport),
+            rs: (s.rs, s.rport),
+            laddr: (s.laddr, s.lport),
+            mark: svc.key.mark,
+            service_port: svc.key.port,
+        };
+        self.sync_out.push(record);
+    }
+
+    /// The records kept for the peers since the last call.
+    pub fn take_sync(&mut self) -> std::vec::Drain<'_, SessionRecord> {
+        self.sync_out.drain(..)
+    }
+
+    /// A peer's session: installed if new, its state and deadline brought
+    /// up to date if this worker has it. Runs between bursts. Refused when
+    /// this director has no such service and real server, when a Full-NAT
+    /// port is not this worker's, and when the table is 90% full (the rest
+    /// stays for this director's own connections).
+    pub fn install(&mut self, r: &SessionRecord, now: u32) -> Result<(), Counter> {
+        let refuse = |w: &mut Worker, c: Counter| {
+            w.count(c);
+            Err(c)
+        };
+        let Some(state) = State::of_connection(r.state) else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        let vip = session::ip(&r.vip.0);
+        let key = if r.mark != 0 {
+            ServiceKey::fwmark(r.mark, vip.is_ipv6())
+        } else {
+            let Some(proto) = Protocol::from_number(r.proto) else {
+                return refuse(self, Counter::SyncUnknown);
+            };
+            ServiceKey::new(proto, vip, r.service_port)
+        };
+        let expires = now.wrapping_add(state.timeout(&self.snap.timeouts));
+        let in_key = FlowKey {
+            src: r.client.0,
+            dst: r.vip.0,
+            sport: r.client.1,
+            dport: r.vip.1,
+            proto: r.proto,
+        };
+        if let Some(id) = self.sessions.lookup_in(&in_key) {
+            let s = self.sessions.get_mut(id);
+            if !s.is_template() {
+                s.state = state;
+                s.expires = expires;
+                self.count(Counter::SyncUpdated);
+                return Ok(());
+            }
+        }
+        let Some(si) = self.snap.find(&key) else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        let h = self.svc_of_snap[si as usize];
+        let rs_ip = session::ip(&r.rs.0);
+        let Some(i) = self.snap.services[si as usize]
+            .spec
+            .reals
+            .iter()
+            .position(|x| x.addr == rs_ip && (x.port == r.rs.1 || x.port == 0))
+        else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        if u64::from(self.sessions.len()) * 10 >= u64::from(self.sessions.capacity()) * 9 {
+            return refuse(self, Counter::SyncTableFull);
+        }
+        let dest = self.dests.svcs[h as usize].dests[i];
+        if self.dests.dests[dest as usize].mode != r.mode {
+            return refuse(self, Counter::SyncUnknown);
+        }
+        if r.mode == ForwardMode::Fnat {
+            let laddr_id = self
+                .lports
+                .as_mut()
+                .and_then(|u| u.reserve(&r.laddr.0, r.laddr.1));
+            let pool = self.dests.svcs[h as usize].pool.as_mut();
+            let reserved = match (laddr_id, pool) {
+                (Some(id), Some(pool)) => pool.reserve(id),
+                _ => false,
+            };
+            if !reserved {
+                // Not this worker's port, or not this service's local
+                // address: give back what was taken.
+                if let (Some(_), Some(u)) = (laddr_id, self.lports.as_mut()) {
+                    u.release(&r.laddr.0, r.laddr.1);
+                }
+                return refuse(self, Counter::SyncUnknown);
+            }
+        }
+        let mut s = Session::new(r.proto, r.client, r.vip, r.rs, r.laddr, r.mode, state);
+        s.dest = dest;
+        s.set_template(NIL);
+        let inactive = !state.is_active();
+        if !inactive {
+            s.flags &= !flags::INACTIVE;
+        }
+        let id = match self.sessions.insert(s, expires) {
+            Ok(id) => id,
+            Err(_) => {
+                if r.mode == ForwardMode::Fnat {
+                    let released = self
+                        .lports
+                        .as_mut()
+                        .and_then(|u| u.release(&r.laddr.0, r.laddr.1));
+                    if let (Some(id), Some(pool)) =
+                        (released, self.dests.svcs[h as usize].pool.as_mut())
+                    {
+                        pool.release(id);
+                    }
+                }
+                return refuse(self, Counter::SyncTableFull);
+            }
+        };
+        if let (ForwardMode::Nat, Some(owners)) = (r.mode, &self.nat_owners) {
+            owners.set(&self.sessions.get(id).outbound_key(), self.cfg.id);
+        }
+        self.dests.dests[dest as usize].refs += 1;
+        self.dests.svcs[h as usize].refs += 1;
+        self.dests.update_load(dest, |l| {
+            if inactive {
+                l.inactive += 1;
+            } else {
+                l.active += 1;
+            }
+        });
+        self.count(Counter::SyncInstalled);
+        Ok(())
+    }
+}
