@@ -457,6 +457,10 @@ pub struct Counters {
     pub ports: Vec<PortInfo>,
     pub vlans: Vec<VlanCounters>,
     pub admin: AdminCounters,
+    /// With connection sync: datagrams and records sent and received, and
+    /// those refused, by reason (`bad_auth`, `replayed`, `rate_limited`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync: BTreeMap<String, u64>,
 }
 
 /// One worker's part of [`Counters`].

@@ -50,6 +50,7 @@ pub struct Config {
     pub exception: Option<ExceptionConfig>,
     pub admin: Option<AdminConfig>,
     pub metrics: Option<MetricsConfig>,
+    pub sync: Option<SyncConfig>,
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
     /// The load balancer's part in lb-core's types, filled by validation.
@@ -199,6 +200,45 @@ pub fn group_id(group: &str) -> Option<u32> {
     })
 }
 
+/// `[sync]`: connection sync with peer directors (absent: off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The address and UDP port this director receives on: its DIP, which
+    /// the exception path carries to the kernel ("10.0.0.1:8848").
+    pub listen: Spanned<String>,
+    /// The peers' listen addresses.
+    pub peers: Vec<Spanned<String>>,
+    /// The shared key the datagrams are authenticated with, or a file
+    /// holding it (`key_file`, which stays out of the configuration).
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    /// The most records a second taken from the peers (default 100000):
+    /// beyond it they are dropped and counted.
+    pub max_rate: Option<u32>,
+}
+
+/// `[sync]` validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SyncSetup {
+    pub listen: std::net::SocketAddr,
+    pub peers: Vec<std::net::SocketAddr>,
+    pub key: Vec<u8>,
+    pub max_rate: u32,
+}
+
+impl std::fmt::Debug for SyncSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log.
+        f.debug_struct("SyncSetup")
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("max_rate", &self.max_rate)
+            .finish()
+    }
+}
+
 /// `[metrics]`: the Prometheus endpoint (absent: off).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,6 +371,7 @@ pub struct LbSetup {
     /// `[exception] follow_vips`: VIPs are served while the kernel holds
     /// them on the exception interface.
     pub follow_vips: bool,
+    pub sync: Option<SyncSetup>,
     pub timeouts: Timeouts,
     pub capacity: u32,
     pub local_ports: (u16, u16),
@@ -882,6 +923,61 @@ impl Config {
                 ));
                 }
             }
+        }
+        if let Some(sy) = &self.sync {
+            let addr = |v: &Spanned<String>, key: &str| {
+                v.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+                    c.error(
+                        v.span(),
+                        key,
+                        format!(
+                            "{:?} is not an address and port (10.0.0.1:8848)",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            };
+            let listen = addr(&sy.listen, "[sync] listen")?;
+            let peers = sy
+                .peers
+                .iter()
+                .map(|p| addr(p, "[sync] peers"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = match (&sy.key, &sy.key_file) {
+                (Some(k), None) => k.get_ref().as_bytes().to_vec(),
+                (None, Some(f)) => std::fs::read(f.get_ref())
+                    .map(|k| k.trim_ascii().to_vec())
+                    .map_err(|e| {
+                        c.error(
+                            f.span(),
+                            "[sync] key_file",
+                            format!("cannot read {}: {e}", f.get_ref()),
+                        )
+                    })?,
+                _ => {
+                    return Err(c.error(
+                        sy.listen.span(),
+                        "[sync]",
+                        "give the shared key with `key` or `key_file`, one of them".into(),
+                    ))
+                }
+            };
+            if key.len() < 16 {
+                return Err(c.error(
+                    sy.key
+                        .as_ref()
+                        .or(sy.key_file.as_ref())
+                        .map_or(0..0, Spanned::span),
+                    "[sync] key",
+                    "the key is at least 16 bytes".into(),
+                ));
+            }
+            setup.sync = Some(SyncSetup {
+                listen,
+                peers,
+                key,
+                max_rate: sy.max_rate.unwrap_or(100_000),
+            });
         }
         setup.timeouts = timeouts_of(&self.timeouts);
         setup.services = services_of(&c, &self.services)?;
@@ -1451,6 +1547,41 @@ weight = 3
         );
         let e = with("follow_vips = true").unwrap_err();
         assert!(e.to_string().contains("name it with `interface`"), "{e}");
+    }
+
+    #[test]
+    fn sync_needs_addresses_and_a_key_of_sixteen_bytes() {
+        let with = |sync: &str| {
+            Config::from_toml(&LB.replace("[timeouts]", &format!("{sync}\n[timeouts]")))
+        };
+        let lb = with("[sync]\nlisten = \"10.0.0.1:8848\"\npeers = [\"10.0.0.2:8848\"]\nkey = \"sixteen bytes ok\"")
+            .unwrap()
+            .lb
+            .unwrap();
+        let sync = lb.sync.unwrap();
+        assert_eq!(sync.peers, ["10.0.0.2:8848".parse().unwrap()]);
+        assert_eq!(sync.max_rate, 100_000);
+        assert!(
+            !format!("{sync:?}").contains("sixteen"),
+            "the key stays out of logs"
+        );
+        for (bad, says) in [
+            (
+                "[sync]\nlisten = \"10.0.0.1\"\npeers = []\nkey = \"sixteen bytes ok\"",
+                "not an address and port",
+            ),
+            (
+                "[sync]\nlisten = \"10.0.0.1:1\"\npeers = []\nkey = \"short\"",
+                "at least 16 bytes",
+            ),
+            (
+                "[sync]\nlisten = \"10.0.0.1:1\"\npeers = []",
+                "`key` or `key_file`",
+            ),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -456,6 +456,10 @@ pub struct Service {
     pub vips: Box<[IpAddr]>,
     /// Its allow and deny lists, for each new connection.
     pub screen: Screen,
+    /// Configured but not served ([`Snapshot::build_with_standby`]): no
+    /// packet finds it and its addresses are not this director's, but the
+    /// sessions a peer syncs for it are kept, for when it is served.
+    pub standby: bool,
 }
 
 /// Validates one service and builds its scheduler. Real servers without a
@@ -579,6 +583,7 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
         weights,
         vips,
         screen,
+        standby: false,
     })
 }
 
@@ -684,13 +689,28 @@ impl Snapshot {
         specs: Vec<ServiceSpec>,
         timeouts: Timeouts,
     ) -> Result<Snapshot, ServiceError> {
+        Snapshot::build_with_standby(version, specs, timeouts, |_| false)
+    }
+
+    /// [`build`](Self::build), with the services `standby` names on
+    /// standby: in the snapshot (their sessions kept, a peer's installed)
+    /// but out of its index, so that no packet finds them.
+    pub fn build_with_standby(
+        version: u64,
+        specs: Vec<ServiceSpec>,
+        timeouts: Timeouts,
+        standby: impl Fn(&ServiceSpec) -> bool,
+    ) -> Result<Snapshot, ServiceError> {
         let mut services = Vec::with_capacity(specs.len());
         let mut keys = std::collections::HashSet::new();
         for spec in specs {
             if !keys.insert(spec.key) {
                 return Err(ServiceError::DuplicateService(spec.key));
             }
-            services.push(build_service(spec)?);
+            let on_standby = standby(&spec);
+            let mut svc = build_service(spec)?;
+            svc.standby = on_standby;
+            services.push(svc);
         }
         let position = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
         // What the matches cover, within the index's bound.
@@ -711,7 +731,7 @@ impl Snapshot {
         let mut index = ServiceIndex::with_capacity(services.len() + total);
         for (i, svc) in services.iter().enumerate() {
             let key = svc.spec.key;
-            if key.mark == 0 {
+            if key.mark == 0 && !svc.standby {
                 index.insert(
                     packed(key.proto, &crate::types::addr(key.vip), key.port),
                     position(i),
@@ -720,6 +740,9 @@ impl Snapshot {
         }
         let mut vips: Vec<Vec<IpAddr>> = vec![Vec::new(); services.len()];
         for (i, m, entries) in covered {
+            if services[i].standby {
+                continue;
+            }
             for (addr, port) in entries {
                 let k = packed(m.proto, &crate::types::addr(addr), port);
                 if !index.insert(k, position(i)) {
@@ -800,7 +823,14 @@ impl Snapshot {
             return self
                 .index
                 .get(packed(key.proto, &crate::types::addr(key.vip), key.port))
-                .filter(|&i| self.services[i as usize].spec.key == *key);
+                .filter(|&i| self.services[i as usize].spec.key == *key)
+                .or_else(|| {
+                    // A service on standby is out of the index.
+                    self.services
+                        .iter()
+                        .position(|s| s.standby && s.spec.key == *key)
+                        .and_then(|i| u32::try_from(i).ok())
+                });
         }
         self.marked
             .iter()

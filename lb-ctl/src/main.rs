@@ -924,6 +924,12 @@ fn run_extra(e: Extra) -> Result<String, Error> {
                     out.push_str(&format!("  {k:<24} {v}\n"));
                 }
             }
+            if !d.sync.is_empty() {
+                out.push_str("sync:\n");
+                for (k, v) in &d.sync {
+                    out.push_str(&format!("  {k:<24} {v}\n"));
+                }
+            }
             Ok(out)
         }
         Sub::Health => {

@@ -66,6 +66,11 @@ pub enum AppError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot receive connection sync on {listen} (it must be an address of the exception interface): {source}")]
+    Sync {
+        listen: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot follow the kernel's addresses on {interface}: {source}")]
     KernelVips {
         interface: String,
@@ -630,6 +635,9 @@ pub fn run(
         }
         if let Some(c) = control.as_mut() {
             c.vips_tick();
+            if let Some(p) = c.peers.as_mut() {
+                p.tick();
+            }
             c.health_tick();
             if last_sample.elapsed() >= Duration::from_secs(2) {
                 last_sample = Instant::now();
@@ -833,14 +841,12 @@ fn launch_lb(
 ) -> Result<crate::control::Control, AppError> {
     let net = network(config, lb, ports)?;
     let configured = Snapshot::build(1, lb.services.clone(), lb.timeouts)?.specs();
-    // Following the kernel's VIPs, the workers start serving none: a
-    // backup director must not announce a VIP its master holds.
-    let served = if lb.follow_vips {
-        Vec::new()
-    } else {
-        configured.clone()
-    };
-    let snap = Arc::new(Snapshot::build(1, served, lb.timeouts)?.with_network(net.clone()));
+    // Following the kernel's VIPs, the workers start with every service on
+    // standby: a backup director must not announce a VIP its master holds.
+    let snap = Arc::new(
+        Snapshot::build_with_standby(1, configured.clone(), lb.timeouts, |_| lb.follow_vips)?
+            .with_network(net.clone()),
+    );
     let published = Arc::new(crate::publish::Published::new(Arc::clone(&snap)));
     let mailboxes: Vec<Arc<crate::publish::Mailbox>> = (0..per_worker.len())
         .map(|_| Arc::new(crate::publish::Mailbox::default()))
@@ -892,6 +898,21 @@ fn launch_lb(
     // Payload references of segments cut from super-frames; each lives
     // only until its segment is made contiguous, so few are needed.
     let gso_indirect = Mempool::create(eal, "lb_gso_indirect", 1023, 32, 0)?;
+    let (peers, mut sync_links) = match &lb.sync {
+        Some(setup) => {
+            let (peers, links) =
+                crate::peers::Peers::new(setup, lcores.len()).map_err(|source| AppError::Sync {
+                    listen: setup.listen,
+                    source,
+                })?;
+            tracing::info!(listen = %setup.listen, peers = ?setup.peers, "connection sync with the peers");
+            (
+                Some(peers),
+                Some(links.into_iter().map(Some).collect::<Vec<_>>()),
+            )
+        }
+        None => (None, None),
+    };
     for (w, (&lcore, port_queues)) in lcores.iter().zip(per_worker).enumerate() {
         let (rx, tx): (Vec<RxQueue>, Vec<TxQueue>) = port_queues.into_iter().unzip();
         let mut engine = Engine::new(
@@ -902,6 +923,7 @@ fn launch_lb(
                 local_ports: lb.local_ports,
                 expire_nodest_conn: lb.expire_nodest_conn,
                 sloppy_tcp: lb.sloppy_tcp,
+                sync: lb.sync.is_some(),
                 ..WorkerConfig::default()
             },
             Arc::clone(&snap),
@@ -927,6 +949,10 @@ fn launch_lb(
             .collect();
         let worker = LbWorker {
             engine,
+            sync: sync_links
+                .as_mut()
+                .and_then(|l| l.get_mut(w))
+                .and_then(Option::take),
             rx,
             tx,
             neigh,
@@ -954,6 +980,7 @@ fn launch_lb(
         crate::control::Control::new(published, mailboxes, net, configured, lb.timeouts);
     control.interfaces = config.interfaces().into_iter().map(|(n, _, _)| n).collect();
     control.started_with = Some(config.restart_only());
+    control.peers = peers;
     let followed = config
         .exception
         .as_ref()

@@ -61,6 +61,8 @@ pub struct Control {
     /// With `[exception] follow_vips`: the kernel's addresses on the
     /// exception interface, as last heard.
     held: Option<(KernelVips, BTreeSet<IpAddr>)>,
+    /// With `[sync]`: the peers' link.
+    pub peers: Option<crate::peers::Peers>,
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
@@ -159,6 +161,7 @@ impl Control {
             last_sample: None,
             health: crate::health::Health::default(),
             held: None,
+            peers: None,
         }
     }
 
@@ -197,6 +200,12 @@ impl Control {
         let Some((_, held)) = &self.held else {
             return true;
         };
+        // Full-NAT's local addresses move with the VIP (as keepalived
+        // virtual addresses), so that replies find the director that holds
+        // the connection.
+        if !spec.laddrs.iter().all(|l| held.contains(l)) {
+            return false;
+        }
         if spec.key.mark == 0 {
             held.contains(&spec.key.vip)
         } else {
@@ -235,11 +244,12 @@ impl Control {
         let configured = Snapshot::build(self.version + 1, specs, timeouts)
             .map_err(|e| e.to_string())?
             .specs();
-        let mut served = self.health.effective(&configured);
-        served.retain(|s| self.serving(s));
-        let snap = Snapshot::build(self.version + 1, served, timeouts)
-            .map_err(|e| e.to_string())?
-            .with_network(self.network.clone());
+        let effective = self.health.effective(&configured);
+        let snap = Snapshot::build_with_standby(self.version + 1, effective, timeouts, |s| {
+            !self.serving(s)
+        })
+        .map_err(|e| e.to_string())?
+        .with_network(self.network.clone());
         self.version += 1;
         self.specs = configured;
         self.timeouts = timeouts;
@@ -765,6 +775,11 @@ impl Control {
             ports,
             vlans,
             admin: self.admin_stats.read(),
+            sync: self
+                .peers
+                .as_ref()
+                .map(crate::peers::Peers::counters)
+                .unwrap_or_default(),
         })
     }
 

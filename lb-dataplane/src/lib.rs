@@ -16,6 +16,7 @@ pub mod kernel_vips;
 pub mod metrics;
 pub mod neigh;
 pub mod notify;
+pub mod peers;
 pub mod probe;
 pub mod publish;
 pub mod stats;

@@ -36,6 +36,8 @@ pub struct ExceptionPath {
 #[derive(Debug)]
 pub struct LbWorker {
     pub engine: Engine,
+    /// With `[sync]`: its links with the control thread.
+    pub sync: Option<crate::peers::WorkerLinks>,
     /// RX and TX queue of each port, by port index.
     pub rx: Vec<RxQueue>,
     pub tx: Vec<TxQueue>,
@@ -200,6 +202,23 @@ impl LbWorker {
             if let Some(requests) = mailbox.take() {
                 for r in requests {
                     handle(&mut self.engine, &mut self.neigh, &mut released, r, now);
+                }
+            }
+            if let Some(links) = &self.sync {
+                let mut lost = 0;
+                for r in self.engine.take_sync() {
+                    if links.out.try_send(r).is_err() {
+                        lost += 1;
+                    }
+                }
+                if lost > 0 {
+                    self.engine
+                        .counters
+                        .add(EngineCounter::SyncOutboxFull, lost);
+                }
+                for r in links.install.try_iter().take(256) {
+                    // Refusals are counted by the engine.
+                    let _ = self.engine.install(&r, now);
                 }
             }
         }

@@ -103,6 +103,20 @@ while True:
         os.write(tap, f)
 "#;
 
+/// A client's program (`python3 -c LONG_LIVED HOST SECS`): one HTTP/1.1
+/// connection to HOST kept open: a request every 100 ms for `secs`
+/// seconds, each line `<server> saw <client>`; it exits non-zero at the
+/// first request that fails.
+pub const LONG_LIVED: &str = r#"
+import http.client, sys, time
+c = http.client.HTTPConnection(sys.argv[1], 80, timeout=15)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    c.request('GET', '/')
+    print(c.getresponse().read().decode().strip(), flush=True)
+    time.sleep(0.1)
+"#;
+
 /// How the real servers are set up for a forwarding mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reals {

@@ -172,19 +172,6 @@ fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
     None
 }
 
-/// One HTTP/1.1 connection kept open: a request every 100 ms for `secs`
-/// seconds, each line `<server> saw <client>`; it exits non-zero at the
-/// first request that fails.
-const LONG_LIVED: &str = r#"
-import http.client, sys, time
-c = http.client.HTTPConnection(sys.argv[1], 80, timeout=15)
-end = time.time() + float(sys.argv[2])
-while time.time() < end:
-    c.request('GET', '/')
-    print(c.getresponse().read().decode().strip(), flush=True)
-    time.sleep(0.1)
-"#;
-
 fn sessions(lb: &Running) -> u64 {
     lb.counters()["total"]["sessions_created"]
         .as_u64()
@@ -231,7 +218,7 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     let client = topo
         .client
         .command("python3")
-        .args(["-c", LONG_LIVED, VIP, "14"])
+        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "14"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

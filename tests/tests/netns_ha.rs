@@ -17,12 +17,21 @@ use lb_tests::netns::Netns;
 use lb_tests::routed::{Reals, Routed};
 
 const VIP: &str = "198.18.0.10";
+/// The tests run one at a time: each runs two busy-polling dataplanes.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// keepalived's advert interval, seconds.
 const ADVERT: u64 = 1;
 
-/// A director's dataplane: Full-NAT to both real servers with its own
-/// local address, the TAP carrying its DIP, VIPs followed.
-fn director(ns: &Netns, dip: &str, mac: &str, laddr: &str) -> Running {
+/// The local address of both directors' Full-NAT service: a keepalived
+/// virtual address, moving with the VIP.
+const LADDR: &str = "10.0.0.100";
+
+/// A director's dataplane: Full-NAT to both real servers, the TAP carrying
+/// its DIP, VIPs followed; with `peer`, connection sync with it.
+fn director(ns: &Netns, dip: &str, mac: &str, peer: Option<&str>) -> Running {
+    let sync = peer.map_or(String::new(), |p| {
+        format!("[sync]\nlisten = \"{dip}:8848\"\npeers = [\"{p}:8848\"]\nkey = \"the pair's shared sync key\"\n")
+    });
     let config = format!(
         r#"
 [eal]
@@ -46,12 +55,13 @@ port = "net_tap0"
 interface = "lbtap"
 addresses = ["{dip}/24"]
 follow_vips = true
+{sync}
 [[service]]
 protocol = "tcp"
 vip = "{VIP}"
 port = 80
 scheduler = "rr"
-local_addresses = ["{laddr}"]
+local_addresses = ["{LADDR}"]
 [[service.real]]
 address = "10.0.0.10"
 port = 80
@@ -65,6 +75,24 @@ mode = "fnat"
     Running::start(ns, &config, 300)
 }
 
+/// Keeps `ns`'s kernel off the data port, as an operator sharing a port
+/// between net_af_packet and the kernel does: the kernel still sees every
+/// frame of the port net_af_packet reads (a packet socket shares it), and
+/// would answer, as its own, packets for the addresses keepalived puts on
+/// the TAP. A netdev ingress hook drops them after packet sockets have
+/// had them, so the dataplane still receives everything.
+fn keep_the_kernel_off_the_port(ns: &Netns) {
+    let rules = "table netdev lb_port {\n  chain ingress {\n    type filter hook ingress device \"eth0\" priority 0; policy drop;\n  }\n}\n";
+    let mut nft = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (scripts/setup installs nftables)");
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft took the rules");
+}
+
 /// keepalived in `ns`, in the foreground, VRRP only, its files in `dir`:
 /// one instance on the TAP moving the VIP, as an operator writes it.
 fn keepalived(ns: &Netns, dir: &Path, name: &str, priority: u8) -> Child {
@@ -73,7 +101,7 @@ fn keepalived(ns: &Netns, dir: &Path, name: &str, priority: u8) -> Child {
         &conf,
         format!(
             "global_defs {{\n    router_id {name}\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface lbtap\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ADVERT}\n    virtual_ipaddress {{\n        {VIP}/32 dev lbtap\n    }}\n}}\n"
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface lbtap\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ADVERT}\n    virtual_ipaddress {{\n        {VIP}/32 dev lbtap\n        {LADDR}/32 dev lbtap\n    }}\n}}\n"
         ),
     )
     .unwrap();
@@ -120,13 +148,16 @@ fn kill(child: &mut Child) {
 
 #[test]
 fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let topo = Routed::with_two_directors("ha", Reals::Plain, 1024).unwrap();
     let lb2 = topo.lb2.as_ref().unwrap();
     let tmp = TempDir::new("ha");
     // The data ports' MACs (lb is the bridge's second, lb2 its fifth): the
     // TAP has the same, so what the kernel sends leaves as the port's own.
-    let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", "10.0.0.100");
-    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", "10.0.0.101");
+    keep_the_kernel_off_the_port(&topo.lb);
+    keep_the_kernel_off_the_port(lb2);
+    let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", None);
+    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", None);
     assert!(
         !serves(&a) && !serves(&b),
         "nobody serves before VRRP says so"
@@ -145,10 +176,11 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
     std::thread::sleep(Duration::from_secs(5 * ADVERT));
     assert!(!serves(&b), "B stays on standby");
     assert!(serves(&a), "A still serves");
-    let body = topo.curl(2, &[&format!("http://{VIP}/")]).unwrap();
+    let body = topo.curl(2, &[&format!("http://{VIP}/")]);
+    let body = body.unwrap_or_else(|e| panic!("{e}: {}", a.counters()));
     assert!(
-        body.contains(" saw 10.0.0.100"),
-        "through A's local address: {body}"
+        body.contains(&format!(" saw {LADDR}")),
+        "through the local address: {body}"
     );
 
     // A request every 100 ms from now on.
@@ -210,13 +242,13 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
         seen.lock()
             .unwrap()
             .iter()
-            .any(|s| s.contains(" saw 10.0.0.101")),
-        "answered through B's local address"
+            .all(|s| s.ends_with(&format!(" saw {LADDR}"))),
+        "answered through the local address, whichever director holds it"
     );
 
     // The master comes back and, with the higher priority, takes the VIP
     // back; B lets it go within an advert interval.
-    a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", "10.0.0.100");
+    a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", None);
     ka = keepalived(&topo.lb, &tmp.0, "lbA", 150);
     assert!(
         within(Duration::from_secs(15), || serves(&a)).is_some(),
@@ -252,4 +284,77 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
             .unwrap_or(0);
         assert!(sessions > 0, "{name} carried connections: {report}");
     }
+}
+
+/// With connection sync, a connection survives the failover: a long-lived
+/// HTTP/1.1 connection through the master's Full-NAT goes on through the
+/// backup, which heard of it from the master and now holds the VIP and the
+/// local address the real server answers.
+#[test]
+fn with_sync_a_full_nat_connection_survives_the_masters_death() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = Routed::with_two_directors("hs", Reals::Plain, 1024).unwrap();
+    let lb2 = topo.lb2.as_ref().unwrap();
+    let tmp = TempDir::new("ha-sync");
+    keep_the_kernel_off_the_port(&topo.lb);
+    keep_the_kernel_off_the_port(lb2);
+    let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", Some("10.0.0.2"));
+    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", Some("10.0.0.1"));
+    let mut ka = keepalived(&topo.lb, &tmp.0, "lbA", 150);
+    assert!(
+        within(Duration::from_secs(15), || serves(&a)).is_some(),
+        "A became master: {}",
+        a.log()
+    );
+    let mut kb = keepalived(lb2, &tmp.0, "lbB", 100);
+    std::thread::sleep(Duration::from_secs(5 * ADVERT));
+    assert!(!serves(&b), "B stays on standby");
+
+    let client = topo
+        .client
+        .command("python3")
+        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "12"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let installed = |lb: &Running| {
+        lb.counters()["total"]["sync_installed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        within(Duration::from_secs(3), || installed(&b) >= 1).is_some(),
+        "B heard of the connection: {}",
+        b.counters()
+    );
+    kill(&mut ka);
+    a.kill();
+    let took = within(Duration::from_secs(10), || serves(&b))
+        .unwrap_or_else(|| panic!("B never took over: {}", b.log()));
+    eprintln!("B serves the VIP {took:?} after the master died");
+    let out = client.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the connection broke: {}\n{lines}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.counters()
+    );
+    let answers: Vec<&str> = lines.lines().collect();
+    assert!(answers.len() > 50, "{} answers", answers.len());
+    assert!(
+        answers.iter().all(|l| *l == answers[0]),
+        "one server, one local address all along: {answers:?}"
+    );
+    let counters = b.counters();
+    assert!(
+        counters["sync"]["records_received"].as_u64().unwrap_or(0) >= 2,
+        "{counters}"
+    );
+    for refused in ["bad_auth", "replayed", "malformed", "unknown_peer"] {
+        assert_eq!(counters["sync"][refused], 0, "{refused}: {counters}");
+    }
+    kill(&mut kb);
 }

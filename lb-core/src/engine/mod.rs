@@ -317,12 +317,15 @@ impl Worker {
         for (si, svc) in snap.services.iter().enumerate() {
             let key = svc.spec.key;
             let laddrs: Vec<Addr> = svc.spec.laddrs.iter().map(|a| session::addr(*a)).collect();
-            for vip in &svc.vips {
-                self.owned.insert(session::addr(*vip));
-            }
-            for l in &laddrs {
-                self.owned.insert(*l);
-                self.laddrs.insert(*l);
+            // A service on standby's addresses are another director's.
+            if !svc.standby {
+                for vip in &svc.vips {
+                    self.owned.insert(session::addr(*vip));
+                }
+                for l in &laddrs {
+                    self.owned.insert(*l);
+                    self.laddrs.insert(*l);
+                }
             }
             let h = self.dests.svc_handle(key, || SvcEntry {
                 key,
