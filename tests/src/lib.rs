@@ -27,3 +27,32 @@ pub mod netns;
 pub mod pcap;
 pub mod routed;
 pub mod topology;
+
+/// Waits up to `limit` for `cond`, asking every 50 ms; how long it took,
+/// or `None` if it never held.
+pub fn within(limit: std::time::Duration, cond: impl Fn() -> bool) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// Compares `actual` with the recorded file `path`; with `LB_BLESS=1` in
+/// the environment, records it first (after a deliberate change).
+pub fn assert_recorded(path: &std::path::Path, actual: &str) {
+    if std::env::var_os("LB_BLESS").is_some() {
+        std::fs::write(path, actual).expect("record the expected text");
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e} (LB_BLESS=1 records it)", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} changed: LB_BLESS=1 re-records it",
+        path.display()
+    );
+}

@@ -489,16 +489,7 @@ fn a_keepalived_conf_imports_with_what_it_left_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let toml = String::from_utf8(out.stdout).unwrap();
-    let golden = dir.join("services.toml");
-    if std::env::var_os("LB_BLESS").is_some() {
-        std::fs::write(&golden, &toml).unwrap();
-    }
-    assert_eq!(
-        toml,
-        std::fs::read_to_string(&golden).unwrap(),
-        "the translation changed: LB_BLESS=1 re-records {}",
-        golden.display()
-    );
+    lb_tests::assert_recorded(&dir.join("services.toml"), &toml);
     let (services, _) = lb_core::config::parse_desired(&toml).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(services.len(), 6, "DR, NAT, two TUN, a mark, Full-NAT");
     let left: Vec<&str> = stderr
@@ -529,14 +520,5 @@ fn a_keepalived_conf_imports_with_what_it_left_behind() {
     let _ = std::fs::remove_file(&file);
     assert!(applied.contains("applied"), "{applied}");
     let list = c.ok(&["-L", "-n"]);
-    let listed = dir.join("list.txt");
-    if std::env::var_os("LB_BLESS").is_some() {
-        std::fs::write(&listed, &list).unwrap();
-    }
-    assert_eq!(
-        list,
-        std::fs::read_to_string(&listed).unwrap(),
-        "LB_BLESS=1 re-records {}",
-        listed.display()
-    );
+    lb_tests::assert_recorded(&dir.join("list.txt"), &list);
 }

@@ -9,12 +9,13 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lb_tests::dataplane::Running;
 use lb_tests::golden::TempDir;
 use lb_tests::netns::Netns;
 use lb_tests::routed::{Reals, Routed};
+use lb_tests::within;
 
 const VIP: &str = "198.18.0.10";
 
@@ -159,17 +160,6 @@ fn next_hops(router: &Netns) -> Vec<String> {
         .filter(|w| w[0] == "via")
         .map(|w| w[1].to_owned())
         .collect()
-}
-
-fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 fn sessions(lb: &Running) -> u64 {

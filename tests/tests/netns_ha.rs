@@ -9,12 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lb_tests::dataplane::Running;
 use lb_tests::golden::TempDir;
 use lb_tests::netns::Netns;
 use lb_tests::routed::{Reals, Routed};
+use lb_tests::within;
 
 const VIP: &str = "198.18.0.10";
 /// The tests run one at a time: each runs two busy-polling dataplanes.
@@ -127,18 +128,6 @@ fn serves(lb: &Running) -> bool {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     out.status.success() && text.contains(&format!("TCP  {VIP}:80 rr")) && !text.contains("standby")
-}
-
-/// Waits up to `limit` for `cond`; how long it took.
-fn within(limit: Duration, cond: impl Fn() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 fn kill(child: &mut Child) {
