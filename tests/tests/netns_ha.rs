@@ -27,9 +27,23 @@ const ADVERT: u64 = 1;
 /// virtual address, moving with the VIP.
 const LADDR: &str = "10.0.0.100";
 
+/// NAT's real servers' gateway in an HA pair: a keepalived virtual address
+/// the master holds.
+const GATEWAY: &str = "10.0.0.253";
+
 /// A director's dataplane: Full-NAT to both real servers, the TAP carrying
 /// its DIP, VIPs followed; with `peer`, connection sync with it.
 fn director(ns: &Netns, dip: &str, mac: &str, peer: Option<&str>) -> Running {
+    director_in(ns, dip, mac, peer, "fnat")
+}
+
+/// [`director`] in forwarding mode `mode` (`fnat` or `nat`).
+fn director_in(ns: &Netns, dip: &str, mac: &str, peer: Option<&str>, mode: &str) -> Running {
+    let laddrs = if mode == "fnat" {
+        format!("local_addresses = [\"{LADDR}\"]")
+    } else {
+        String::new()
+    };
     let sync = peer.map_or(String::new(), |p| {
         format!("[sync]\nlisten = \"{dip}:8848\"\npeers = [\"{p}:8848\"]\nkey = \"the pair's shared sync key\"\n")
     });
@@ -62,15 +76,15 @@ protocol = "tcp"
 vip = "{VIP}"
 port = 80
 scheduler = "rr"
-local_addresses = ["{LADDR}"]
+{laddrs}
 [[service.real]]
 address = "10.0.0.10"
 port = 80
-mode = "fnat"
+mode = "{mode}"
 [[service.real]]
 address = "10.0.0.11"
 port = 80
-mode = "fnat"
+mode = "{mode}"
 "#
     );
     Running::start(ns, &config, 300)
@@ -97,12 +111,17 @@ fn keep_the_kernel_off_the_port(ns: &Netns) {
 /// keepalived in `ns`, in the foreground, VRRP only, its files in `dir`:
 /// one instance on the TAP moving the VIP, as an operator writes it.
 fn keepalived(ns: &Netns, dir: &Path, name: &str, priority: u8) -> Child {
+    keepalived_moving(ns, dir, name, priority, LADDR)
+}
+
+/// [`keepalived`], its instance moving `also` with the VIP.
+fn keepalived_moving(ns: &Netns, dir: &Path, name: &str, priority: u8, also: &str) -> Child {
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(
         &conf,
         format!(
             "global_defs {{\n    router_id {name}\n}}\n\
-             vrrp_instance VI_1 {{\n    state BACKUP\n    interface lbtap\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ADVERT}\n    virtual_ipaddress {{\n        {VIP}/32 dev lbtap\n        {LADDR}/32 dev lbtap\n    }}\n}}\n"
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface lbtap\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ADVERT}\n    virtual_ipaddress {{\n        {VIP}/32 dev lbtap\n        {also}/32 dev lbtap\n    }}\n}}\n"
         ),
     )
     .unwrap();
@@ -281,21 +300,48 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
 /// local address the real server answers.
 #[test]
 fn with_sync_a_full_nat_connection_survives_the_masters_death() {
+    survives_the_masters_death("hs", "fnat");
+}
+
+/// The same in NAT: the real servers' gateway is a keepalived virtual
+/// address (as NAT's real servers of a director pair have it), so their
+/// answers go to whichever director holds it.
+#[test]
+fn with_sync_a_nat_connection_survives_the_masters_death() {
+    survives_the_masters_death("hn", "nat");
+}
+
+fn survives_the_masters_death(tag: &str, mode: &str) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let topo = Routed::with_two_directors("hs", Reals::Plain, 1024).unwrap();
+    let topo = Routed::with_two_directors(tag, Reals::Plain, 1024).unwrap();
+    let floating = if mode == "nat" {
+        for rs in &topo.servers {
+            rs.ip(&["route", "replace", "default", "via", GATEWAY])
+                .unwrap();
+        }
+        GATEWAY
+    } else {
+        LADDR
+    };
     let lb2 = topo.lb2.as_ref().unwrap();
     let tmp = TempDir::new("ha-sync");
     keep_the_kernel_off_the_port(&topo.lb);
     keep_the_kernel_off_the_port(lb2);
-    let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", Some("10.0.0.2"));
-    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", Some("10.0.0.1"));
-    let mut ka = keepalived(&topo.lb, &tmp.0, "lbA", 150);
+    let mut a = director_in(
+        &topo.lb,
+        "10.0.0.1",
+        "02:00:00:00:01:02",
+        Some("10.0.0.2"),
+        mode,
+    );
+    let b = director_in(lb2, "10.0.0.2", "02:00:00:00:01:05", Some("10.0.0.1"), mode);
+    let mut ka = keepalived_moving(&topo.lb, &tmp.0, "lbA", 150, floating);
     assert!(
         within(Duration::from_secs(15), || serves(&a)).is_some(),
         "A became master: {}",
         a.log()
     );
-    let mut kb = keepalived(lb2, &tmp.0, "lbB", 100);
+    let mut kb = keepalived_moving(lb2, &tmp.0, "lbB", 100, floating);
     std::thread::sleep(Duration::from_secs(5 * ADVERT));
     assert!(!serves(&b), "B stays on standby");
 
@@ -335,7 +381,13 @@ fn with_sync_a_full_nat_connection_survives_the_masters_death() {
     assert!(answers.len() > 50, "{} answers", answers.len());
     assert!(
         answers.iter().all(|l| *l == answers[0]),
-        "one server, one local address all along: {answers:?}"
+        "one server, one address seen, all along: {answers:?}"
+    );
+    let seen = if mode == "nat" { "10.9.0.2" } else { LADDR };
+    assert!(
+        answers[0].ends_with(&format!(" saw {seen}")),
+        "{}",
+        answers[0]
     );
     let counters = b.counters();
     assert!(
