@@ -177,6 +177,11 @@ impl Replay {
         }
     }
 
+    /// Whether `sender` was heard from (and not forgotten since).
+    pub fn knows(&self, sender: u64) -> bool {
+        self.seen.contains_key(&sender)
+    }
+
     fn accept(&mut self, sender: u64, sequence: u64) -> bool {
         self.clock += 1;
         if let Some((last, at)) = self.seen.get_mut(&sender) {
@@ -223,6 +228,15 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
         b[at + 6],
         b[at + 7],
     ])
+}
+
+/// The sender a datagram claims (0 if it is too short to say); only
+/// [`decode`] tells whether to believe it.
+pub fn sender_of(bytes: &[u8]) -> u64 {
+    if bytes.len() < HEADER {
+        return 0;
+    }
+    u64_at(bytes, 8)
 }
 
 /// The records of a datagram, if it is whole, authentic and new.

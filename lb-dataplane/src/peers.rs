@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -35,6 +37,8 @@ const SENDERS: usize = 64;
 pub struct WorkerLinks {
     pub out: Sender<SessionRecord>,
     pub install: Receiver<SessionRecord>,
+    /// Set when a peer started: tell it of every session.
+    pub resync: Arc<AtomicBool>,
 }
 
 /// The control thread's side.
@@ -48,6 +52,7 @@ pub struct Peers {
     replay: Replay,
     from_workers: Vec<Receiver<SessionRecord>>,
     to_workers: Vec<Sender<SessionRecord>>,
+    resync: Vec<Arc<AtomicBool>>,
     max_rate: f64,
     tokens: f64,
     last: Instant,
@@ -78,12 +83,19 @@ impl Peers {
         let mut links = Vec::new();
         let mut from_workers = Vec::new();
         let mut to_workers = Vec::new();
+        let mut resync = Vec::new();
         for _ in 0..workers {
             let (out, from) = bounded(LINK);
             let (to, install) = bounded(LINK);
-            links.push(WorkerLinks { out, install });
+            let flag = Arc::new(AtomicBool::new(false));
+            links.push(WorkerLinks {
+                out,
+                install,
+                resync: Arc::clone(&flag),
+            });
             from_workers.push(from);
             to_workers.push(to);
+            resync.push(flag);
         }
         let mut counters = BTreeMap::new();
         for name in [
@@ -95,6 +107,7 @@ impl Peers {
             "rate_limited",
             "install_queue_full",
             "unknown_peer",
+            "resyncs",
         ] {
             counters.insert(name, 0);
         }
@@ -102,23 +115,25 @@ impl Peers {
             counters.insert(e.name(), 0);
         }
         let rate = f64::from(setup.max_rate);
-        Ok((
-            Peers {
-                socket,
-                peers: setup.peers.clone(),
-                key: setup.key.clone(),
-                sender: random_sender(),
-                sequence: 0,
-                replay: Replay::new(SENDERS),
-                from_workers,
-                to_workers,
-                max_rate: rate,
-                tokens: rate,
-                last: Instant::now(),
-                counters,
-            },
-            links,
-        ))
+        let mut peers = Peers {
+            socket,
+            peers: setup.peers.clone(),
+            key: setup.key.clone(),
+            sender: random_sender(),
+            sequence: 0,
+            replay: Replay::new(SENDERS),
+            from_workers,
+            to_workers,
+            resync,
+            max_rate: rate,
+            tokens: rate,
+            last: Instant::now(),
+            counters,
+        };
+        // An empty datagram says "a director started": the peers, which
+        // have not heard this sender yet, tell it of all their sessions.
+        peers.send_batch(&[]);
+        Ok((peers, links))
     }
 
     fn add(&mut self, name: &'static str, n: u64) {
@@ -137,16 +152,20 @@ impl Peers {
             batch.extend(self.from_workers[w].try_iter().take(TAKES_PER_TICK));
         }
         for chunk in batch.chunks(MAX_RECORDS) {
-            self.sequence += 1;
-            let d = sync::encode(&self.key, self.sender, self.sequence, chunk);
-            for i in 0..self.peers.len() {
-                match self.socket.send_to(&d, self.peers[i]) {
-                    Ok(_) => {
-                        self.add("datagrams_sent", 1);
-                        self.add("records_sent", chunk.len() as u64);
-                    }
-                    Err(_) => self.add("send_errors", 1),
+            self.send_batch(chunk);
+        }
+    }
+
+    fn send_batch(&mut self, records: &[SessionRecord]) {
+        self.sequence += 1;
+        let d = sync::encode(&self.key, self.sender, self.sequence, records);
+        for i in 0..self.peers.len() {
+            match self.socket.send_to(&d, self.peers[i]) {
+                Ok(_) => {
+                    self.add("datagrams_sent", 1);
+                    self.add("records_sent", records.len() as u64);
                 }
+                Err(_) => self.add("send_errors", 1),
             }
         }
     }
@@ -168,6 +187,7 @@ impl Peers {
                 self.add("unknown_peer", 1);
                 continue;
             }
+            let new_sender = !self.replay.knows(sync::sender_of(&buf[..n]));
             let records = match sync::decode(&self.key, &buf[..n], &mut self.replay) {
                 Ok(r) => r,
                 Err(e) => {
@@ -175,6 +195,13 @@ impl Peers {
                     continue;
                 }
             };
+            if new_sender {
+                // A peer that started knows none of our sessions.
+                self.add("resyncs", 1);
+                for flag in &self.resync {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
             self.add("records_received", records.len() as u64);
             for r in records {
                 if self.tokens < 1.0 {

@@ -205,6 +205,10 @@ impl LbWorker {
                 }
             }
             if let Some(links) = &self.sync {
+                if links.resync.swap(false, Ordering::Relaxed) {
+                    self.engine.resync();
+                }
+                self.engine.resync_step();
                 let mut lost = 0;
                 for r in self.engine.take_sync() {
                     if links.out.try_send(r).is_err() {

@@ -87,7 +87,9 @@ port = 80
 mode = "{mode}"
 "#
     );
-    Running::start(ns, &config, 300)
+    let lb = Running::start(ns, &config, 300);
+    lb.wait_log("admin socket ready");
+    lb
 }
 
 /// Keeps `ns`'s kernel off the data port, as an operator sharing a port
@@ -348,7 +350,7 @@ fn survives_the_masters_death(tag: &str, mode: &str) {
     let client = topo
         .client
         .command("python3")
-        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "12"])
+        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "24"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -369,6 +371,25 @@ fn survives_the_masters_death(tag: &str, mode: &str) {
     let took = within(Duration::from_secs(10), || serves(&b))
         .unwrap_or_else(|| panic!("B never took over: {}", b.log()));
     eprintln!("B serves the VIP {took:?} after the master died");
+    std::thread::sleep(Duration::from_secs(2));
+    // The master comes back: it hears of B's sessions as it starts (its
+    // first datagram makes B send them all), then takes the VIP back.
+    a = director_in(
+        &topo.lb,
+        "10.0.0.1",
+        "02:00:00:00:01:02",
+        Some("10.0.0.2"),
+        mode,
+    );
+    assert!(
+        within(Duration::from_secs(5), || installed(&a) >= 1).is_some(),
+        "the returning master was told of the connection: {}",
+        a.counters()
+    );
+    ka = keepalived_moving(&topo.lb, &tmp.0, "lbA", 150, floating);
+    let back = within(Duration::from_secs(15), || serves(&a) && !serves(&b))
+        .unwrap_or_else(|| panic!("A never took the VIP back: {}", a.log()));
+    eprintln!("A took the VIP back {back:?} after its keepalived started");
     let out = client.wait_with_output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -397,5 +418,6 @@ fn survives_the_masters_death(tag: &str, mode: &str) {
     for refused in ["bad_auth", "replayed", "malformed", "unknown_peer"] {
         assert_eq!(counters["sync"][refused], 0, "{refused}: {counters}");
     }
+    kill(&mut ka);
     kill(&mut kb);
 }

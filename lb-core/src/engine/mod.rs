@@ -172,6 +172,9 @@ pub struct Worker {
     /// With `sync`: what peers should hear of this worker's sessions,
     /// since the dataplane last took it ([`Worker::take_sync`]).
     sync_out: Vec<crate::sync::SessionRecord>,
+    /// The next slot a resync for a peer reads ([`Worker::resync`]);
+    /// [`NIL`] when none runs.
+    resync_at: u32,
 }
 
 /// The outer source address and the MTU for IPIP out of `port`.
@@ -235,6 +238,7 @@ impl Worker {
             now: 0,
             nat_owners: None,
             sync_out: Vec::with_capacity(outbox),
+            resync_at: NIL,
         };
         w.adopt(snap);
         w

@@ -11,6 +11,10 @@ use crate::types::{ForwardMode, Protocol, NIL};
 
 use super::{Counter, Worker};
 
+/// Table slots a resync reads per step: a short pause of the worker's loop
+/// even in a large table.
+pub const RESYNC_SLOTS: u32 = 16_384;
+
 impl Worker {
     /// Keeps a record of session `id` for the peers (with `sync`).
     pub(super) fn emit(&mut self, id: SessionId) {
@@ -42,6 +46,35 @@ impl Worker {
             service_port: svc.key.port,
         };
         self.sync_out.push(record);
+    }
+
+    /// Starts telling the peers of every session this worker holds (a peer
+    /// started and knows none): [`resync_step`](Self::resync_step) goes on
+    /// with it between bursts.
+    pub fn resync(&mut self) {
+        if self.cfg.sync {
+            self.resync_at = 0;
+        }
+    }
+
+    /// Goes on with a resync: reads up to [`RESYNC_SLOTS`] slots of the
+    /// table, keeping records while the outbox has room.
+    pub fn resync_step(&mut self) {
+        if self.resync_at == NIL {
+            return;
+        }
+        let end = self
+            .resync_at
+            .saturating_add(RESYNC_SLOTS)
+            .min(self.sessions.slots());
+        let mut at = self.resync_at;
+        while at < end && self.sync_out.len() < self.sync_out.capacity() {
+            if self.sessions.get_used(at).is_some_and(|s| !s.is_template()) {
+                self.emit(at);
+            }
+            at += 1;
+        }
+        self.resync_at = if at >= self.sessions.slots() { NIL } else { at };
     }
 
     /// The records kept for the peers since the last call.

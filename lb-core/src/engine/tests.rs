@@ -1183,6 +1183,21 @@ fn a_peer_carries_on_the_connections_it_was_synced() {
             .in_use()[0],
         1
     );
+    // A director that starts knows nothing: a resync tells it everything.
+    let mut fresh = director();
+    master.resync();
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        master.resync_step();
+        told.extend(master.take_sync());
+    }
+    assert_eq!(told.len(), 3, "one record per connection: {told:?}");
+    for r in &told {
+        fresh.install(r, 7).unwrap();
+    }
+    assert_eq!(fresh.counters().get(Counter::SyncInstalled), 3);
+    let on_fresh = run(&mut fresh, &c(81, ACK).build(), 0, 7);
+    assert_eq!(on_fresh, run(&mut master, &c(81, ACK).build(), 0, 7));
     // A record of a service or server the backup does not have.
     let mut unknown = records[0];
     unknown.service_port = 99;

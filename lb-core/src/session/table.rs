@@ -801,6 +801,18 @@ impl SessionTable {
     }
 
     /// Every live session, for listings (control path).
+    /// Slots in the table, used or not: ids are below it.
+    pub fn slots(&self) -> u32 {
+        u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The session in slot `id`, if the slot holds one.
+    pub fn get_used(&self, id: SessionId) -> Option<&Session> {
+        self.sessions
+            .get(id as usize)
+            .filter(|s| s.flags & flags::USED != 0)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (SessionId, &Session)> {
         self.sessions
             .iter()
