@@ -60,6 +60,11 @@ pub struct ServiceDef {
     pub netmask: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_addresses: Option<Vec<String>>,
+    /// Other directors' local addresses (under ECMP, each its own): kept
+    /// for the connections they sync here, never used for new ones; on
+    /// edit, replaces the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_local_addresses: Option<Vec<String>>,
     /// Client prefixes that may open connections (empty: all), and those
     /// that may not; on edit, each replaces its list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -405,6 +410,9 @@ pub struct ServiceInfo {
     pub allow: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Other directors' local addresses, kept for their synced connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_local_addresses: Vec<String>,
 }
 
 /// A real server as `list` shows it.

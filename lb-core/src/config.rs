@@ -288,6 +288,11 @@ pub struct ServiceConfig {
     pub netmask: Option<u8>,
     #[serde(default)]
     pub local_addresses: Vec<Spanned<String>>,
+    /// The other directors' local addresses of this service, under ECMP
+    /// where each director has its own: kept for the connections they sync
+    /// here, never used for new ones.
+    #[serde(default)]
+    pub peer_local_addresses: Vec<Spanned<String>>,
     /// Client prefixes that may open connections (empty: all) and those
     /// that may not (`10.9.0.0/16`, `2001:db8::/32`, one address).
     #[serde(default)]
@@ -1205,6 +1210,10 @@ fn services_of(
         for l in &sc.local_addresses {
             spec.laddrs.push(ip(l, "[[service]] local_addresses")?);
         }
+        for l in &sc.peer_local_addresses {
+            spec.peer_laddrs
+                .push(ip(l, "[[service]] peer_local_addresses")?);
+        }
         if let Some(h) = &sc.health {
             spec.health = Some(health_of(c, h)?);
         }
@@ -1309,6 +1318,14 @@ pub fn desired_to_toml(services: &[ServiceSpec], t: &Timeouts) -> String {
                 .map(|a| toml_str(&a.to_string()))
                 .collect();
             let _ = writeln!(s, "local_addresses = [{}]", l.join(", "));
+        }
+        if !svc.peer_laddrs.is_empty() {
+            let l: Vec<String> = svc
+                .peer_laddrs
+                .iter()
+                .map(|a| toml_str(&a.to_string()))
+                .collect();
+            let _ = writeln!(s, "peer_local_addresses = [{}]", l.join(", "));
         }
         for (name, list) in [("allow", &svc.allow), ("deny", &svc.deny)] {
             if !list.is_empty() {
@@ -1723,6 +1740,39 @@ mode = "dr"
         let family = text.replace("192.0.2.7", "2001:db8::/32");
         let e = parse_desired(&family).unwrap_err();
         assert!(e.to_string().contains("other address family"), "{e}");
+    }
+
+    #[test]
+    fn peer_local_addresses_read_and_dump() {
+        let text = r#"
+[[service]]
+protocol = "tcp"
+vip = "198.18.0.10"
+port = 80
+local_addresses = ["10.0.1.1"]
+peer_local_addresses = ["10.0.1.2", "10.0.1.3"]
+
+[[service.real]]
+address = "10.0.0.5"
+mode = "fnat"
+"#;
+        let (specs, t) = parse_desired(text).unwrap();
+        assert_eq!(specs[0].peer_laddrs.len(), 2);
+        let dumped = desired_to_toml(&specs, &t);
+        assert!(
+            dumped.contains("peer_local_addresses = [\"10.0.1.2\", \"10.0.1.3\"]"),
+            "{dumped}"
+        );
+        assert_eq!(parse_desired(&dumped).unwrap().0, specs);
+        let both = text.replace("\"10.0.1.3\"", "\"10.0.1.1\"");
+        let e = parse_desired(&both).unwrap_err();
+        assert!(
+            e.to_string().contains("both a local address and a peer's"),
+            "{e}"
+        );
+        let v6 = text.replace("\"10.0.1.3\"", "\"2001:db8::3\"");
+        let e = parse_desired(&v6).unwrap_err();
+        assert!(e.to_string().contains("address family"), "{e}");
     }
 
     #[test]

@@ -217,7 +217,10 @@ impl PortUse {
 /// One worker's share of a service's local addresses and ports.
 #[derive(Debug, Clone)]
 pub struct LaddrPool {
+    /// This director's addresses, then its peers' ([`LaddrPool::with_peers`]).
     laddrs: Box<[Addr]>,
+    /// How many of `laddrs` are this director's: the ones allocated from.
+    own: usize,
     /// Each address's id in the worker's [`PortUse`].
     ids: Box<[u32]>,
     /// Each [`PortUse`] id's address in this pool, NIL if not in it.
@@ -234,19 +237,32 @@ impl LaddrPool {
     /// A pool of `laddrs` over the worker's share of ports, counted in
     /// `ports`.
     pub fn new(laddrs: &[Addr], ports: &mut PortUse) -> Result<LaddrPool, LaddrError> {
-        if laddrs.is_empty() {
+        LaddrPool::with_peers(laddrs, &[], ports)
+    }
+
+    /// [`new`](Self::new), also holding other directors' addresses `peers`:
+    /// never allocated, but a connection a peer synced from one of them
+    /// can be [reserved](Self::reserve) and released like any.
+    pub fn with_peers(
+        own: &[Addr],
+        peers: &[Addr],
+        ports: &mut PortUse,
+    ) -> Result<LaddrPool, LaddrError> {
+        if own.is_empty() {
             return Err(LaddrError::Empty);
         }
+        let laddrs: Vec<Addr> = own.iter().chain(peers).copied().collect();
         let ids: Box<[u32]> = laddrs.iter().map(|l| ports.id(l)).collect();
         let mut index_of = vec![NIL; ports.laddrs.len()].into_boxed_slice();
         for (i, &id) in ids.iter().enumerate() {
             index_of[id as usize] = u32::try_from(i).unwrap_or(NIL);
         }
         Ok(LaddrPool {
+            own: own.len(),
+            in_use: vec![0; laddrs.len()].into_boxed_slice(),
             laddrs: laddrs.into(),
             ids,
             index_of,
-            in_use: vec![0; laddrs.len()].into_boxed_slice(),
             share: ports.share,
             cursor: 0,
             next_laddr: 0,
@@ -275,7 +291,7 @@ impl LaddrPool {
         if ports.counts[self.ids[li] as usize][idx as usize] == 0 {
             return Some(self.take(ports, li, idx));
         }
-        let n = self.laddrs.len();
+        let n = self.own;
         // Indices wrap with a compare rather than `%`: divisions cost more
         // than the rest of the loop. Both stay below their bounds.
         let wrap = |i: usize| if i >= n { i - n } else { i };
@@ -307,7 +323,7 @@ impl LaddrPool {
         // address the first one at the next index: consecutive
         // connections read one line of each address's counts, instead of
         // striding through all of them (a miss every other connection).
-        if li + 1 < self.laddrs.len() {
+        if li + 1 < self.own {
             self.next_laddr = li + 1;
             self.cursor = idx;
         } else {
@@ -352,7 +368,7 @@ impl LaddrPool {
         &self.in_use
     }
 
-    /// The addresses, in order.
+    /// The addresses, in order: this director's, then its peers'.
     pub fn laddrs(&self) -> &[Addr] {
         &self.laddrs
     }
@@ -546,6 +562,30 @@ mod tests {
             u.counts[id as usize].fill(1);
         }
         assert_eq!(p.allocate(&mut u, |_, _| true), None);
+    }
+
+    #[test]
+    fn peer_addresses_are_reserved_never_allocated() {
+        let mut u = PortUse::new(0, 1, (2000, 2003)).unwrap();
+        let l = lips(3);
+        let mut p = LaddrPool::with_peers(&l[..1], &l[1..], &mut u).unwrap();
+        let mut given = HashSet::new();
+        while let Some(pair) = p.allocate(&mut u, |_, _| true) {
+            assert_eq!(pair.0, l[0], "only this director's address");
+            assert!(given.insert(pair));
+        }
+        assert_eq!(given.len(), 4);
+        let id = u.reserve(&l[2], 2001).unwrap();
+        assert!(p.reserve(id));
+        assert_eq!(p.in_use(), [4, 0, 1]);
+        assert_eq!(p.laddrs(), l.as_slice());
+        let id = u.release(&l[2], 2001).unwrap();
+        p.release(id);
+        assert_eq!(p.in_use(), [4, 0, 0]);
+        assert_eq!(
+            LaddrPool::with_peers(&[], &l, &mut u).unwrap_err(),
+            LaddrError::Empty
+        );
     }
 
     #[test]

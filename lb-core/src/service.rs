@@ -328,6 +328,11 @@ pub struct ServiceSpec {
     pub reals: Vec<RealServer>,
     /// Local addresses for Full-NAT real servers.
     pub laddrs: Vec<IpAddr>,
+    /// Other directors' local addresses for this service (under ECMP each
+    /// director has its own): never used for a new connection, kept for
+    /// the connections those directors sync here, whose replies routing
+    /// brings here once their director is gone.
+    pub peer_laddrs: Vec<IpAddr>,
     /// The Maglev table size (mh only): a prime.
     pub mh_table_size: u32,
     /// How the control thread checks the real servers, if it does.
@@ -351,6 +356,7 @@ impl ServiceSpec {
             persistence: None,
             reals: Vec::new(),
             laddrs: Vec::new(),
+            peer_laddrs: Vec::new(),
             mh_table_size: DEFAULT_MH_TABLE_SIZE,
             health: None,
             matches: Vec::new(),
@@ -397,6 +403,8 @@ pub enum ServiceError {
     FnatWithoutLaddr(ServiceKey),
     #[error("service {service}: local address {laddr} is not of the real servers' address family")]
     LaddrFamily { service: ServiceKey, laddr: IpAddr },
+    #[error("service {service}: {laddr} is both a local address and a peer's")]
+    LaddrOwnAndPeer { service: ServiceKey, laddr: IpAddr },
     #[error("service {service}: real server {rs} is not of the VIP's address family")]
     Family { service: ServiceKey, rs: String },
     #[error("service {service}: real server {rs} has weight {weight}; use 0 to {max}")]
@@ -534,8 +542,19 @@ pub fn build_service(mut spec: ServiceSpec) -> Result<Service, ServiceError> {
     if fnat && spec.laddrs.is_empty() {
         return Err(ServiceError::FnatWithoutLaddr(key));
     }
-    if let Some(&laddr) = spec.laddrs.iter().find(|l| l.is_ipv4() != v4) {
+    if let Some(&laddr) = spec
+        .laddrs
+        .iter()
+        .chain(&spec.peer_laddrs)
+        .find(|l| l.is_ipv4() != v4)
+    {
         return Err(ServiceError::LaddrFamily {
+            service: key,
+            laddr,
+        });
+    }
+    if let Some(&laddr) = spec.peer_laddrs.iter().find(|l| spec.laddrs.contains(l)) {
+        return Err(ServiceError::LaddrOwnAndPeer {
             service: key,
             laddr,
         });

@@ -296,6 +296,9 @@ pub fn save(list: &List) -> String {
         for l in &svc.local_addresses {
             let _ = writeln!(o, "-P {name} -z {l}");
         }
+        for l in &svc.peer_local_addresses {
+            let _ = writeln!(o, "-P {name} -z {l} --peer");
+        }
         for r in &svc.reals {
             let _ = write!(
                 o,

@@ -107,6 +107,11 @@ struct Ipvsadm {
     /// The local address for -P/-Q.
     #[arg(short = 'z', long = "laddr")]
     laddr: Option<String>,
+    /// With -P/-Q: the address is another director's (under ECMP, each has
+    /// its own): kept for the connections it syncs here, never used for new
+    /// ones.
+    #[arg(long = "peer")]
+    peer: bool,
     /// The interface of a local address (accepted for DPVS's sake; ports
     /// are chosen by routing here).
     #[arg(short = 'F', long = "ifname")]
@@ -332,6 +337,9 @@ enum Laddr {
         udp: Option<String>,
         #[arg(short = 'z', long = "laddr")]
         laddr: String,
+        /// Another director's address, kept for its synced connections.
+        #[arg(long = "peer")]
+        peer: bool,
     },
     Del {
         #[arg(short = 't', long = "tcp-service")]
@@ -340,6 +348,9 @@ enum Laddr {
         udp: Option<String>,
         #[arg(short = 'z', long = "laddr")]
         laddr: String,
+        /// Another director's address, kept for its synced connections.
+        #[arg(long = "peer")]
+        peer: bool,
     },
     List,
 }
@@ -662,7 +673,10 @@ fn run_ipvsadm(a: Ipvsadm) -> Result<String, Error> {
             &list,
             service_of(&a.tcp, &a.udp, a.fwmark)?,
             laddr,
-            a.add_laddr,
+            Change {
+                add: a.add_laddr,
+                peer: a.peer,
+            },
         );
     }
     if a.get_laddr {
@@ -802,7 +816,11 @@ fn restore(c: &mut Client, text: &str) -> Result<(), Error> {
                 .ok_or_else(|| Error::Usage(format!("line {}: -P needs -z", n + 1)))?;
             let service = service_of(&a.tcp, &a.udp, a.fwmark)?;
             c.call(&Op::List).and_then(|list: List| {
-                change_laddr(c, &list, service, laddr, true)
+                let change = Change {
+                    add: true,
+                    peer: a.peer,
+                };
+                change_laddr(c, &list, service, laddr, change)
                     .map(|_| ())
                     .map_err(|e| match e {
                         Error::Failed(f) => f,
@@ -1053,6 +1071,8 @@ fn json_line(v: &impl serde::Serialize) -> String {
 struct LaddrListing<'a> {
     service: String,
     local_addresses: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    peer_local_addresses: &'a [String],
 }
 
 fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error> {
@@ -1066,6 +1086,7 @@ fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error>
                     .map(|s| LaddrListing {
                         service: format!("{} {}", s.protocol, format::addr_port(&s.vip, s.port)),
                         local_addresses: &s.local_addresses,
+                        peer_local_addresses: &s.peer_local_addresses,
                     })
                     .collect();
                 return Ok(json_line(&l));
@@ -1077,16 +1098,39 @@ fn laddr(c: &mut Client, action: Laddr, json_out: bool) -> Result<String, Error>
                 for a in &s.local_addresses {
                     out.push_str(&format!("{:<24} {:<8} {a:<20}\n", "", ""));
                 }
+                for a in &s.peer_local_addresses {
+                    out.push_str(&format!("{:<24} {:<8} {a:<20} peer\n", "", ""));
+                }
             }
             Ok(out)
         }
-        Laddr::Add { tcp, udp, laddr } => {
-            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, true)
+        Laddr::Add {
+            tcp,
+            udp,
+            laddr,
+            peer,
+        } => {
+            let change = Change { add: true, peer };
+            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, change)
         }
-        Laddr::Del { tcp, udp, laddr } => {
-            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, false)
+        Laddr::Del {
+            tcp,
+            udp,
+            laddr,
+            peer,
+        } => {
+            let change = Change { add: false, peer };
+            change_laddr(c, &list, service_of(&tcp, &udp, None)?, laddr, change)
         }
     }
+}
+
+/// Which change [`change_laddr`] makes: an address added or removed, and
+/// whether it is this director's or a peer's.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    add: bool,
+    peer: bool,
 }
 
 /// Adds or removes one local address of a service (an edit of the service).
@@ -1095,13 +1139,18 @@ fn change_laddr(
     list: &List,
     mut service: ServiceDef,
     laddr: String,
-    add: bool,
+    change: Change,
 ) -> Result<String, Error> {
-    let mut addrs = find_service(list, &service)?.local_addresses.clone();
-    if add {
+    let found = find_service(list, &service)?;
+    let (mut addrs, what) = if change.peer {
+        (found.peer_local_addresses.clone(), "a peer local address")
+    } else {
+        (found.local_addresses.clone(), "a local address")
+    };
+    if change.add {
         if addrs.contains(&laddr) {
             return Err(Error::Failed(Failure::Rejected(format!(
-                "{laddr} is already a local address of this service"
+                "{laddr} is already {what} of this service"
             ))));
         }
         addrs.push(laddr);
@@ -1110,11 +1159,15 @@ fn change_laddr(
         addrs.retain(|a| *a != laddr);
         if addrs.len() == before {
             return Err(Error::Failed(Failure::Rejected(format!(
-                "{laddr} is not a local address of this service"
+                "{laddr} is not {what} of this service"
             ))));
         }
     }
-    service.local_addresses = Some(addrs);
+    if change.peer {
+        service.peer_local_addresses = Some(addrs);
+    } else {
+        service.local_addresses = Some(addrs);
+    }
     let _: Committed = c.call(&Op::EditService { service })?;
     Ok(String::new())
 }

@@ -309,6 +309,12 @@ impl Control {
                 .map(|a| parse_ip(a, "local address"))
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(l) = &d.peer_local_addresses {
+            spec.peer_laddrs = l
+                .iter()
+                .map(|a| parse_ip(a, "peer local address"))
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(l) = &d.allow {
             spec.allow = l
                 .iter()
@@ -646,6 +652,11 @@ impl Control {
                     standby: !self.serving(spec),
                     allow: spec.allow.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
                     deny: spec.deny.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                    peer_local_addresses: spec
+                        .peer_laddrs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                 }
             })
             .collect();

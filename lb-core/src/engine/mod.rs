@@ -321,6 +321,12 @@ impl Worker {
         for (si, svc) in snap.services.iter().enumerate() {
             let key = svc.spec.key;
             let laddrs: Vec<Addr> = svc.spec.laddrs.iter().map(|a| session::addr(*a)).collect();
+            let peer_laddrs: Vec<Addr> = svc
+                .spec
+                .peer_laddrs
+                .iter()
+                .map(|a| session::addr(*a))
+                .collect();
             // A service on standby's addresses are another director's.
             if !svc.standby {
                 for vip in &svc.vips {
@@ -328,6 +334,12 @@ impl Worker {
                 }
                 for l in &laddrs {
                     self.owned.insert(*l);
+                    self.laddrs.insert(*l);
+                }
+                // A peer's are not answered for (ARP, echo): only their
+                // synced connections' replies are taken, once routing
+                // brings them here.
+                for l in &peer_laddrs {
                     self.laddrs.insert(*l);
                 }
             }
@@ -364,15 +376,16 @@ impl Worker {
             e.live = true;
             e.snap_idx = u32::try_from(si).unwrap_or(NIL);
             e.sched = svc.sched.new_state();
-            let same_laddrs = e
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.laddrs() == laddrs.as_slice());
+            let same_laddrs = e.pool.as_ref().is_some_and(|p| {
+                p.laddrs().len() == laddrs.len() + peer_laddrs.len()
+                    && p.laddrs().starts_with(&laddrs)
+                    && p.laddrs().ends_with(&peer_laddrs)
+            });
             if !same_laddrs {
                 e.pool = self
                     .lports
                     .as_mut()
-                    .and_then(|u| LaddrPool::new(&laddrs, u).ok());
+                    .and_then(|u| LaddrPool::with_peers(&laddrs, &peer_laddrs, u).ok());
             }
             e.loads = loads;
             e.dests = handles;

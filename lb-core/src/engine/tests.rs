@@ -322,26 +322,29 @@ fn golden_table() {
     assert_eq!(w.counters.get(Counter::Forwarded), 8);
 }
 
+/// 10.0.0.2's ARP request for `target`, broadcast.
+fn arp_request(target: &str) -> Vec<u8> {
+    let mut f = frame(
+        PEER_MAC,
+        MacAddr::BROADCAST,
+        None,
+        ethertype::ARP,
+        &[0u8; 28],
+    );
+    arp::Packet::new_unchecked(&mut f[14..]).fill(
+        arp::op::REQUEST,
+        PEER_MAC,
+        "10.0.0.2".parse().unwrap(),
+        MacAddr::ZERO,
+        target.parse().unwrap(),
+    );
+    f
+}
+
 #[test]
 fn arp_and_echo_for_owned_addresses() {
     let mut w = worker();
-    let req = |target: &str| {
-        let mut f = frame(
-            PEER_MAC,
-            MacAddr::BROADCAST,
-            None,
-            ethertype::ARP,
-            &[0u8; 28],
-        );
-        arp::Packet::new_unchecked(&mut f[14..]).fill(
-            arp::op::REQUEST,
-            PEER_MAC,
-            "10.0.0.2".parse().unwrap(),
-            MacAddr::ZERO,
-            target.parse().unwrap(),
-        );
-        f
-    };
+    let req = arp_request;
     for owned in ["198.18.0.10", "10.0.0.1", "10.2.0.1"] {
         let (act, out) = run(&mut w, &req(owned), 0, 1);
         assert_eq!(
@@ -1207,6 +1210,75 @@ fn a_peer_carries_on_the_connections_it_was_synced() {
     other_rs.client.1 = 1;
     other_rs.rs.0 = a("10.1.0.99");
     assert_eq!(backup.install(&other_rs, 6), Err(Counter::SyncUnknown));
+}
+
+#[test]
+fn under_ecmp_a_peer_takes_over_the_connections_of_a_local_address_not_its_own() {
+    // Each director its own local address, the other's as a peer's.
+    let director = |own: &str, peer: &str| {
+        let mut s = specs();
+        for spec in s.iter_mut().filter(|s| !s.laddrs.is_empty()) {
+            spec.laddrs = vec![ip(own)];
+            spec.peer_laddrs = vec![ip(peer)];
+        }
+        Worker::new(
+            WorkerConfig {
+                capacity: 64,
+                sync: true,
+                ..WorkerConfig::default()
+            },
+            snapshot(s),
+        )
+    };
+    let (mut first, mut second) = (
+        director("10.2.0.1", "10.2.0.9"),
+        director("10.2.0.9", "10.2.0.1"),
+    );
+    let c = |flags: u8| Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", flags).build();
+    let (_, to_rs) = run(&mut first, &c(SYN), 0, 1);
+    run(&mut first, &c(ACK), 0, 1);
+    let to_rs = parse(&to_rs).unwrap();
+    assert_eq!(to_rs.src, a("10.2.0.1"));
+    for r in first.take_sync().collect::<Vec<_>>() {
+        second.install(&r, 2).unwrap();
+    }
+    // The flow moves to the second director: the same translation.
+    assert_eq!(
+        run(&mut second, &c(ACK), 0, 3),
+        run(&mut first, &c(ACK), 0, 3)
+    );
+    // The server's answer to the first's address, routed to the second.
+    let rs = if to_rs.dst == a("10.1.0.5") { 5 } else { 6 };
+    let reply = from_rs(Builder::tcp_v4(
+        &format!("10.1.0.{rs}:8080"),
+        &format!("10.2.0.1:{}", to_rs.sport),
+        ACK,
+    ));
+    assert_eq!(run(&mut second, &reply, 1, 3).0, tx(0, "10.0.0.2"));
+    let h = second.dests.svc_index[&ServiceKey::new(Protocol::Tcp, ip("198.18.0.10"), 80)];
+    let pool = second.dests.svcs[h as usize].pool.as_ref().unwrap();
+    assert_eq!(pool.in_use(), [0, 1], "the peer's port is held");
+    // The second's own connections leave from its own address only, and
+    // it does not answer ARP for the first's.
+    for port in 40001..40009 {
+        let syn = Builder::tcp_v4(&format!("10.0.0.3:{port}"), "198.18.0.10:80", SYN).build();
+        let (_, out) = run(&mut second, &syn, 0, 4);
+        assert_eq!(parse(&out).unwrap().src, a("10.2.0.9"));
+    }
+    assert!(!matches!(
+        run(&mut second, &arp_request("10.2.0.1"), 0, 4).0,
+        Action::Arp { reply: true, .. }
+    ));
+    assert!(matches!(
+        run(&mut second, &arp_request("10.2.0.9"), 0, 4).0,
+        Action::Arp { reply: true, .. }
+    ));
+    // A packet to the peer's address that no session has is a drop.
+    let stray = from_rs(Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1111", ACK));
+    assert_eq!(
+        run(&mut second, &stray, 1, 4).0,
+        Action::Drop(Counter::DropNoSession)
+    );
 }
 
 #[test]
