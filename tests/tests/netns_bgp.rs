@@ -2,13 +2,18 @@
 //! running BIRD learns the VIP over BGP from two directors, each running
 //! BIRD on its exception TAP (BGP's TCP passes to the kernel like any
 //! traffic for the director itself), and installs one multipath route. A
-//! long-lived DR connection runs through one director; that director
-//! stops; the router withdraws its path, and the connection goes on through
-//! the other, which takes it up (`sloppy_tcp`) on the real server `mh`
-//! chose for it, since both directors have the same servers.
+//! long-lived connection runs through one director; that director stops;
+//! the router withdraws its path, and the connection goes on through the
+//! other. In DR, the other takes it up (`sloppy_tcp`) on the real server
+//! `mh` chose for it, since both directors have the same servers. In
+//! Full-NAT, each director has its own local address and the other's as a
+//! peer address: it heard of the connection by sync, and the router, which
+//! learns each local address from both directors (the owner's path the
+//! shorter), sends the real server's answers to it.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lb_tests::dataplane::Running;
@@ -18,6 +23,8 @@ use lb_tests::routed::{Reals, Routed};
 use lb_tests::within;
 
 const VIP: &str = "198.18.0.10";
+/// The tests run one at a time: each runs two busy-polling dataplanes.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A director's dataplane: DR to both real servers by `mh`, connections
 /// taken up mid-way, the TAP carrying the DIP for BIRD.
@@ -170,6 +177,7 @@ fn sessions(lb: &Running) -> u64 {
 
 #[test]
 fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let topo = Routed::with_two_directors_routed("bg", Reals::VipOnLoopback(VIP), 1024).unwrap();
     let lb2 = topo.lb2.as_ref().unwrap();
     let tmp = TempDir::new("bgp");
@@ -257,5 +265,307 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     // New connections go on through the other director.
     for _ in 0..10 {
         topo.curl(5, &[&format!("http://{VIP}/")]).unwrap();
+    }
+}
+
+/// A Full-NAT director of an ECMP pair: its own local address `laddr`, the
+/// other's `peer_laddr` held for the connections it syncs here, and
+/// connection sync with the other director at `peer_dip`.
+fn fnat_director(
+    ns: &Netns,
+    dip: &str,
+    mac: &str,
+    (laddr, peer_laddr): (&str, &str),
+    peer_dip: &str,
+) -> Running {
+    let config = format!(
+        r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
+        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+[[port]]
+name = "net_af_packet0"
+addresses = ["{dip}/24"]
+[[port]]
+name = "net_tap0"
+[[route]]
+prefix = "0.0.0.0/0"
+port = "net_af_packet0"
+gateway = "10.0.0.254"
+[exception]
+port = "net_tap0"
+interface = "lbtap"
+addresses = ["{dip}/24"]
+[sync]
+listen = "{dip}:8848"
+peers = ["{peer_dip}:8848"]
+key = "the cluster's shared sync key"
+[[service]]
+protocol = "tcp"
+vip = "{VIP}"
+port = 80
+scheduler = "rr"
+local_addresses = ["{laddr}"]
+peer_local_addresses = ["{peer_laddr}"]
+[[service.real]]
+address = "10.0.0.10"
+port = 80
+mode = "fnat"
+[[service.real]]
+address = "10.0.0.11"
+port = 80
+mode = "fnat"
+"#
+    );
+    let lb = Running::start(ns, &config, 300);
+    lb.wait_log("admin socket ready");
+    lb
+}
+
+/// A Full-NAT director's BIRD: the VIP and its own local address announced
+/// plainly, the other director's local address with a longer AS path, so
+/// that the router sends the real servers' answers for it here only when
+/// that director's own announcement is gone.
+fn fnat_director_bird(dip: &str, laddr: &str, peer_laddr: &str) -> String {
+    format!(
+        r#"router id {dip};
+protocol device {{ scan time 1; }}
+protocol static vips {{
+    ipv4;
+    route {VIP}/32 via "lbtap";
+    route {laddr}/32 via "lbtap";
+    route {peer_laddr}/32 via "lbtap";
+}}
+protocol bgp uplink {{
+    local {dip} as 65001;
+    neighbor 10.0.0.254 as 65000;
+    hold time 3;
+    keepalive time 1;
+    connect retry time 1;
+    ipv4 {{
+        import none;
+        export filter {{
+            if proto != "vips" then reject;
+            if net = {peer_laddr}/32 then {{
+                bgp_path.prepend(65001);
+                bgp_path.prepend(65001);
+            }}
+            accept;
+        }};
+        next hop self;
+    }};
+}}
+"#
+    )
+}
+
+/// The router's next hops for `prefix`.
+fn next_hops_of(router: &Netns, prefix: &str) -> Vec<String> {
+    let out = router
+        .command("ip")
+        .args(["-o", "route", "show", prefix])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
+/// How each real server reaches `addr`.
+fn routes_to(servers: &[Netns], addr: &str) -> String {
+    servers
+        .iter()
+        .map(|rs| {
+            let out = rs
+                .command("ip")
+                .args(["route", "get", addr])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}
+
+/// Full-NAT behind ECMP: each director has its own local address and
+/// holds the other's for the connections it hears of by sync. The real
+/// servers answer through the router, which learns each local address
+/// from its owner and, with a longer path, from the other director. A
+/// long-lived connection runs through one director; that director stops;
+/// the router moves the VIP's flows and the stopped director's local
+/// address to the other, which carries the connection on (same server,
+/// same local address).
+#[test]
+fn ecmp_over_bgp_with_sync_carries_a_full_nat_connection_through_a_director_that_stops() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let topo = Routed::with_two_directors_routed("bf", Reals::Plain, 1024).unwrap();
+    let lb2 = topo.lb2.as_ref().unwrap();
+    let tmp = TempDir::new("bgp-fnat");
+    // The real servers' gateway is the router, as behind any Full-NAT
+    // cluster whose local addresses are routed rather than on-link. And
+    // they ignore ICMP redirects, as an operator sets them up when they
+    // share the directors' segment (and as hardening guides have every
+    // server do): the router, forwarding their answers back out of the
+    // segment they came from, tells them to send straight to the director
+    // that owns the local address, and a server that follows it keeps
+    // sending there for five minutes after that director has gone
+    // (`docs/ha.md`). With the defaults this test fails that way.
+    for rs in &topo.servers {
+        rs.ip(&["route", "add", "default", "via", "10.0.0.254"])
+            .unwrap();
+        for dev in ["all", "eth0"] {
+            let set = rs
+                .command("sysctl")
+                .args(["-qw", &format!("net.ipv4.conf.{dev}.accept_redirects=0")])
+                .status()
+                .unwrap();
+            assert!(set.success());
+        }
+    }
+    let set = topo
+        .router
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    const LADDRS: [&str; 2] = ["10.0.1.1", "10.0.1.2"];
+    const DIPS: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
+    let a = fnat_director(
+        &topo.lb,
+        DIPS[0],
+        "02:00:00:00:01:02",
+        (LADDRS[0], LADDRS[1]),
+        DIPS[1],
+    );
+    let b = fnat_director(
+        lb2,
+        DIPS[1],
+        "02:00:00:00:01:05",
+        (LADDRS[1], LADDRS[0]),
+        DIPS[0],
+    );
+    let mut lbs = [Some(a), Some(b)];
+    let _router = bird(&topo.router, &tmp.0, "router", ROUTER_BIRD);
+    let _ba = bird(
+        &topo.lb,
+        &tmp.0,
+        "lbA",
+        &fnat_director_bird(DIPS[0], LADDRS[0], LADDRS[1]),
+    );
+    let _bb = bird(
+        lb2,
+        &tmp.0,
+        "lbB",
+        &fnat_director_bird(DIPS[1], LADDRS[1], LADDRS[0]),
+    );
+    let settled = || {
+        next_hops(&topo.router).len() == 2
+            && next_hops_of(&topo.router, &format!("{}/32", LADDRS[0])) == [DIPS[0]]
+            && next_hops_of(&topo.router, &format!("{}/32", LADDRS[1])) == [DIPS[1]]
+    };
+    assert!(
+        within(Duration::from_secs(30), settled).is_some(),
+        "the router has both VIP paths and each local address from its owner\n{}\n{}",
+        bird_state(&topo.router, &tmp.0, "router"),
+        bird_state(&topo.lb, &tmp.0, "lbA")
+    );
+    let body = topo.curl(5, &[&format!("http://{VIP}/")]).unwrap();
+    assert!(
+        LADDRS.iter().any(|l| body.ends_with(&format!(" saw {l}"))),
+        "{body}"
+    );
+
+    let count = |lbs: &[Option<Running>; 2]| -> Vec<u64> {
+        lbs.iter().map(|l| sessions(l.as_ref().unwrap())).collect()
+    };
+    let before = count(&lbs);
+    let client = topo
+        .client
+        .command("python3")
+        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "14"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = count(&lbs);
+    let grew: Vec<usize> = (0..2).filter(|&i| after[i] > before[i]).collect();
+    assert_eq!(
+        grew.len(),
+        1,
+        "one director carries it: {before:?} -> {after:?}"
+    );
+    let carrying = grew[0];
+    let other = 1 - carrying;
+    let installed = |lb: &Running| {
+        lb.counters()["total"]["sync_installed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        within(Duration::from_secs(3), || installed(
+            lbs[other].as_ref().unwrap()
+        ) >= 1)
+        .is_some(),
+        "the other director heard of the connection: {}",
+        lbs[other].as_ref().unwrap().counters()
+    );
+    let report = lbs[carrying].take().unwrap().stop();
+    let took = within(Duration::from_secs(10), || {
+        next_hops(&topo.router) == [DIPS[other]]
+            && next_hops_of(&topo.router, &format!("{}/32", LADDRS[carrying])) == [DIPS[other]]
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the router did not move the VIP and {} to {}: {}",
+            LADDRS[carrying],
+            DIPS[other],
+            bird_state(&topo.router, &tmp.0, "router")
+        )
+    });
+    eprintln!(
+        "the router moved the VIP and {} {took:?} after {} stopped",
+        LADDRS[carrying], DIPS[carrying]
+    );
+    let out = client.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let survivor = lbs[other].as_ref().unwrap();
+    assert!(
+        out.status.success(),
+        "the connection broke: {}\n{lines}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        survivor.counters(),
+        routes_to(&topo.servers, LADDRS[carrying])
+    );
+    let answers: Vec<&str> = lines.lines().collect();
+    assert!(answers.len() > 50, "{} answers", answers.len());
+    assert!(
+        answers.iter().all(|l| *l == answers[0]),
+        "one server, one address seen, all along: {answers:?}"
+    );
+    assert!(
+        answers[0].ends_with(&format!(" saw {}", LADDRS[carrying])),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        report["engine"]["counters"]["sessions_created"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "the stopped director had carried it: {report}"
+    );
+    // New connections go on through the survivor, from its own address.
+    for _ in 0..10 {
+        let body = topo.curl(5, &[&format!("http://{VIP}/")]).unwrap();
+        assert!(body.ends_with(&format!(" saw {}", LADDRS[other])), "{body}");
     }
 }
