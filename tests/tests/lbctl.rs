@@ -287,6 +287,50 @@ fn lb_ctl_as_ipvsadm() {
         &["laddr", "del", "-t", "198.18.0.14:80", "-z", "10.0.0.102"],
         1,
     );
+    // Another director's local addresses (ECMP): listed as a peer's, kept
+    // apart from this one's, saved with --peer and restored as such.
+    c.ok(&[
+        "laddr",
+        "add",
+        "-t",
+        "198.18.0.14:80",
+        "-z",
+        "10.0.1.2",
+        "--peer",
+    ]);
+    c.ok(&["-P", "-t", "198.18.0.14:80", "-z", "10.0.1.3", "--peer"]);
+    let listed = c.ok(&["laddr", "list"]);
+    assert!(listed.contains("10.0.1.2             peer"), "{listed}");
+    let e = c.fails(&["-P", "-t", "198.18.0.14:80", "-z", "10.0.1.2"], 1);
+    assert!(e.contains("both a local address and a peer's"), "{e}");
+    let saved = c.ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(
+            "-P -t 198.18.0.14:80 -z 10.0.1.2 --peer\n-P -t 198.18.0.14:80 -z 10.0.1.3 --peer\n"
+        ),
+        "{saved}"
+    );
+    c.ok(&["-C"]);
+    let out = c.restore(&saved);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.ok(&["-S", "-n"]), saved);
+    c.ok(&["-Q", "-t", "198.18.0.14:80", "-z", "10.0.1.3", "--peer"]);
+    c.fails(
+        &[
+            "laddr",
+            "del",
+            "-t",
+            "198.18.0.14:80",
+            "-z",
+            "10.0.1.3",
+            "--peer",
+        ],
+        1,
+    );
     let desired = std::env::temp_dir().join(format!("lbctl-desired-{}.toml", std::process::id()));
     std::fs::write(&desired, "[[service]]\nprotocol = \"tcp\"\nvip = \"198.18.0.60\"\nport = 80\n[[service.real]]\naddress = \"10.0.0.5\"\nmode = \"dr\"\n").unwrap();
     let dry = c.ok(&["apply", "-f", desired.to_str().unwrap(), "--dry-run"]);
