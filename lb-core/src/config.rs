@@ -139,6 +139,16 @@ pub struct ExceptionConfig {
     /// keepalived's `virtual_ipaddress` puts it on the VRRP master), and
     /// only then: its services are configured but on standby otherwise.
     pub follow_vips: Option<Spanned<bool>>,
+    /// The kernel routing table in which the dataplane keeps a route to
+    /// each VIP it can serve (on `interface`): while the VIP is served and
+    /// one of its services has a real server to send new connections to.
+    /// A routing daemon (BIRD's kernel protocol with `learn`) announces
+    /// what it finds there.
+    pub announce_table: Option<Spanned<u32>>,
+    /// How long a stopping dataplane goes on forwarding after it withdrew
+    /// its routes, for the routing daemon to tell the routers (default
+    /// 1000 ms).
+    pub announce_drain_ms: Option<u64>,
 }
 
 /// `[admin]`: the admin socket that lb-ctl talks to.
@@ -376,6 +386,11 @@ pub struct LbSetup {
     /// `[exception] follow_vips`: VIPs are served while the kernel holds
     /// them on the exception interface.
     pub follow_vips: bool,
+    /// `[exception] announce_table`: the kernel routing table that holds
+    /// a route to each VIP that can be served.
+    pub announce_table: Option<u32>,
+    /// `[exception] announce_drain_ms`.
+    pub announce_drain: std::time::Duration,
     pub sync: Option<SyncSetup>,
     pub timeouts: Timeouts,
     pub capacity: u32,
@@ -928,6 +943,30 @@ impl Config {
                 ));
                 }
             }
+            if let Some(t) = &e.announce_table {
+                if e.interface.is_none() {
+                    return Err(c.error(
+                        t.span(),
+                        "[exception] announce_table",
+                        "the VIPs are routed to the exception path's kernel interface: name it with `interface`".into(),
+                    ));
+                }
+                // 0 is no table; 253 to 255 are the kernel's own (default,
+                // main, local).
+                if *t.get_ref() == 0 || (253..=255).contains(t.get_ref()) {
+                    return Err(c.error(
+                        t.span(),
+                        "[exception] announce_table",
+                        format!(
+                            "table {} is the kernel's own: choose another (1 to 252, or above 255)",
+                            t.get_ref()
+                        ),
+                    ));
+                }
+                setup.announce_table = Some(*t.get_ref());
+            }
+            setup.announce_drain =
+                std::time::Duration::from_millis(e.announce_drain_ms.unwrap_or(1000));
         }
         if let Some(sy) = &self.sync {
             let addr = |v: &Spanned<String>, key: &str| {
@@ -1564,6 +1603,28 @@ weight = 3
         );
         let e = with("follow_vips = true").unwrap_err();
         assert!(e.to_string().contains("name it with `interface`"), "{e}");
+    }
+
+    #[test]
+    fn the_announce_table_needs_the_interface_and_a_table_of_its_own() {
+        let with = |exception: &str| {
+            let text = LB.replace(
+                "[timeouts]",
+                &format!("[[port]]\nname = \"net_tap0\"\n[exception]\nport = \"net_tap0\"\n{exception}\n[timeouts]"),
+            );
+            Config::from_toml(&text)
+        };
+        let lb = with("interface = \"lbtap\"\nannounce_table = 100")
+            .unwrap()
+            .lb
+            .unwrap();
+        assert_eq!(lb.announce_table, Some(100));
+        let e = with("announce_table = 100").unwrap_err();
+        assert!(e.to_string().contains("name it with `interface`"), "{e}");
+        for table in [0, 254] {
+            let e = with(&format!("interface = \"lbtap\"\nannounce_table = {table}")).unwrap_err();
+            assert!(e.to_string().contains("the kernel's own"), "{e}");
+        }
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub enum AppError {
         interface: String,
         source: std::io::Error,
     },
+    #[error("cannot route the VIPs to announce through {interface}: {source}")]
+    Announce {
+        interface: String,
+        source: std::io::Error,
+    },
     #[error("cannot set up the exception path's kernel interface {interface}: {message}")]
     KernelInterface { interface: String, message: String },
 }
@@ -413,8 +418,11 @@ fn mbuf_pool(
 pub fn run(
     config: &Config,
     opts: &RunOptions,
-    stop: Arc<AtomicBool>,
+    asked: Arc<AtomicBool>,
 ) -> Result<RunReport, AppError> {
+    // The workers' own flag: they stop after the announcements are
+    // withdrawn (and the routers had time to hear it), not at the signal.
+    let stop = Arc::new(AtomicBool::new(false));
     let eal = Eal::init(eal_args(config, &opts.extra_eal_args))?;
     for p in &config.ports {
         if let Some(device) = &p.device {
@@ -602,7 +610,7 @@ pub fn run(
     let mut last_rx = 0;
     let mut last_change = start;
     let mut last_sample = start;
-    while !stop.load(Ordering::Relaxed) && !handles.iter().any(WorkerHandle::is_finished) {
+    while !asked.load(Ordering::Relaxed) && !handles.iter().any(WorkerHandle::is_finished) {
         // The control thread's work: admin requests as they come, rates
         // every two seconds, the run limits.
         if let Ok((op, reply)) = admin_rx.recv_timeout(Duration::from_millis(10)) {
@@ -656,8 +664,24 @@ pub fn run(
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
     crate::notify::notify("STOPPING=1");
+    // The routers stop sending here first: the routing daemon hears that
+    // the VIPs' routes went and tells them, through the workers, which
+    // carry what is still in flight meanwhile.
+    if let Some(c) = control.as_mut() {
+        if c.withdraw_all() {
+            let drain = config
+                .lb
+                .as_ref()
+                .map_or(Duration::ZERO, |l| l.announce_drain);
+            tracing::info!(
+                ?drain,
+                "announcements withdrawn: draining before the workers stop"
+            );
+            std::thread::sleep(drain);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
     let mut panicked = None;
     let mut results = Vec::new();
@@ -994,6 +1018,17 @@ fn launch_lb(
             })?;
         tracing::info!(interface = %interface, "serving the VIPs the kernel holds on the exception interface");
         control.follow_vips(watch);
+    }
+    let announced = config.exception.as_ref().and_then(|e| e.interface.as_ref());
+    if let (Some(interface), Some(table)) = (announced, lb.announce_table) {
+        let announcer = crate::announce::Announcer::new(interface, table).map_err(|source| {
+            AppError::Announce {
+                interface: interface.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(interface = %interface, table, "keeping a route to each VIP that can be served in the kernel's table");
+        control.announce(announcer);
     }
     Ok(control)
 }

@@ -63,6 +63,9 @@ pub struct Control {
     held: Option<(KernelVips, BTreeSet<IpAddr>)>,
     /// With `[sync]`: the peers' link.
     pub peers: Option<crate::peers::Peers>,
+    /// With `[exception] announce_table`: the routes to the VIPs that can
+    /// be served.
+    announcer: Option<crate::announce::Announcer>,
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
@@ -162,7 +165,36 @@ impl Control {
             health: crate::health::Health::default(),
             held: None,
             peers: None,
+            announcer: None,
         }
+    }
+
+    /// From now on, keeps `announcer`'s table holding a route to each VIP
+    /// that can be served (`[exception] announce_table`).
+    pub fn announce(&mut self, announcer: crate::announce::Announcer) {
+        self.announcer = Some(announcer);
+        if let Err(e) = self.commit(self.specs.clone(), self.timeouts) {
+            tracing::error!(error = %e, "cannot publish the services to announce");
+        }
+    }
+
+    /// Deletes every announced route (the dataplane stops); whether there
+    /// was any.
+    pub fn withdraw_all(&mut self) -> bool {
+        let Some(a) = self.announcer.as_mut() else {
+            return false;
+        };
+        let any = !a.held().is_empty();
+        a.set(&BTreeSet::new());
+        any
+    }
+
+    /// The prefixes announced now.
+    pub fn announced(&self) -> Vec<String> {
+        self.announcer
+            .iter()
+            .flat_map(|a| a.held().iter().map(|(a, l)| format!("{a}/{l}")))
+            .collect()
     }
 
     /// From now on, serves a VIP's services only while the kernel holds
@@ -245,6 +277,10 @@ impl Control {
             .map_err(|e| e.to_string())?
             .specs();
         let effective = self.health.effective(&configured);
+        let announce = self
+            .announcer
+            .is_some()
+            .then(|| crate::announce::wanted(&effective, |s| !self.serving(s)));
         let snap = Snapshot::build_with_standby(self.version + 1, effective, timeouts, |s| {
             !self.serving(s)
         })
@@ -254,6 +290,9 @@ impl Control {
         self.specs = configured;
         self.timeouts = timeouts;
         self.published.publish(Arc::new(snap));
+        if let (Some(a), Some(want)) = (self.announcer.as_mut(), announce) {
+            a.set(&want);
+        }
         tracing::info!(
             version = self.version,
             services = self.specs.len(),

@@ -39,7 +39,7 @@ impl KernelVips {
 }
 
 /// The interface index of `name`, from sysfs.
-fn ifindex(name: &str) -> std::io::Result<u32> {
+pub(crate) fn ifindex(name: &str) -> std::io::Result<u32> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
     text.trim()
         .parse()

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod announce;
 pub mod app;
 pub mod control;
 pub mod dpdk;
