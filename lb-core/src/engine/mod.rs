@@ -175,6 +175,11 @@ pub struct Worker {
     /// The next slot a resync for a peer reads ([`Worker::resync`]);
     /// [`NIL`] when none runs.
     resync_at: u32,
+    /// With `sync`: the sessions the last sweep re-armed because they
+    /// carried traffic, for the peers to hear of again (a peer's copy of a
+    /// busy connection would expire otherwise, since it sees none of its
+    /// packets). Its capacity is the sweep's budget, never exceeded.
+    moved: Vec<SessionId>,
 }
 
 /// The outer source address and the MTU for IPIP out of `port`.
@@ -222,6 +227,11 @@ impl Worker {
     /// A worker following `snap`.
     pub fn new(cfg: WorkerConfig, snap: Arc<Snapshot>) -> Worker {
         let outbox = if cfg.sync { SYNC_OUTBOX } else { 0 };
+        let moved = if cfg.sync {
+            cfg.expire_budget as usize
+        } else {
+            0
+        };
         let mut w = Worker {
             sessions: SessionTable::with_capacity(cfg.capacity),
             lports: PortUse::new(cfg.id, cfg.workers, cfg.local_ports).ok(),
@@ -239,6 +249,7 @@ impl Worker {
             nat_owners: None,
             sync_out: Vec::with_capacity(outbox),
             resync_at: NIL,
+            moved: Vec::with_capacity(moved),
         };
         w.adopt(snap);
         w
@@ -701,6 +712,7 @@ impl Worker {
             counters,
             snap,
             lports,
+            moved,
             ..
         } = self;
         let out = sessions.expire_with(
@@ -720,9 +732,23 @@ impl Worker {
                 release(dests, lports.as_mut(), counters, table, id);
                 true
             },
+            |table, id| {
+                // Capacity 0 without sync: nothing is kept.
+                if moved.len() < moved.capacity() && !table.get(id).is_template() {
+                    moved.push(id);
+                }
+            },
             prefetch,
         );
         self.dests.collect();
+        let mut moved = std::mem::take(&mut self.moved);
+        for &id in &moved {
+            if self.sessions.get_used(id).is_some() {
+                self.emit(id);
+            }
+        }
+        moved.clear();
+        self.moved = moved;
         out
     }
 

@@ -1123,6 +1123,63 @@ fn allow_and_deny_lists_screen_new_connections_only() {
     assert_eq!(w.counters().get(Counter::DropNotAllowed), 1);
 }
 
+/// A busy connection's deadline moves with each packet on its director,
+/// not on a peer, which sees none: each time the director's sweep re-arms
+/// it (about once per timeout), the peers hear of it again, so that their
+/// copy is there when the connection moves to them however long it ran.
+#[test]
+fn a_busy_connection_is_synced_again_each_time_it_outlives_its_timeout() {
+    let director = || {
+        Worker::new(
+            WorkerConfig {
+                capacity: 64,
+                sync: true,
+                ..WorkerConfig::default()
+            },
+            snapshot(specs()),
+        )
+    };
+    let (mut master, mut backup) = (director(), director());
+    let c = |flags: u8| Builder::tcp_v4("10.0.0.2:5000", "198.18.0.10:80", flags).build();
+    run(&mut master, &c(SYN), 0, 0);
+    run(&mut master, &c(ACK), 0, 0);
+    let mut told = Vec::new();
+    // A segment every 100 s for 2000 s (the established timeout is 900),
+    // both directors sweeping as the dataplane makes them.
+    for t in (0..=2000).step_by(100) {
+        run(&mut master, &c(ACK), 0, t);
+        master.expire(t);
+        let records: Vec<_> = master.take_sync().collect();
+        if t > 0 {
+            told.extend(records.iter().map(|_| t));
+        }
+        for r in &records {
+            backup.install(r, t).unwrap();
+        }
+        backup.expire(t);
+    }
+    // First at the handshake's deadline (60 s, the slot the session was
+    // armed in), then once per timeout: never longer apart than the
+    // peer's copy lives.
+    assert_eq!(told, [100, 1000, 1900], "at each re-arm");
+    assert_eq!(backup.sessions.len(), 1, "the backup's copy is alive");
+    let on_backup = run(&mut backup, &c(ACK), 0, 2000);
+    assert_eq!(on_backup, run(&mut master, &c(ACK), 0, 2000));
+    // Without sync, nothing is kept for anyone.
+    let mut alone = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs()),
+    );
+    run(&mut alone, &c(SYN), 0, 0);
+    run(&mut alone, &c(ACK), 0, 0);
+    run(&mut alone, &c(ACK), 0, 500);
+    alone.expire(900);
+    assert_eq!(alone.take_sync().count(), 0);
+}
+
 #[test]
 fn a_peer_carries_on_the_connections_it_was_synced() {
     let director = || {

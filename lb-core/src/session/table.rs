@@ -706,19 +706,23 @@ impl SessionTable {
         budget: u32,
         on_expire: impl FnMut(&mut SessionTable, SessionId) -> bool,
     ) -> ExpireOutcome {
-        self.expire_with(now, budget, on_expire, &crate::types::NoPrefetch)
+        self.expire_with(now, budget, on_expire, |_, _| {}, &crate::types::NoPrefetch)
     }
 
     /// [`expire`](Self::expire), prefetching the index buckets of the
     /// session [`EXPIRE_AHEAD`] places further down the list than the one
     /// being examined: a removal takes both its entries out of their
     /// buckets, a miss each in a large table, and a sweep removes sessions
-    /// by the thousand.
+    /// by the thousand. `on_moved` hears of each session re-armed before
+    /// its deadline: it moved (the session carried traffic since it was
+    /// armed: about once per timeout for a busy connection), or lies
+    /// beyond one turn of the wheel.
     pub fn expire_with<P: Prefetch>(
         &mut self,
         now: u32,
         budget: u32,
         mut on_expire: impl FnMut(&mut SessionTable, SessionId) -> bool,
+        mut on_moved: impl FnMut(&SessionTable, SessionId),
         prefetch: &P,
     ) -> ExpireOutcome {
         let mut out = ExpireOutcome::default();
@@ -775,6 +779,9 @@ impl SessionTable {
                     self.wheel_link(cur);
                     self.clock = saved;
                     out.rearmed += 1;
+                    if !due {
+                        on_moved(self, cur);
+                    }
                 }
                 cur = next;
             }
@@ -1099,12 +1106,19 @@ mod tests {
         let c = t.insert(fnat(3), 5000).unwrap(); // beyond one wheel turn
                                                   // b's deadline moves on (a packet arrived); only a expires at 10.
         t.get_mut(b).expires = 30;
-        let mut gone = Vec::new();
-        let out = t.expire(10, 100, |_, id| {
-            gone.push(id);
-            true
-        });
+        let (mut gone, mut moved) = (Vec::new(), Vec::new());
+        let out = t.expire_with(
+            10,
+            100,
+            |_, id| {
+                gone.push(id);
+                true
+            },
+            |_, id| moved.push(id),
+            &crate::types::NoPrefetch,
+        );
         assert_eq!(gone, [a]);
+        assert_eq!(moved, [b], "b is re-armed, and said so");
         assert_eq!(out.expired, 1);
         assert!(t.lookup_in(&fnat(2).inbound_key()).is_some());
         let out = t.expire(30, 100, |_, _| true);
@@ -1164,7 +1178,7 @@ mod tests {
                 let keep =
                     |_: &mut SessionTable, id: SessionId| !id.is_multiple_of(11) || now >= 50;
                 let a = plain.expire(now, budget, keep);
-                let b = fetching.expire_with(now, budget, keep, &p);
+                let b = fetching.expire_with(now, budget, keep, |_, _| {}, &p);
                 assert_eq!(a, b, "at {now} with a budget of {budget}");
             }
             let ids = |t: &SessionTable| t.iter().map(|(id, _)| id).collect::<Vec<_>>();
