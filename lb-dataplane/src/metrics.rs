@@ -415,6 +415,36 @@ pub fn render(list: &List, counters: &Counters) -> String {
         "Frames sent on a VLAN sub-interface.",
         &vlan_tx,
     );
+    // Connection sync (with `[sync]`): what went to and came from the
+    // peers, and what was refused or lost, by reason.
+    const SYNC_EVENTS: [&str; 5] = [
+        "datagrams_sent",
+        "records_sent",
+        "datagrams_received",
+        "records_received",
+        "resyncs",
+    ];
+    let (events, drops): (Vec<_>, Vec<_>) = counters
+        .sync
+        .iter()
+        .partition(|(name, _)| SYNC_EVENTS.contains(&name.as_str()));
+    let sample = |key: &str, (name, v): &(&String, &u64)| (labels(&[(key, (*name).clone())]), **v);
+    let events: Vec<(String, u64)> = events.iter().map(|e| sample("event", e)).collect();
+    let drops: Vec<(String, u64)> = drops.iter().map(|d| sample("reason", d)).collect();
+    family(
+        &mut out,
+        "lb_sync_events_total",
+        "counter",
+        "Connection sync: datagrams and records sent to and received from the peers, resyncs sent.",
+        &events,
+    );
+    family(
+        &mut out,
+        "lb_sync_drops_total",
+        "counter",
+        "Connection sync datagrams or records refused or lost, by reason (a bad authenticator, a replay, over the rate, ...).",
+        &drops,
+    );
     let admin = &counters.admin;
     family(
         &mut out,
@@ -529,6 +559,7 @@ mod tests {
                 },
                 ..PortInfo::default()
             }],
+            sync: named(&[("records_received", 9), ("bad_auth", 3)]),
             ..Counters::default()
         };
         let text = render(&list, &counters);
@@ -559,6 +590,8 @@ mod tests {
         has("lb_laddr_connections{lcore=\"1\",local_address=\"10.0.0.100\",service=\"TCP 198.18.0.10:80\"} 2");
         has("lb_laddr_ports{lcore=\"1\",local_address=\"10.0.0.100\",service=\"TCP 198.18.0.10:80\"} 64511");
         has("lb_port_tx_packets_total{port=\"net_pcap0\"} 50");
+        has("lb_sync_events_total{event=\"records_received\"} 9");
+        has("lb_sync_drops_total{reason=\"bad_auth\"} 3");
         // Every sample line is `name{labels} value` or `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = l.rsplit_once(' ').unwrap();

@@ -45,7 +45,7 @@ fn director_in(ns: &Netns, dip: &str, mac: &str, peer: Option<&str>, mode: &str)
         String::new()
     };
     let sync = peer.map_or(String::new(), |p| {
-        format!("[sync]\nlisten = \"{dip}:8848\"\npeers = [\"{p}:8848\"]\nkey = \"the pair's shared sync key\"\n")
+        format!("[sync]\nlisten = \"{dip}:8848\"\npeers = [\"{p}:8848\"]\nkey = \"the pair's shared sync key\"\n[metrics]\nlisten = \"127.0.0.1:9110\"\n")
     });
     let config = format!(
         r#"
@@ -418,6 +418,20 @@ fn survives_the_masters_death(tag: &str, mode: &str) {
     for refused in ["bad_auth", "replayed", "malformed", "unknown_peer"] {
         assert_eq!(counters["sync"][refused], 0, "{refused}: {counters}");
     }
+    // The metrics say the same.
+    let scraped = lb2
+        .command("curl")
+        .args(["-sS", "--max-time", "10", "http://127.0.0.1:9110/metrics"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&scraped.stdout);
+    let sample = |line: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    };
+    assert!(sample("lb_sync_events_total{event=\"records_received\"}") >= 2);
+    assert_eq!(sample("lb_sync_drops_total{reason=\"bad_auth\"}"), 0);
     kill(&mut ka);
     kill(&mut kb);
 }
