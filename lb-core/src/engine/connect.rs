@@ -196,20 +196,38 @@ impl Worker {
         pers: Persistence,
     ) -> Result<SessionId, Counter> {
         let rs = &self.snap.services[si as usize].spec.reals[i];
+        let rs = (session::addr(rs.addr), rs.port);
+        let expires = self.now.wrapping_add(pers.timeout);
+        let tid = self
+            .place_template(tkey, rs, h, i, expires)
+            .ok_or(Counter::DropTableFull)?;
+        self.count(Counter::TemplatesCreated);
+        self.emit(tid);
+        Ok(tid)
+    }
+
+    /// Inserts the template of `tkey` (client group, VIP and port) for
+    /// real server `i` (at `rs`) of worker entry `h`, with its counts;
+    /// `None` when the table is full.
+    pub(super) fn place_template(
+        &mut self,
+        tkey: &FlowKey,
+        rs: (Addr, u16),
+        h: u32,
+        i: usize,
+        expires: u32,
+    ) -> Option<SessionId> {
         let t = Session::new(
             tkey.proto,
             (tkey.src, 0),
             (tkey.dst, tkey.dport),
-            (session::addr(rs.addr), rs.port),
+            rs,
             ([0; 16], 0),
             ForwardMode::Dr,
             State::Template,
         );
         let dest = self.dests.svcs[h as usize].dests[i];
-        let tid = self
-            .sessions
-            .insert(t, self.now.wrapping_add(pers.timeout))
-            .map_err(|_| Counter::DropTableFull)?;
+        let tid = self.sessions.insert(t, expires).ok()?;
         let ts = self.sessions.get_mut(tid);
         ts.flags = (ts.flags | flags::TEMPLATE) & !flags::HAS_OUT;
         ts.dest = dest;
@@ -218,8 +236,7 @@ impl Worker {
         d.refs += 1;
         d.templates += 1;
         self.dests.svcs[h as usize].refs += 1;
-        self.count(Counter::TemplatesCreated);
-        Ok(tid)
+        Some(tid)
     }
 
     /// Real server `i` of worker entry `h`, for a packet to `dport`.

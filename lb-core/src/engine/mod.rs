@@ -175,10 +175,11 @@ pub struct Worker {
     /// The next slot a resync for a peer reads ([`Worker::resync`]);
     /// [`NIL`] when none runs.
     resync_at: u32,
-    /// With `sync`: the sessions the last sweep re-armed because they
-    /// carried traffic, for the peers to hear of again (a peer's copy of a
-    /// busy connection would expire otherwise, since it sees none of its
-    /// packets). Its capacity is the sweep's budget, never exceeded.
+    /// With `sync`: the sessions the last sweep re-armed (connections that
+    /// carried traffic, templates their connections keep), for the peers
+    /// to hear of again: a peer's copy would expire otherwise, since it
+    /// sees none of their packets. Its capacity is the sweep's budget,
+    /// never exceeded.
     moved: Vec<SessionId>,
 }
 
@@ -732,9 +733,9 @@ impl Worker {
                 release(dests, lports.as_mut(), counters, table, id);
                 true
             },
-            |table, id| {
+            |_, id| {
                 // Capacity 0 without sync: nothing is kept.
-                if moved.len() < moved.capacity() && !table.get(id).is_template() {
+                if moved.len() < moved.capacity() {
                     moved.push(id);
                 }
             },

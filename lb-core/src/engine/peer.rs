@@ -69,7 +69,7 @@ impl Worker {
             .min(self.sessions.slots());
         let mut at = self.resync_at;
         while at < end && self.sync_out.len() < self.sync_out.capacity() {
-            if self.sessions.get_used(at).is_some_and(|s| !s.is_template()) {
+            if self.sessions.get_used(at).is_some() {
                 self.emit(at);
             }
             at += 1;
@@ -92,6 +92,9 @@ impl Worker {
             w.count(c);
             Err(c)
         };
+        if r.state == State::Template as u8 {
+            return self.install_template(r, now);
+        }
         let Some(state) = State::of_connection(r.state) else {
             return refuse(self, Counter::SyncUnknown);
         };
@@ -196,6 +199,78 @@ impl Worker {
                 l.active += 1;
             }
         });
+        self.count(Counter::SyncInstalled);
+        Ok(())
+    }
+
+    /// A peer's persistence template: the client group's real server, so
+    /// that its next connection here goes where the peer sent the others.
+    /// Installed if new (on standby services too), its deadline renewed if
+    /// this worker has it; it lasts this director's persistence timeout
+    /// from the last record. Refused when this director's service has no
+    /// persistence or no such real server, or the table is 90% full.
+    fn install_template(&mut self, r: &SessionRecord, now: u32) -> Result<(), Counter> {
+        let refuse = |w: &mut Worker, c: Counter| {
+            w.count(c);
+            Err(c)
+        };
+        let vip = session::ip(&r.vip.0);
+        let key = if r.mark != 0 {
+            ServiceKey::fwmark(r.mark, vip.is_ipv6())
+        } else {
+            let Some(proto) = Protocol::from_number(r.proto) else {
+                return refuse(self, Counter::SyncUnknown);
+            };
+            ServiceKey::new(proto, vip, r.service_port)
+        };
+        let Some(si) = self.snap.find(&key) else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        let spec = &self.snap.services[si as usize].spec;
+        let Some(pers) = spec.persistence else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        let rs_ip = session::ip(&r.rs.0);
+        let Some(i) = spec
+            .reals
+            .iter()
+            .position(|x| x.addr == rs_ip && (x.port == r.rs.1 || x.port == 0))
+        else {
+            return refuse(self, Counter::SyncUnknown);
+        };
+        let expires = now.wrapping_add(pers.timeout);
+        let tkey = FlowKey {
+            src: r.client.0,
+            dst: r.vip.0,
+            sport: 0,
+            dport: r.vip.1,
+            proto: r.proto,
+        };
+        let h = self.svc_of_snap[si as usize];
+        let dest = self.dests.svcs[h as usize].dests[i];
+        if let Some(tid) = self.sessions.lookup_in(&tkey) {
+            let t = self.sessions.get_mut(tid);
+            if t.is_template() && t.dest == dest {
+                t.expires = expires;
+                self.count(Counter::SyncUpdated);
+                return Ok(());
+            }
+            // The peer moved the group to another server: this one's
+            // template leaves the index (its connections keep it alive).
+            if t.is_template() {
+                if t.refs() == 0 {
+                    self.close(tid);
+                } else {
+                    self.sessions.unhash(tid);
+                }
+            }
+        }
+        if u64::from(self.sessions.len()) * 10 >= u64::from(self.sessions.capacity()) * 9 {
+            return refuse(self, Counter::SyncTableFull);
+        }
+        let Some(_) = self.place_template(&tkey, r.rs, h, i, expires) else {
+            return refuse(self, Counter::SyncTableFull);
+        };
         self.count(Counter::SyncInstalled);
         Ok(())
     }

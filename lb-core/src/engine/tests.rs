@@ -1180,6 +1180,80 @@ fn a_busy_connection_is_synced_again_each_time_it_outlives_its_timeout() {
     assert_eq!(alone.take_sync().count(), 0);
 }
 
+/// Persistence survives a failover: the master's template reaches the
+/// peer with its connection, and the client network's next connection,
+/// opened on the peer, goes to the master's server, not to the one the
+/// peer's scheduler would pick.
+#[test]
+fn a_peer_sends_a_client_network_where_the_master_sent_it() {
+    let director = || {
+        Worker::new(
+            WorkerConfig {
+                capacity: 64,
+                sync: true,
+                ..WorkerConfig::default()
+            },
+            snapshot(specs()),
+        )
+    };
+    let (mut master, mut backup, mut unaware) = (director(), director(), director());
+    let syn = |client: &str| Builder::tcp_v4(client, "198.18.0.10:84", SYN).build();
+    let (on_master, _) = run(&mut master, &syn("10.0.0.2:40000"), 0, 1);
+    // The peers' schedulers have moved on (another network came first).
+    for peer in [&mut backup, &mut unaware] {
+        run(peer, &syn("10.0.9.2:40000"), 0, 1);
+        peer.take_sync().count();
+    }
+    let records: Vec<_> = master.take_sync().collect();
+    assert_eq!(
+        records.len(),
+        2,
+        "the template and the connection: {records:?}"
+    );
+    for r in &records {
+        backup.install(r, 2).unwrap();
+        if r.state != State::Template as u8 {
+            unaware.install(r, 2).unwrap();
+        }
+    }
+    let next = syn("10.0.0.77:40001");
+    assert_eq!(run(&mut backup, &next, 0, 3).0, on_master);
+    assert_eq!(
+        backup.counters().get(Counter::TemplatesCreated),
+        1,
+        "its own network's only"
+    );
+    assert_ne!(
+        run(&mut unaware, &next, 0, 3).0,
+        on_master,
+        "without the template, the scheduler picks"
+    );
+    // A record renews the template; it lasts the persistence timeout
+    // (300 s) from the last one, with no connection of its own.
+    backup.install(&records[0], 200).unwrap();
+    backup.expire(200 + 299);
+    let has_template = |w: &Worker| {
+        w.sessions
+            .iter()
+            .any(|(_, s)| s.is_template() && crate::session::ip(&s.client) == ip("10.0.0.0"))
+    };
+    assert!(has_template(&backup));
+    backup.expire(200 + 301);
+    assert!(!has_template(&backup));
+    // A service without persistence on the peer refuses templates.
+    let mut plain = specs();
+    plain[5].persistence = None;
+    let mut other = Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            sync: true,
+            ..WorkerConfig::default()
+        },
+        snapshot(plain),
+    );
+    assert_eq!(other.install(&records[0], 2), Err(Counter::SyncUnknown));
+}
+
 #[test]
 fn a_peer_carries_on_the_connections_it_was_synced() {
     let director = || {

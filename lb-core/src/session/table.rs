@@ -713,16 +713,16 @@ impl SessionTable {
     /// session [`EXPIRE_AHEAD`] places further down the list than the one
     /// being examined: a removal takes both its entries out of their
     /// buckets, a miss each in a large table, and a sweep removes sessions
-    /// by the thousand. `on_moved` hears of each session re-armed before
-    /// its deadline: it moved (the session carried traffic since it was
-    /// armed: about once per timeout for a busy connection), or lies
-    /// beyond one turn of the wheel.
+    /// by the thousand. `on_rearmed` hears of each session re-armed: its
+    /// deadline moved (the session carried traffic since it was armed:
+    /// about once per timeout for a busy connection), lies beyond one turn
+    /// of the wheel, or `on_expire` kept it.
     pub fn expire_with<P: Prefetch>(
         &mut self,
         now: u32,
         budget: u32,
         mut on_expire: impl FnMut(&mut SessionTable, SessionId) -> bool,
-        mut on_moved: impl FnMut(&SessionTable, SessionId),
+        mut on_rearmed: impl FnMut(&SessionTable, SessionId),
         prefetch: &P,
     ) -> ExpireOutcome {
         let mut out = ExpireOutcome::default();
@@ -779,9 +779,7 @@ impl SessionTable {
                     self.wheel_link(cur);
                     self.clock = saved;
                     out.rearmed += 1;
-                    if !due {
-                        on_moved(self, cur);
-                    }
+                    on_rearmed(self, cur);
                 }
                 cur = next;
             }
