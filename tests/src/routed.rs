@@ -7,6 +7,8 @@
 //! client 10.9.0.2 -- 10.9.0.1 router 10.0.0.254 -- br0 -- lb 10.0.0.1 (DPDK)
 //!                                                     \-- rs0 10.0.0.10
 //!                                                     \-- rs1 10.0.0.11
+//!                                      (a director pair: \-- lb2 10.0.0.2
+//!                                                     \-- rs2 10.0.0.12)
 //! ```
 //!
 //! The router forwards the VIPs (198.18.0.0/15) to the load balancer. Each
@@ -212,8 +214,8 @@ impl Routed {
     }
 
     /// [`new`](Self::new), with a second director (`lb2`, 10.0.0.2 when
-    /// its dataplane runs) on the bridge, as an LVS pair made highly
-    /// available with VRRP: the router reaches the VIPs (198.18.0.0/15)
+    /// its dataplane runs) on the bridge and a third real server (rs2,
+    /// 10.0.0.12), as an LVS pair made highly available with VRRP: the router reaches the VIPs (198.18.0.0/15)
     /// on its segment, asking ARP who holds them, instead of through
     /// 10.0.0.1.
     pub fn with_two_directors(tag: &str, reals: Reals, blob_len: usize) -> io::Result<Routed> {
@@ -258,10 +260,12 @@ impl Routed {
         let router = Netns::new(&format!("{tag}rt"))?;
         let lb = Netns::new(&format!("{tag}lb"))?;
         let client = Netns::new(&format!("{tag}cl"))?;
-        let servers = vec![
-            Netns::new(&format!("{tag}rs0"))?,
-            Netns::new(&format!("{tag}rs1"))?,
-        ];
+        // A director pair balances three servers, as the LVS pairs it
+        // stands for do; one director, two.
+        let count = if pair.is_some() { 3 } else { 2 };
+        let servers = (0..count)
+            .map(|k| Netns::new(&format!("{tag}rs{k}")))
+            .collect::<io::Result<Vec<_>>>()?;
         let lb2 = if pair.is_some() {
             Some(Netns::new(&format!("{tag}lb2"))?)
         } else {
@@ -271,10 +275,12 @@ impl Routed {
         client.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
         client.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
         router.ip(&["addr", "add", "10.9.0.1/24", "dev", "ethc"])?;
+        // MACs by place: the router 01, the director 02, the second
+        // director 03 (if any), then the servers.
         let on_bridge = std::iter::once(&router)
             .chain(std::iter::once(&lb))
-            .chain(servers.iter())
-            .chain(lb2.iter());
+            .chain(lb2.iter())
+            .chain(servers.iter());
         for (k, ns) in on_bridge.enumerate() {
             let port = format!("p{k}");
             veth(ns, "eth0", &switch, &port)?;

@@ -74,6 +74,9 @@ mode = "dr"
 [[service.real]]
 address = "10.0.0.11"
 mode = "dr"
+[[service.real]]
+address = "10.0.0.12"
+mode = "dr"
 "#
     );
     Running::start(ns, &config, 300)
@@ -229,7 +232,7 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
         .unwrap();
     assert!(set.success());
     let a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02");
-    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05");
+    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:03");
     let mut lbs = [Some(a), Some(b)];
     let _router = bird(&topo.router, &tmp.0, "router", ROUTER_BIRD);
     let _ba = bird(&topo.lb, &tmp.0, "lbA", &director_bird("10.0.0.1"));
@@ -246,7 +249,7 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     let body = topo.curl(5, &[&format!("http://{VIP}/")]).unwrap();
     assert!(body.ends_with(" saw 10.9.0.2"), "{body}");
 
-    // Both real servers refuse port 80 (their service is down): each
+    // Every real server refuses port 80 (their service is down): each
     // director's health checks take them out, it has no server left for
     // the VIP, and withdraws it; the router has no route to it. They come
     // back, and so do both paths.
@@ -391,6 +394,10 @@ mode = "fnat"
 address = "10.0.0.11"
 port = 80
 mode = "fnat"
+[[service.real]]
+address = "10.0.0.12"
+port = 80
+mode = "fnat"
 "#
     );
     let lb = Running::start(ns, &config, 300);
@@ -495,7 +502,7 @@ fn ecmp_over_bgp_with_sync_carries_a_full_nat_connection_through_a_director_that
     let b = fnat_director(
         lb2,
         DIPS[1],
-        "02:00:00:00:01:05",
+        "02:00:00:00:01:03",
         (LADDRS[1], LADDRS[0]),
         DIPS[0],
     );

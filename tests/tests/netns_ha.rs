@@ -85,6 +85,10 @@ mode = "{mode}"
 address = "10.0.0.11"
 port = 80
 mode = "{mode}"
+[[service.real]]
+address = "10.0.0.12"
+port = 80
+mode = "{mode}"
 "#
     );
     let lb = Running::start(ns, &config, 300);
@@ -162,12 +166,12 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
     let topo = Routed::with_two_directors("ha", Reals::Plain, 1024).unwrap();
     let lb2 = topo.lb2.as_ref().unwrap();
     let tmp = TempDir::new("ha");
-    // The data ports' MACs (lb is the bridge's second, lb2 its fifth): the
+    // The data ports' MACs (lb is the bridge's second, lb2 its third): the
     // TAP has the same, so what the kernel sends leaves as the port's own.
     keep_the_kernel_off_the_port(&topo.lb);
     keep_the_kernel_off_the_port(lb2);
     let mut a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02", None);
-    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:05", None);
+    let b = director(lb2, "10.0.0.2", "02:00:00:00:01:03", None);
     assert!(
         !serves(&a) && !serves(&b),
         "nobody serves before VRRP says so"
@@ -255,6 +259,17 @@ fn keepalived_moves_the_vip_and_the_dataplanes_follow() {
             .all(|s| s.ends_with(&format!(" saw {LADDR}"))),
         "answered through the local address, whichever director holds it"
     );
+    let servers: std::collections::BTreeSet<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.split(' ').next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        servers.len(),
+        3,
+        "rr spreads over the three servers: {servers:?}"
+    );
 
     // The master comes back and, with the higher priority, takes the VIP
     // back; B lets it go within an advert interval.
@@ -336,7 +351,7 @@ fn survives_the_masters_death(tag: &str, mode: &str) {
         Some("10.0.0.2"),
         mode,
     );
-    let b = director_in(lb2, "10.0.0.2", "02:00:00:00:01:05", Some("10.0.0.1"), mode);
+    let b = director_in(lb2, "10.0.0.2", "02:00:00:00:01:03", Some("10.0.0.1"), mode);
     let mut ka = keepalived_moving(&topo.lb, &tmp.0, "lbA", 150, floating);
     assert!(
         within(Duration::from_secs(15), || serves(&a)).is_some(),
