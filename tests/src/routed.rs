@@ -119,6 +119,41 @@ while time.time() < end:
     time.sleep(0.1)
 "#;
 
+/// The start of a director's configuration in a two-director topology:
+/// its data port (`eth0`, by net_af_packet) with the DIP, the exception
+/// TAP `lbtap` with MAC `mac` (the data port's, so what the kernel sends
+/// leaves as the port's own) carrying the DIP too, the router as the
+/// default gateway; `sessions` and `exception` add lines to those tables.
+/// The caller adds the rest (`[sync]`, services).
+pub fn director_config(dip: &str, mac: &str, sessions: &str, exception: &str) -> String {
+    format!(
+        r#"
+[eal]
+args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
+        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
+[workers]
+lcores = [1]
+[sessions]
+capacity = 65536
+{sessions}
+[[port]]
+name = "net_af_packet0"
+addresses = ["{dip}/24"]
+[[port]]
+name = "net_tap0"
+[[route]]
+prefix = "0.0.0.0/0"
+port = "net_af_packet0"
+gateway = "10.0.0.254"
+[exception]
+port = "net_tap0"
+interface = "lbtap"
+addresses = ["{dip}/24"]
+{exception}
+"#
+    )
+}
+
 /// How the real servers are set up for a forwarding mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reals {

@@ -32,30 +32,14 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// A director's dataplane: DR to both real servers by `mh`, connections
 /// taken up mid-way, the TAP carrying the DIP for BIRD.
 fn director(ns: &Netns, dip: &str, mac: &str) -> Running {
+    let head = lb_tests::routed::director_config(
+        dip,
+        mac,
+        "sloppy_tcp = true",
+        &format!("announce_table = {TABLE}"),
+    );
     let config = format!(
-        r#"
-[eal]
-args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
-        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
-[workers]
-lcores = [1]
-[sessions]
-capacity = 65536
-sloppy_tcp = true
-[[port]]
-name = "net_af_packet0"
-addresses = ["{dip}/24"]
-[[port]]
-name = "net_tap0"
-[[route]]
-prefix = "0.0.0.0/0"
-port = "net_af_packet0"
-gateway = "10.0.0.254"
-[exception]
-port = "net_tap0"
-interface = "lbtap"
-addresses = ["{dip}/24"]
-announce_table = {TABLE}
+        r#"{head}
 [[service]]
 protocol = "tcp"
 vip = "{VIP}"
@@ -216,6 +200,30 @@ fn sessions(lb: &Running) -> u64 {
         .unwrap_or(0)
 }
 
+/// A long-lived connection for 14 s from the client, started; and which
+/// director carries it (the one whose sessions grew).
+fn long_lived(topo: &Routed, lbs: &[Option<Running>; 2]) -> (Child, usize) {
+    let count = || -> Vec<u64> { lbs.iter().map(|l| sessions(l.as_ref().unwrap())).collect() };
+    let before = count();
+    let client = topo
+        .client
+        .command("python3")
+        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "14"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = count();
+    let grew: Vec<usize> = (0..2).filter(|&i| after[i] > before[i]).collect();
+    assert_eq!(
+        grew.len(),
+        1,
+        "one director carries it: {before:?} -> {after:?}"
+    );
+    (client, grew[0])
+}
+
 #[test]
 fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,27 +291,7 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     topo.curl(5, &[&format!("http://{VIP}/")]).unwrap();
 
     // A long-lived connection, then the director carrying it stops.
-    let count = |lbs: &[Option<Running>; 2]| -> Vec<u64> {
-        lbs.iter().map(|l| sessions(l.as_ref().unwrap())).collect()
-    };
-    let before = count(&lbs);
-    let client = topo
-        .client
-        .command("python3")
-        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "14"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let after = count(&lbs);
-    let grew: Vec<usize> = (0..2).filter(|&i| after[i] > before[i]).collect();
-    assert_eq!(
-        grew.len(),
-        1,
-        "one director carries it: {before:?} -> {after:?}"
-    );
-    let carrying = grew[0];
+    let (client, carrying) = long_lived(&topo, &lbs);
     let stopped_dip = ["10.0.0.1", "10.0.0.2"][carrying];
     let report = lbs[carrying].take().unwrap().stop();
     let took = within(Duration::from_secs(10), || {
@@ -352,29 +340,10 @@ fn fnat_director(
     (laddr, peer_laddr): (&str, &str),
     peer_dip: &str,
 ) -> Running {
+    let head =
+        lb_tests::routed::director_config(dip, mac, "", &format!("announce_table = {TABLE}"));
     let config = format!(
-        r#"
-[eal]
-args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
-        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
-[workers]
-lcores = [1]
-[sessions]
-capacity = 65536
-[[port]]
-name = "net_af_packet0"
-addresses = ["{dip}/24"]
-[[port]]
-name = "net_tap0"
-[[route]]
-prefix = "0.0.0.0/0"
-port = "net_af_packet0"
-gateway = "10.0.0.254"
-[exception]
-port = "net_tap0"
-interface = "lbtap"
-addresses = ["{dip}/24"]
-announce_table = {TABLE}
+        r#"{head}
 [sync]
 listen = "{dip}:8848"
 peers = ["{peer_dip}:8848"]
@@ -532,27 +501,7 @@ fn ecmp_over_bgp_with_sync_carries_a_full_nat_connection_through_a_director_that
         "{body}"
     );
 
-    let count = |lbs: &[Option<Running>; 2]| -> Vec<u64> {
-        lbs.iter().map(|l| sessions(l.as_ref().unwrap())).collect()
-    };
-    let before = count(&lbs);
-    let client = topo
-        .client
-        .command("python3")
-        .args(["-c", lb_tests::routed::LONG_LIVED, VIP, "14"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let after = count(&lbs);
-    let grew: Vec<usize> = (0..2).filter(|&i| after[i] > before[i]).collect();
-    assert_eq!(
-        grew.len(),
-        1,
-        "one director carries it: {before:?} -> {after:?}"
-    );
-    let carrying = grew[0];
+    let (client, carrying) = long_lived(&topo, &lbs);
     let other = 1 - carrying;
     let installed = |lb: &Running| {
         lb.counters()["total"]["sync_installed"]

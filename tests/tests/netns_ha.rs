@@ -49,29 +49,9 @@ fn director_in(ns: &Netns, dip: &str, mac: &str, peer: Option<&str>, mode: &str)
     let sync = peer.map_or(String::new(), |p| {
         format!("[sync]\nlisten = \"{dip}:8848\"\npeers = [\"{p}:8848\"]\nkey = \"the pair's shared sync key\"\n[metrics]\nlisten = \"127.0.0.1:9110\"\n")
     });
+    let head = lb_tests::routed::director_config(dip, mac, "", "follow_vips = true");
     let config = format!(
-        r#"
-[eal]
-args = ["--no-huge", "--no-shconf", "-m", "512", "--no-pci", "--log-level=lib.eal:warning",
-        "--vdev=net_af_packet0,iface=eth0", "--vdev=net_tap0,iface=lbtap,mac={mac}"]
-[workers]
-lcores = [1]
-[sessions]
-capacity = 65536
-[[port]]
-name = "net_af_packet0"
-addresses = ["{dip}/24"]
-[[port]]
-name = "net_tap0"
-[[route]]
-prefix = "0.0.0.0/0"
-port = "net_af_packet0"
-gateway = "10.0.0.254"
-[exception]
-port = "net_tap0"
-interface = "lbtap"
-addresses = ["{dip}/24"]
-follow_vips = true
+        r#"{head}
 {sync}
 [[service]]
 protocol = "tcp"

@@ -4,7 +4,7 @@
 //! installs ([`Worker::install`]) so that it carries their connections on
 //! when the traffic comes to it.
 
-use crate::service::ServiceKey;
+use crate::service::{ServiceKey, ServiceSpec};
 use crate::session::{self, flags, FlowKey, Session, SessionId, State};
 use crate::sync::SessionRecord;
 use crate::types::{ForwardMode, Protocol, NIL};
@@ -98,14 +98,8 @@ impl Worker {
         let Some(state) = State::of_connection(r.state) else {
             return refuse(self, Counter::SyncUnknown);
         };
-        let vip = session::ip(&r.vip.0);
-        let key = if r.mark != 0 {
-            ServiceKey::fwmark(r.mark, vip.is_ipv6())
-        } else {
-            let Some(proto) = Protocol::from_number(r.proto) else {
-                return refuse(self, Counter::SyncUnknown);
-            };
-            ServiceKey::new(proto, vip, r.service_port)
+        let Some(key) = service_key(r) else {
+            return refuse(self, Counter::SyncUnknown);
         };
         let expires = now.wrapping_add(state.timeout(&self.snap.timeouts));
         let in_key = FlowKey {
@@ -128,13 +122,7 @@ impl Worker {
             return refuse(self, Counter::SyncUnknown);
         };
         let h = self.svc_of_snap[si as usize];
-        let rs_ip = session::ip(&r.rs.0);
-        let Some(i) = self.snap.services[si as usize]
-            .spec
-            .reals
-            .iter()
-            .position(|x| x.addr == rs_ip && (x.port == r.rs.1 || x.port == 0))
-        else {
+        let Some(i) = real_of(&self.snap.services[si as usize].spec, r) else {
             return refuse(self, Counter::SyncUnknown);
         };
         if u64::from(self.sessions.len()) * 10 >= u64::from(self.sessions.capacity()) * 9 {
@@ -214,14 +202,8 @@ impl Worker {
             w.count(c);
             Err(c)
         };
-        let vip = session::ip(&r.vip.0);
-        let key = if r.mark != 0 {
-            ServiceKey::fwmark(r.mark, vip.is_ipv6())
-        } else {
-            let Some(proto) = Protocol::from_number(r.proto) else {
-                return refuse(self, Counter::SyncUnknown);
-            };
-            ServiceKey::new(proto, vip, r.service_port)
+        let Some(key) = service_key(r) else {
+            return refuse(self, Counter::SyncUnknown);
         };
         let Some(si) = self.snap.find(&key) else {
             return refuse(self, Counter::SyncUnknown);
@@ -230,12 +212,7 @@ impl Worker {
         let Some(pers) = spec.persistence else {
             return refuse(self, Counter::SyncUnknown);
         };
-        let rs_ip = session::ip(&r.rs.0);
-        let Some(i) = spec
-            .reals
-            .iter()
-            .position(|x| x.addr == rs_ip && (x.port == r.rs.1 || x.port == 0))
-        else {
+        let Some(i) = real_of(spec, r) else {
             return refuse(self, Counter::SyncUnknown);
         };
         let expires = now.wrapping_add(pers.timeout);
@@ -274,4 +251,26 @@ impl Worker {
         self.count(Counter::SyncInstalled);
         Ok(())
     }
+}
+
+/// The service a record is of, as this director keys it.
+fn service_key(r: &SessionRecord) -> Option<ServiceKey> {
+    let vip = session::ip(&r.vip.0);
+    if r.mark != 0 {
+        return Some(ServiceKey::fwmark(r.mark, vip.is_ipv6()));
+    }
+    Some(ServiceKey::new(
+        Protocol::from_number(r.proto)?,
+        vip,
+        r.service_port,
+    ))
+}
+
+/// The index in `spec` of the record's real server (one without a port of
+/// its own takes the connection's).
+fn real_of(spec: &ServiceSpec, r: &SessionRecord) -> Option<usize> {
+    let rs_ip = session::ip(&r.rs.0);
+    spec.reals
+        .iter()
+        .position(|x| x.addr == rs_ip && (x.port == r.rs.1 || x.port == 0))
 }

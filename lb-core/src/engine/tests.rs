@@ -1123,22 +1123,25 @@ fn allow_and_deny_lists_screen_new_connections_only() {
     assert_eq!(w.counters().get(Counter::DropNotAllowed), 1);
 }
 
+/// A director's worker with connection sync, following `specs`.
+fn syncing(specs: Vec<ServiceSpec>) -> Worker {
+    Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            sync: true,
+            ..WorkerConfig::default()
+        },
+        snapshot(specs),
+    )
+}
+
 /// A busy connection's deadline moves with each packet on its director,
 /// not on a peer, which sees none: each time the director's sweep re-arms
 /// it (about once per timeout), the peers hear of it again, so that their
 /// copy is there when the connection moves to them however long it ran.
 #[test]
 fn a_busy_connection_is_synced_again_each_time_it_outlives_its_timeout() {
-    let director = || {
-        Worker::new(
-            WorkerConfig {
-                capacity: 64,
-                sync: true,
-                ..WorkerConfig::default()
-            },
-            snapshot(specs()),
-        )
-    };
+    let director = || syncing(specs());
     let (mut master, mut backup) = (director(), director());
     let c = |flags: u8| Builder::tcp_v4("10.0.0.2:5000", "198.18.0.10:80", flags).build();
     run(&mut master, &c(SYN), 0, 0);
@@ -1186,16 +1189,7 @@ fn a_busy_connection_is_synced_again_each_time_it_outlives_its_timeout() {
 /// peer's scheduler would pick.
 #[test]
 fn a_peer_sends_a_client_network_where_the_master_sent_it() {
-    let director = || {
-        Worker::new(
-            WorkerConfig {
-                capacity: 64,
-                sync: true,
-                ..WorkerConfig::default()
-            },
-            snapshot(specs()),
-        )
-    };
+    let director = || syncing(specs());
     let (mut master, mut backup, mut unaware) = (director(), director(), director());
     let syn = |client: &str| Builder::tcp_v4(client, "198.18.0.10:84", SYN).build();
     let (on_master, _) = run(&mut master, &syn("10.0.0.2:40000"), 0, 1);
@@ -1243,29 +1237,13 @@ fn a_peer_sends_a_client_network_where_the_master_sent_it() {
     // A service without persistence on the peer refuses templates.
     let mut plain = specs();
     plain[5].persistence = None;
-    let mut other = Worker::new(
-        WorkerConfig {
-            capacity: 64,
-            sync: true,
-            ..WorkerConfig::default()
-        },
-        snapshot(plain),
-    );
+    let mut other = syncing(plain);
     assert_eq!(other.install(&records[0], 2), Err(Counter::SyncUnknown));
 }
 
 #[test]
 fn a_peer_carries_on_the_connections_it_was_synced() {
-    let director = || {
-        Worker::new(
-            WorkerConfig {
-                capacity: 64,
-                sync: true,
-                ..WorkerConfig::default()
-            },
-            snapshot(specs()),
-        )
-    };
+    let director = || syncing(specs());
     let (mut master, mut backup) = (director(), director());
     let c = |port: u16, flags: u8| {
         Builder::tcp_v4(
@@ -1352,14 +1330,7 @@ fn under_ecmp_a_peer_takes_over_the_connections_of_a_local_address_not_its_own()
             spec.laddrs = vec![ip(own)];
             spec.peer_laddrs = vec![ip(peer)];
         }
-        Worker::new(
-            WorkerConfig {
-                capacity: 64,
-                sync: true,
-                ..WorkerConfig::default()
-            },
-            snapshot(s),
-        )
+        syncing(s)
     };
     let (mut first, mut second) = (
         director("10.2.0.1", "10.2.0.9"),
