@@ -180,18 +180,7 @@ fn bird_state(ns: &Netns, dir: &Path, name: &str) -> String {
 
 /// The router's next hops for the VIP.
 fn next_hops(router: &Netns) -> Vec<String> {
-    let out = router
-        .command("ip")
-        .args(["-o", "route", "show", &format!("{VIP}/32")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .map(|w| w[1].to_owned())
-        .collect()
+    next_hops_of(router, &format!("{VIP}/32"))
 }
 
 fn sessions(lb: &Running) -> u64 {
