@@ -38,8 +38,8 @@ fn main() {
     // Every session established first (its first data segment moves it
     // from SYN_RECV), so that the counted bursts are the steady state.
     for first in (0..n).step_by(32) {
-        for (k, buf) in bufs.iter_mut().enumerate() {
-            data.fill(buf, (first + k as u32) % n.max(1));
+        for (k, buf) in (0u32..).zip(bufs.iter_mut()) {
+            data.fill(buf, (first + k) % n.max(1));
         }
         w.process_burst_with(&mut bufs, 0, 2, &mut actions, &CpuPrefetch);
     }
