@@ -48,7 +48,7 @@ use crate::service::Snapshot;
 use crate::session::{self, Hashed, SessionId, SessionTable, Side};
 use crate::types::{Addr, NIL};
 use crate::types::{ForwardMode, Protocol};
-use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, tcp, MacAddr, WireError};
+use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr, WireError};
 
 /// The sync records a worker keeps between two of the dataplane's takes;
 /// beyond it they are counted lost (`sync_outbox_full`).
@@ -485,15 +485,12 @@ impl Worker {
             // Filled as the frames are parsed, not initialised first.
             let mut parsed = ArrayVec::<Result<Parsed, ParseError>, BURST>::new();
             let mut hashed = [Hashed::default(); BURST];
-            for (buf, h) in bufs[..n].iter_mut().zip(&mut hashed) {
-                let p = parse(buf.data());
-                if let Ok(p) = &p {
-                    if finish {
-                        self.finish_rx_checksum(buf, p);
-                    }
-                    *h = self.sessions.hash(&p.key());
-                }
-                parsed.push(p);
+            // The port's checksum setting decided once for the burst, so a
+            // port that trusts its NIC pays nothing for it per packet.
+            if finish {
+                self.parse_burst::<true, B>(&mut bufs[..n], &mut parsed, &mut hashed);
+            } else {
+                self.parse_burst::<false, B>(&mut bufs[..n], &mut parsed, &mut hashed);
             }
             // Each frame's first matching entry, read to fetch its session
             // ahead and then tried first by the lookup. In stages over the
@@ -529,6 +526,27 @@ impl Worker {
         }
     }
 
+    /// Parses each frame of `bufs` and hashes its flow, finishing partial
+    /// checksums first with `FINISH`.
+    #[inline(always)]
+    fn parse_burst<const FINISH: bool, B: PacketBuf>(
+        &mut self,
+        bufs: &mut [B],
+        parsed: &mut ArrayVec<Result<Parsed, ParseError>, BURST>,
+        hashed: &mut [Hashed; BURST],
+    ) {
+        for (buf, h) in bufs.iter_mut().zip(hashed.iter_mut()) {
+            let p = parse(buf.data());
+            if let Ok(p) = &p {
+                if FINISH {
+                    self.finish_rx_checksum(buf, p);
+                }
+                *h = self.sessions.hash(&p.key());
+            }
+            parsed.push(p);
+        }
+    }
+
     fn process_parsed<P: Prefetch>(
         &mut self,
         buf: &mut impl PacketBuf,
@@ -560,11 +578,9 @@ impl Worker {
             L3::Ipv4 | L3::Ipv6 => {}
         }
         // SYN with RST or FIN is no segment any TCP sends: it neither
-        // opens a connection nor passes on one (IPVS drops it too).
-        if p.proto == ip_proto::TCP
-            && p.tcp_flags.syn()
-            && p.tcp_flags.0 & (tcp::Flags::RST | tcp::Flags::FIN) != 0
-        {
+        // opens a connection nor passes on one (IPVS drops it too). A
+        // packet that is not TCP has no flags.
+        if p.tcp_flags.syn_with_rst_or_fin() {
             return self.drop(Counter::DropTcpBadFlags);
         }
         let key = p.key();

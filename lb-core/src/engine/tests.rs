@@ -13,7 +13,7 @@ use crate::session::{flags, Session, State};
 use crate::testpkt::{frame, ip_packet, Builder, LB_MAC, PEER_MAC};
 use crate::types::{FlowKey, Timeouts};
 use crate::wire::ethernet::ethertype;
-use crate::wire::tcp::Flags;
+use crate::wire::tcp::{self, Flags};
 
 const RS_SIDE_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 const RS_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x02, 0x05]);

@@ -43,6 +43,15 @@ impl Flags {
     pub fn ack(self) -> bool {
         self.0 & Self::ACK != 0
     }
+
+    /// SYN with RST or FIN, which no TCP sends. One shift and test, as it
+    /// runs for every packet: bit `k` of the mask says whether the
+    /// combination `k` of FIN (1), SYN (2) and RST (4) is one of SYN+FIN
+    /// (3), SYN+RST (6) and all three (7).
+    pub fn syn_with_rst_or_fin(self) -> bool {
+        const IMPOSSIBLE: u8 = 1 << 3 | 1 << 6 | 1 << 7;
+        (IMPOSSIBLE >> (self.0 & 7)) & 1 != 0
+    }
 }
 
 /// A view of a TCP segment.
@@ -236,6 +245,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syn_with_rst_or_fin_is_every_such_combination_and_only_those() {
+        for f in 0..=u8::MAX {
+            let flags = Flags(f);
+            let want = flags.syn() && (flags.rst() || flags.fin());
+            assert_eq!(flags.syn_with_rst_or_fin(), want, "flags {f:#04x}");
+        }
+    }
 
     /// A SYN 40000 -> 80, seq 1000, window 8192, MSS 1460, checksum left 0.
     const SYN: [u8; 24] = [
