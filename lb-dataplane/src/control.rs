@@ -189,14 +189,6 @@ impl Control {
         any
     }
 
-    /// The prefixes announced now.
-    pub fn announced(&self) -> Vec<String> {
-        self.announcer
-            .iter()
-            .flat_map(|a| a.held().iter().map(|(a, l)| format!("{a}/{l}")))
-            .collect()
-    }
-
     /// From now on, serves a VIP's services only while the kernel holds
     /// the VIP on `watch`'s interface (`[exception] follow_vips`); until
     /// the kernel's first answer, it holds none.

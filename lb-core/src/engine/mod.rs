@@ -180,7 +180,7 @@ pub struct Worker {
     /// to hear of again: a peer's copy would expire otherwise, since it
     /// sees none of their packets. Its capacity is the sweep's budget,
     /// never exceeded.
-    moved: Vec<SessionId>,
+    rearmed: Vec<SessionId>,
 }
 
 /// The outer source address and the MTU for IPIP out of `port`.
@@ -228,7 +228,7 @@ impl Worker {
     /// A worker following `snap`.
     pub fn new(cfg: WorkerConfig, snap: Arc<Snapshot>) -> Worker {
         let outbox = if cfg.sync { SYNC_OUTBOX } else { 0 };
-        let moved = if cfg.sync {
+        let rearmed = if cfg.sync {
             cfg.expire_budget as usize
         } else {
             0
@@ -250,7 +250,7 @@ impl Worker {
             nat_owners: None,
             sync_out: Vec::with_capacity(outbox),
             resync_at: NIL,
-            moved: Vec::with_capacity(moved),
+            rearmed: Vec::with_capacity(rearmed),
         };
         w.adopt(snap);
         w
@@ -729,7 +729,7 @@ impl Worker {
             counters,
             snap,
             lports,
-            moved,
+            rearmed,
             ..
         } = self;
         let out = sessions.expire_with(
@@ -751,21 +751,21 @@ impl Worker {
             },
             |_, id| {
                 // Capacity 0 without sync: nothing is kept.
-                if moved.len() < moved.capacity() {
-                    moved.push(id);
+                if rearmed.len() < rearmed.capacity() {
+                    rearmed.push(id);
                 }
             },
             prefetch,
         );
         self.dests.collect();
-        let mut moved = std::mem::take(&mut self.moved);
-        for &id in &moved {
+        let mut rearmed = std::mem::take(&mut self.rearmed);
+        for &id in &rearmed {
             if self.sessions.get_used(id).is_some() {
                 self.emit(id);
             }
         }
-        moved.clear();
-        self.moved = moved;
+        rearmed.clear();
+        self.rearmed = rearmed;
         out
     }
 
