@@ -84,10 +84,13 @@ pub enum Counter {
     SyncTableFull,
     /// Records for the peers lost: the outbox was full.
     SyncOutboxFull,
+    /// Sessions a peer director closed before their time (a real server
+    /// flushed, a tuple reused for a new connection), closed here too.
+    SyncRemoved,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 40] = [
+    pub const ALL: [Counter; 41] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -128,6 +131,7 @@ impl Counter {
         Counter::SyncUnknown,
         Counter::SyncTableFull,
         Counter::SyncOutboxFull,
+        Counter::SyncRemoved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +176,7 @@ impl Counter {
             Counter::SyncUnknown => "sync_unknown",
             Counter::SyncTableFull => "sync_table_full",
             Counter::SyncOutboxFull => "sync_outbox_full",
+            Counter::SyncRemoved => "sync_removed",
         }
     }
 

@@ -80,6 +80,7 @@ impl Worker {
             && s.dest != NIL
             && self.dests.dests[s.dest as usize].idx == NIL
         {
+            self.emit_removal(id);
             self.close(id);
             let starts = p.proto == ip_proto::UDP
                 || (p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack());
@@ -101,6 +102,7 @@ impl Worker {
             _ => false,
         };
         if p.proto == ip_proto::TCP && p.tcp_flags.syn() && !p.tcp_flags.ack() && closing {
+            self.emit_removal(id);
             self.close(id);
             if let Some(si) = self.snap.lookup_addr(Protocol::Tcp, &p.dst, p.dport) {
                 return self.new_session(buf, p, si, h, prefetch);

@@ -783,6 +783,7 @@ impl Worker {
         ids.sort_by_key(|&id| self.sessions.get(id).is_template());
         let n = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         for id in ids {
+            self.emit_removal(id);
             self.close(id);
         }
         n

@@ -18,6 +18,18 @@ pub const RESYNC_SLOTS: u32 = 16_384;
 impl Worker {
     /// Keeps a record of session `id` for the peers (with `sync`).
     pub(super) fn emit(&mut self, id: SessionId) {
+        let state = self.sessions.get(id).state as u8;
+        self.emit_as(id, state);
+    }
+
+    /// Keeps a record for the peers that session `id`, about to be closed
+    /// before its time, is gone: their copy goes too (a copy left would
+    /// keep a reused tuple on the old server and local port).
+    pub(super) fn emit_removal(&mut self, id: SessionId) {
+        self.emit_as(id, State::None as u8);
+    }
+
+    fn emit_as(&mut self, id: SessionId, state: u8) {
         if !self.cfg.sync {
             return;
         }
@@ -37,7 +49,7 @@ impl Worker {
         let record = SessionRecord {
             proto: s.proto,
             mode: s.mode,
-            state: s.state as u8,
+            state,
             client: (s.client, s.cport),
             vip: (s.vip, s.vport),
             rs: (s.rs, s.rport),
@@ -94,6 +106,10 @@ impl Worker {
         };
         if r.state == State::Template as u8 {
             return self.install_template(r, now);
+        }
+        if r.state == State::None as u8 {
+            self.remove_synced(r);
+            return Ok(());
         }
         let Some(state) = State::of_connection(r.state) else {
             return refuse(self, Counter::SyncUnknown);
@@ -189,6 +205,29 @@ impl Worker {
         });
         self.count(Counter::SyncInstalled);
         Ok(())
+    }
+
+    /// A peer closed a session before its time: this worker's copy goes
+    /// (a template with connections left leaves the index and goes with
+    /// the last of them). Nothing if it has none.
+    fn remove_synced(&mut self, r: &SessionRecord) {
+        let in_key = FlowKey {
+            src: r.client.0,
+            dst: r.vip.0,
+            sport: r.client.1,
+            dport: r.vip.1,
+            proto: r.proto,
+        };
+        let Some(id) = self.sessions.lookup_in(&in_key) else {
+            return;
+        };
+        let s = self.sessions.get(id);
+        if s.is_template() && s.refs() > 0 {
+            self.sessions.unhash(id);
+        } else {
+            self.close(id);
+        }
+        self.count(Counter::SyncRemoved);
     }
 
     /// A peer's persistence template: the client group's real server, so

@@ -1241,6 +1241,47 @@ fn a_peer_sends_a_client_network_where_the_master_sent_it() {
     assert_eq!(other.install(&records[0], 2), Err(Counter::SyncUnknown));
 }
 
+/// A tuple reused for a new connection (a SYN after RST) goes to another
+/// server from another local port: the peer hears that the old session
+/// went before it hears of the new one, so its copy is the new one. A
+/// flushed server's sessions go from the peer too.
+#[test]
+fn a_peer_forgets_what_the_director_closed_before_its_time() {
+    let (mut master, mut backup) = (syncing(specs()), syncing(specs()));
+    let c = |flags: u8| Builder::tcp_v4("10.0.0.2:40000", "198.18.0.10:80", flags).build();
+    run(&mut master, &c(SYN), 0, 0);
+    run(&mut master, &c(ACK), 0, 0);
+    run(&mut master, &c(Flags::RST | ACK), 0, 0);
+    let (again, _) = run(&mut master, &c(SYN), 0, 1);
+    assert_eq!(again, tx(1, "10.1.0.6"), "the reused tuple's new server");
+    let records: Vec<_> = master.take_sync().collect();
+    let removals = records
+        .iter()
+        .filter(|r| r.state == State::None as u8)
+        .count();
+    assert_eq!(removals, 1, "{records:?}");
+    for r in &records {
+        backup.install(r, 1).unwrap();
+    }
+    assert_eq!(backup.counters().get(Counter::SyncRemoved), 1);
+    assert_eq!(backup.sessions.len(), 1);
+    let on_master = run(&mut master, &c(ACK), 0, 2);
+    assert_eq!(run(&mut backup, &c(ACK), 0, 2), on_master);
+    // The operator flushes the new connection's server.
+    let dest = master.sessions.iter().next().unwrap().1.dest;
+    assert_eq!(master.flush_dest(dest), 1);
+    for r in master.take_sync().collect::<Vec<_>>() {
+        backup.install(&r, 3).unwrap();
+    }
+    assert!(backup.sessions.is_empty());
+    // A removal of what the peer does not have is nothing.
+    let mut unknown = records[0];
+    unknown.state = State::None as u8;
+    unknown.client.1 = 9;
+    assert_eq!(backup.install(&unknown, 4), Ok(()));
+    assert_eq!(backup.counters().get(Counter::SyncRemoved), 2);
+}
+
 #[test]
 fn a_peer_carries_on_the_connections_it_was_synced() {
     let director = || syncing(specs());
