@@ -958,7 +958,7 @@ impl Config {
                         t.span(),
                         "[exception] announce_table",
                         format!(
-                            "table {} is the kernel's own: choose another (1 to 252, or above 255)",
+                            "table {} is reserved (0 is none; 253, 254 and 255 are the kernel's default, main and local): choose 1 to 252, or above 255",
                             t.get_ref()
                         ),
                     ));
@@ -1623,7 +1623,7 @@ weight = 3
         assert!(e.to_string().contains("name it with `interface`"), "{e}");
         for table in [0, 254] {
             let e = with(&format!("interface = \"lbtap\"\nannounce_table = {table}")).unwrap_err();
-            assert!(e.to_string().contains("the kernel's own"), "{e}");
+            assert!(e.to_string().contains("is reserved"), "{e}");
         }
     }
 
