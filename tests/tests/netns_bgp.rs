@@ -189,6 +189,17 @@ fn sessions(lb: &Running) -> u64 {
         .unwrap_or(0)
 }
 
+/// Has the router spread flows by their ports too, as a router in front
+/// of a cluster is set up (the kernel's default hashes the addresses only).
+fn hash_ports_too(router: &Netns) {
+    let set = router
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+        .status()
+        .unwrap();
+    assert!(set.success());
+}
+
 /// A long-lived connection for 14 s from the client, started; and which
 /// director carries it (the one whose sessions grew).
 fn long_lived(topo: &Routed, lbs: &[Option<Running>; 2]) -> (Child, usize) {
@@ -219,15 +230,7 @@ fn ecmp_over_bgp_carries_a_dr_connection_through_a_director_that_stops() {
     let topo = Routed::with_two_directors_routed("bg", Reals::VipOnLoopback(VIP), 1024).unwrap();
     let lb2 = topo.lb2.as_ref().unwrap();
     let tmp = TempDir::new("bgp");
-    // Flows spread by their ports too, as a router in front of a cluster
-    // is set up (the kernel's default hashes the addresses only).
-    let set = topo
-        .router
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.fib_multipath_hash_policy=1"])
-        .status()
-        .unwrap();
-    assert!(set.success());
+    hash_ports_too(&topo.router);
     let a = director(&topo.lb, "10.0.0.1", "02:00:00:00:01:02");
     let b = director(lb2, "10.0.0.2", "02:00:00:00:01:03");
     let mut lbs = [Some(a), Some(b)];
@@ -441,13 +444,7 @@ fn ecmp_over_bgp_with_sync_carries_a_full_nat_connection_through_a_director_that
             assert!(set.success());
         }
     }
-    let set = topo
-        .router
-        .command("sysctl")
-        .args(["-qw", "net.ipv4.fib_multipath_hash_policy=1"])
-        .status()
-        .unwrap();
-    assert!(set.success());
+    hash_ports_too(&topo.router);
     const LADDRS: [&str; 2] = ["10.0.1.1", "10.0.1.2"];
     const DIPS: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
     let a = fnat_director(

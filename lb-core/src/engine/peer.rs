@@ -118,13 +118,7 @@ impl Worker {
             return refuse(self, Counter::SyncUnknown);
         };
         let expires = now.wrapping_add(state.timeout(&self.snap.timeouts));
-        let in_key = FlowKey {
-            src: r.client.0,
-            dst: r.vip.0,
-            sport: r.client.1,
-            dport: r.vip.1,
-            proto: r.proto,
-        };
+        let in_key = inbound_key(r);
         if let Some(id) = self.sessions.lookup_in(&in_key) {
             let s = self.sessions.get_mut(id);
             if !s.is_template() {
@@ -211,13 +205,7 @@ impl Worker {
     /// (a template with connections left leaves the index and goes with
     /// the last of them). Nothing if it has none.
     fn remove_synced(&mut self, r: &SessionRecord) {
-        let in_key = FlowKey {
-            src: r.client.0,
-            dst: r.vip.0,
-            sport: r.client.1,
-            dport: r.vip.1,
-            proto: r.proto,
-        };
+        let in_key = inbound_key(r);
         let Some(id) = self.sessions.lookup_in(&in_key) else {
             return;
         };
@@ -255,13 +243,8 @@ impl Worker {
             return refuse(self, Counter::SyncUnknown);
         };
         let expires = now.wrapping_add(pers.timeout);
-        let tkey = FlowKey {
-            src: r.client.0,
-            dst: r.vip.0,
-            sport: 0,
-            dport: r.vip.1,
-            proto: r.proto,
-        };
+        // A template's record has the client group and port 0.
+        let tkey = inbound_key(r);
         let h = self.svc_of_snap[si as usize];
         let dest = self.dests.svcs[h as usize].dests[i];
         if let Some(tid) = self.sessions.lookup_in(&tkey) {
@@ -289,6 +272,18 @@ impl Worker {
         };
         self.count(Counter::SyncInstalled);
         Ok(())
+    }
+}
+
+/// The inbound tuple of a record's session (a template's: the client
+/// group, port 0).
+fn inbound_key(r: &SessionRecord) -> FlowKey {
+    FlowKey {
+        src: r.client.0,
+        dst: r.vip.0,
+        sport: r.client.1,
+        dport: r.vip.1,
+        proto: r.proto,
     }
 }
 
