@@ -185,24 +185,30 @@ fn new_connections(c: &mut Criterion) {
     g.finish();
 }
 
+/// One new connection's scheduling: the pick, then the chosen server's
+/// load change that the engine reports (what the lc family's tree replays).
 fn schedulers(c: &mut Criterion) {
-    let mut g = c.benchmark_group("sched_pick_1000_servers");
-    let n = 1000u32;
-    let ids: Vec<RsId> = (0..n)
-        .map(|i| RsId {
-            addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
-            port: 80,
-        })
-        .collect();
-    let weights: Vec<u32> = (0..n).map(|i| 1 + i % 4).collect();
-    let loads: Vec<RsLoad> = (0..n)
-        .map(|i| RsLoad {
-            active: i % 7,
-            inactive: i % 3,
-            overloaded: false,
-        })
-        .collect();
-    for kind in SchedKind::ALL {
+    let mut g = c.benchmark_group("sched_new_conn");
+    let mut cases: Vec<(SchedKind, u32)> = SchedKind::ALL.iter().map(|&k| (k, 1000)).collect();
+    for kind in [SchedKind::Lc, SchedKind::Wlc, SchedKind::Sed, SchedKind::Nq] {
+        cases.push((kind, 10));
+        cases.push((kind, 10_000));
+    }
+    for (kind, n) in cases {
+        let ids: Vec<RsId> = (0..n)
+            .map(|i| RsId {
+                addr: IpAddr::from(std::net::Ipv4Addr::from(0x0a01_0000 + i)),
+                port: 80,
+            })
+            .collect();
+        let weights: Vec<u32> = (0..n).map(|i| 1 + i % 4).collect();
+        let mut loads: Vec<RsLoad> = (0..n)
+            .map(|i| RsLoad {
+                active: i % 7,
+                inactive: i % 3,
+                overloaded: false,
+            })
+            .collect();
         let s = Scheduler::new(
             kind,
             SchedFlags::default(),
@@ -211,9 +217,9 @@ fn schedulers(c: &mut Criterion) {
             DEFAULT_MH_TABLE_SIZE,
         )
         .unwrap();
-        let mut st = s.new_state();
+        let mut st = s.new_state(&weights, &loads);
         let mut x = 1u32;
-        g.bench_function(kind.name(), |b| {
+        g.bench_function(format!("{}/{n}", kind.name()), |b| {
             b.iter(|| {
                 x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 let flow = FlowInfo {
@@ -221,7 +227,12 @@ fn schedulers(c: &mut Criterion) {
                     src_port: 40000,
                     dst: addr_v4(std::net::Ipv4Addr::from(x >> 8)),
                 };
-                black_box(s.pick(&mut st, &weights, &loads, &flow, 0))
+                let i = s.pick(&mut st, &weights, &loads, &flow, 0);
+                if let Some(i) = i {
+                    loads[i].inactive += 1;
+                    st.load_changed(i, &loads);
+                }
+                black_box(i)
             })
         });
     }

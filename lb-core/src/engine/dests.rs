@@ -80,8 +80,10 @@ impl Dests {
         f(&mut d.load);
         d.load.update_overload(d.upper, d.lower);
         if d.idx != NIL {
-            let (svc, idx, load) = (d.svc, d.idx, d.load);
-            self.svcs[svc as usize].loads[idx as usize] = load;
+            let (svc, idx, load) = (d.svc, d.idx as usize, d.load);
+            let s = &mut self.svcs[svc as usize];
+            s.loads[idx] = load;
+            s.sched.load_changed(idx, &s.loads);
         }
     }
 

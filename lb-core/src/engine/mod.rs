@@ -44,6 +44,7 @@ use arrayvec::ArrayVec;
 use crate::laddr::{owner_of, LaddrPool, PortUse, DEFAULT_PORT_RANGE};
 use crate::offload::{self, RxChecksum};
 use crate::packet::{parse, PacketBuf, ParseError, Parsed, L3};
+use crate::sched::SchedState;
 use crate::service::Snapshot;
 use crate::session::{self, Hashed, SessionId, SessionTable, Side};
 use crate::types::{Addr, NIL};
@@ -358,7 +359,7 @@ impl Worker {
             let h = self.dests.svc_handle(key, || SvcEntry {
                 key,
                 snap_idx: NIL,
-                sched: svc.sched.new_state(),
+                sched: SchedState::default(),
                 pool: None,
                 loads: Vec::new(),
                 dests: Vec::new(),
@@ -380,14 +381,14 @@ impl Worker {
                 e.load.update_overload(e.upper, e.lower);
                 handles.push(d);
             }
-            let loads = handles
+            let loads: Vec<_> = handles
                 .iter()
                 .map(|&d| self.dests.dests[d as usize].load)
                 .collect();
             let e = &mut self.dests.svcs[h as usize];
             e.live = true;
             e.snap_idx = u32::try_from(si).unwrap_or(NIL);
-            e.sched = svc.sched.new_state();
+            e.sched = svc.sched.new_state(&svc.weights, &loads);
             let same_laddrs = e.pool.as_ref().is_some_and(|p| {
                 p.laddrs().len() == laddrs.len() + peer_laddrs.len()
                     && p.laddrs().starts_with(&laddrs)

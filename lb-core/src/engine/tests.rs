@@ -515,6 +515,90 @@ fn tcp_states_drive_loads_and_expiry() {
     assert_eq!(w.counters.get(Counter::SessionsExpired), 1);
 }
 
+/// IPVS's wlc walk (ip_vs_wlc.c), written out here as the reference the
+/// engine's choice is held to.
+fn wlc_walk(weights: &[u32], loads: &[crate::sched::RsLoad]) -> Option<usize> {
+    let mut least: Option<usize> = None;
+    for j in (0..loads.len()).filter(|&j| weights[j] > 0 && !loads[j].overloaded) {
+        let replace = least.is_none_or(|l| {
+            loads[l].overhead() * u64::from(weights[j])
+                > loads[j].overhead() * u64::from(weights[l])
+        });
+        if replace {
+            least = Some(j);
+        }
+    }
+    least
+}
+
+/// wlc's choice through the engine: every connection's opening,
+/// establishing, closing and expiry reaches the scheduler, so each new
+/// connection goes where IPVS's walk over the servers would send it.
+#[test]
+fn wlc_follows_every_change_of_a_servers_connections() {
+    let reals: Vec<RealServer> = (0..7)
+        .map(|i| RealServer {
+            weight: [3, 1, 2, 0, 5, 1, 2][i],
+            ..rs(&format!("10.1.0.{}", 10 + i), 8081, ForwardMode::Nat)
+        })
+        .collect();
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 4096,
+            ..WorkerConfig::default()
+        },
+        snapshot(vec![svc(Protocol::Tcp, 81, SchedKind::Wlc, reals)]),
+    );
+    let h = w.dests.svc_index[&ServiceKey {
+        proto: Protocol::Tcp,
+        vip: ip("198.18.0.10"),
+        port: 81,
+        mark: 0,
+    }] as usize;
+    let weights = w.snap.services[0].weights.clone();
+    let client = |i: u16| format!("10.0.0.2:{}", 20000 + i);
+    let mut established = std::collections::VecDeque::new();
+    for i in 0..600u16 {
+        let now = u32::from(i / 4);
+        let expect = wlc_walk(&weights, &w.dests.svcs[h].loads).unwrap();
+        let rs_addr = format!("10.1.0.{}", 10 + expect);
+        let syn = Builder::tcp_v4(&client(i), "198.18.0.10:81", SYN).build();
+        assert_eq!(
+            run(&mut w, &syn, 0, now).0,
+            tx(1, &rs_addr),
+            "connection {i}"
+        );
+        // Two in three complete the handshake (active), the rest stay
+        // half-open (inactive) until they time out (syn_recv: 60 s).
+        if i % 3 != 0 {
+            let reply = Builder::tcp_v4(&format!("{rs_addr}:8081"), &client(i), SYN | ACK);
+            run(&mut w, &from_rs(reply), 1, now);
+            let ack = Builder::tcp_v4(&client(i), "198.18.0.10:81", ACK).build();
+            run(&mut w, &ack, 0, now);
+            established.push_back(i);
+        }
+        // Every fifth step the oldest established connection is reset.
+        if i % 5 == 4 {
+            if let Some(j) = established.pop_front() {
+                let rst = Builder::tcp_v4(&client(j), "198.18.0.10:81", Flags::RST).build();
+                run(&mut w, &rst, 0, now);
+            }
+        }
+        w.expire(now);
+    }
+    let loads = &w.dests.svcs[h].loads;
+    assert_eq!(
+        loads[3],
+        crate::sched::RsLoad::default(),
+        "weight 0 gets nothing"
+    );
+    assert!(
+        w.counters.get(Counter::SessionsExpired) > 0,
+        "some timed out"
+    );
+    assert!(loads.iter().map(|l| l.active).sum::<u32>() > 200);
+}
+
 #[test]
 fn fnat_ports_return_when_sessions_go_and_syn_reuses_time_wait() {
     let mut w = worker();

@@ -1,6 +1,9 @@
 //! The least-connection family: lc, wlc, sed, nq (ip_vs_lc.c, ip_vs_wlc.c,
 //! ip_vs_sed.c, ip_vs_nq.c) and weighted failover (ip_vs_fo.c).
 //!
+//! These are the scans, IPVS's definition of each choice; the engine asks
+//! [`super::least`]'s tree, which gives the same answer without a scan.
+//!
 //! Loads are compared as `overhead / weight` without division, by
 //! cross-multiplying (`loh * w_dest > doh * w_least`), and ties keep the
 //! earlier server, exactly as the kernel does. Overheads stay below 2^41
@@ -39,15 +42,20 @@ fn weighted_min(
         match least {
             None => least = Some((i, doh)),
             Some((l, loh)) => {
-                if loh.saturating_mul(u64::from(weights[i]))
-                    > doh.saturating_mul(u64::from(weights[l]))
-                {
+                if lighter(doh, weights[i], loh, weights[l]) {
                     least = Some((i, doh));
                 }
             }
         }
     }
     least.map(|(i, _)| i)
+}
+
+/// Whether `doh / dw` is strictly below `loh / lw`, IPVS's way:
+/// `loh * dw > doh * lw`.
+#[inline]
+pub(super) fn lighter(doh: u64, dw: u32, loh: u64, lw: u32) -> bool {
+    loh.saturating_mul(u64::from(dw)) > doh.saturating_mul(u64::from(lw))
 }
 
 /// wlc: the least `(active*256 + inactive) / weight`.

@@ -16,6 +16,7 @@
 mod hash;
 mod lblc;
 mod lc;
+mod least;
 mod mh;
 mod rr;
 
@@ -254,6 +255,20 @@ pub struct SchedState {
     rr_cursor: usize,
     wrr: rr::WrrCursor,
     locality: Option<lblc::Locality>,
+    /// lc, wlc, sed, nq and fo: the servers ranked by their loads, kept
+    /// current by [`SchedState::load_changed`].
+    least: Option<least::LeastTree>,
+}
+
+impl SchedState {
+    /// Tells the state that server `i`'s load in `loads` changed (a
+    /// connection opened, established or closed, an overload flag moved).
+    #[inline]
+    pub fn load_changed(&mut self, i: usize, loads: &[RsLoad]) {
+        if let Some(t) = &mut self.least {
+            t.update(i, loads);
+        }
+    }
 }
 
 impl Scheduler {
@@ -295,13 +310,23 @@ impl Scheduler {
         self.flags
     }
 
-    /// A fresh per-worker state for this scheduler.
-    pub fn new_state(&self) -> SchedState {
+    /// A fresh per-worker state for this scheduler over servers of
+    /// `weights` whose loads are now `loads`.
+    pub fn new_state(&self, weights: &[u32], loads: &[RsLoad]) -> SchedState {
+        let rule = match self.kind {
+            SchedKind::Lc => Some(least::Rule::Lc),
+            SchedKind::Wlc => Some(least::Rule::Wlc),
+            SchedKind::Sed => Some(least::Rule::Sed),
+            SchedKind::Nq => Some(least::Rule::Nq),
+            SchedKind::Fo => Some(least::Rule::Fo),
+            _ => None,
+        };
         SchedState {
             rr_cursor: 0,
             wrr: rr::WrrCursor::default(),
             locality: matches!(self.kind, SchedKind::Lblc | SchedKind::Lblcr)
                 .then(lblc::Locality::new),
+            least: rule.map(|r| least::LeastTree::new(r, weights, loads)),
         }
     }
 
@@ -316,14 +341,23 @@ impl Scheduler {
         now: u64,
     ) -> Option<usize> {
         debug_assert_eq!(weights.len(), loads.len());
+        if let Some(t) = state.least.as_ref().filter(|t| t.len() == weights.len()) {
+            let pick = t.winner();
+            debug_assert_eq!(
+                pick,
+                self.scan(weights, loads),
+                "{} tree and scan",
+                self.kind
+            );
+            return pick;
+        }
         match (self.kind, &self.tables) {
             (SchedKind::Rr, _) => rr::rr(&mut state.rr_cursor, weights, loads),
             (SchedKind::Wrr, Tables::Wrr(p)) => rr::wrr(p, &mut state.wrr, weights, loads),
-            (SchedKind::Lc, _) => lc::lc(weights, loads),
-            (SchedKind::Wlc, _) => lc::wlc(weights, loads),
-            (SchedKind::Sed, _) => lc::sed(weights, loads),
-            (SchedKind::Nq, _) => lc::nq(weights, loads),
-            (SchedKind::Fo, _) => lc::fo(weights, loads),
+            (
+                SchedKind::Lc | SchedKind::Wlc | SchedKind::Sed | SchedKind::Nq | SchedKind::Fo,
+                _,
+            ) => self.scan(weights, loads),
             (SchedKind::Dh, Tables::Buckets(t)) => hash::dh(t, weights, loads, ip(&flow.dst)),
             (SchedKind::Sh, Tables::Buckets(t)) => {
                 let port = if self.flags.port { flow.src_port } else { 0 };
@@ -341,6 +375,19 @@ impl Scheduler {
                     loc.lblcr(weights, loads, ip(&flow.dst), now)
                 }
             }
+            _ => None,
+        }
+    }
+
+    /// IPVS's walk over every server, for the schedulers that compare
+    /// loads (None for the others); what the tree must agree with.
+    fn scan(&self, weights: &[u32], loads: &[RsLoad]) -> Option<usize> {
+        match self.kind {
+            SchedKind::Lc => lc::lc(weights, loads),
+            SchedKind::Wlc => lc::wlc(weights, loads),
+            SchedKind::Sed => lc::sed(weights, loads),
+            SchedKind::Nq => lc::nq(weights, loads),
+            SchedKind::Fo => lc::fo(weights, loads),
             _ => None,
         }
     }
@@ -490,7 +537,7 @@ mod tests {
                 251,
             )
             .unwrap();
-            let mut st = s.new_state();
+            let mut st = s.new_state(&weights, &loads);
             for i in 0..50u8 {
                 if let Some(p) = s.pick(&mut st, &weights, &loads, &flow([10, 0, 0, i]), 0) {
                     assert_eq!(p, 2, "{kind} picked {p}");
@@ -507,7 +554,7 @@ mod tests {
     fn no_servers_no_pick() {
         for kind in SchedKind::ALL {
             let s = Scheduler::new(kind, SchedFlags::default(), &[], &[], 251).unwrap();
-            let mut st = s.new_state();
+            let mut st = s.new_state(&[], &[]);
             assert_eq!(
                 s.pick(&mut st, &[], &[], &flow([10, 0, 0, 1]), 0),
                 None,

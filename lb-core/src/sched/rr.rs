@@ -113,8 +113,8 @@ mod tests {
             251,
         )
         .unwrap();
-        let mut st = s.new_state();
         let loads = loads(weights.len());
+        let mut st = s.new_state(weights, &loads);
         (0..n)
             .map(|_| {
                 s.pick(&mut st, weights, &loads, &flow([10, 0, 0, 1]), 0)
@@ -171,7 +171,7 @@ mod tests {
     fn wrr_all_overloaded_or_zero() {
         let s =
             Scheduler::new(SchedKind::Wrr, SchedFlags::default(), &ids(2), &[0, 0], 251).unwrap();
-        let mut st = s.new_state();
+        let mut st = s.new_state(&[0, 0], &loads(2));
         assert_eq!(
             s.pick(&mut st, &[0, 0], &loads(2), &flow([1, 2, 3, 4]), 0),
             None
@@ -182,7 +182,13 @@ mod tests {
         l[0].overloaded = true;
         l[1].overloaded = true;
         assert_eq!(
-            s.pick(&mut s.new_state(), &[3, 1], &l, &flow([1, 2, 3, 4]), 0),
+            s.pick(
+                &mut s.new_state(&[3, 1], &l),
+                &[3, 1],
+                &l,
+                &flow([1, 2, 3, 4]),
+                0
+            ),
             None
         );
     }
