@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::noise::{preemptions, CpuTimes};
+
 /// The forwarding modes, as the configuration spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +147,10 @@ pub struct Sample {
     pub max_loop_gap_ns: u64,
     /// Every drop counter: the engine's and the worker's.
     pub drops: Vec<(String, u64)>,
+    /// The machine's CPU times, for its steal time.
+    pub cpu: CpuTimes,
+    /// The worker's preemptions so far.
+    pub preempted: u64,
 }
 
 /// The running appliance of one case.
@@ -246,6 +252,8 @@ impl Appliance {
             sessions: n(&w["sessions"]),
             max_loop_gap_ns: n(&dp["max_loop_gap_ns"]),
             drops,
+            cpu: CpuTimes::now(),
+            preempted: preemptions(self.pid()),
         })
     }
 

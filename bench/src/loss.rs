@@ -43,26 +43,6 @@ pub struct LossResult {
     pub preempted: u64,
 }
 
-/// The worker thread's involuntary context switches so far.
-fn preemptions(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.starts_with("rte-worker"))
-        })
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .sum()
-}
-
 /// A loss run's inputs.
 #[derive(Debug, Clone)]
 pub struct LossRun<'a> {
@@ -133,7 +113,7 @@ impl LossRun<'_> {
         rate: Option<f64>,
     ) -> Result<(serde_json::Value, Sample, Sample, u64), String> {
         let before = app.sample()?;
-        let preempted_before = preemptions(app.pid());
+        let preempted_before = crate::noise::preemptions(app.pid());
         let mut args: Vec<String> = [
             "--template",
             "data",
@@ -151,7 +131,7 @@ impl LossRun<'_> {
         }
         let report = self.gen(socket, &args)?;
         let after = app.sample()?;
-        let preempted = preemptions(app.pid()).saturating_sub(preempted_before);
+        let preempted = crate::noise::preemptions(app.pid()).saturating_sub(preempted_before);
         Ok((report, before, after, preempted))
     }
 

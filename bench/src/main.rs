@@ -12,6 +12,7 @@ use lb_core::wire::MacAddr;
 mod appliance;
 mod loss;
 mod memory;
+mod noise;
 mod pcap;
 mod perf;
 mod port_gen;
@@ -159,10 +160,11 @@ enum Command {
         /// Record where each case's worker spends its cycles (`perf record`).
         #[arg(long)]
         perf: bool,
-        /// Runs of each case, on a fresh appliance each; the median counts
-        /// (default 3, 1 with --quick).
+        /// Interleaved pairs per case: testpmd's 5tswap, then the
+        /// appliance, fresh processes each; the case's ratio is the median
+        /// of the pairs' (default 5, 2 with --quick).
         #[arg(long)]
-        repeat: Option<u32>,
+        pairs: Option<u32>,
         /// Only the cases whose label contains this text (as the progress
         /// lines print it, e.g. "fnat established 100000 sessions, 64 B");
         /// may be given more than once.
@@ -250,7 +252,7 @@ fn real_main() -> Result<(), String> {
             window,
             readme,
             perf,
-            repeat,
+            pairs,
             only,
             no_loss,
         } => {
@@ -270,7 +272,7 @@ fn real_main() -> Result<(), String> {
                 modes,
                 perf,
                 generator: std::env::current_exe().map_err(|e| format!("where am I? {e}"))?,
-                repeat: repeat.unwrap_or(if quick { 1 } else { 3 }),
+                pairs: pairs.unwrap_or(if quick { 2 } else { 5 }),
                 only,
                 loss: !no_loss,
             };
@@ -284,6 +286,14 @@ fn real_main() -> Result<(), String> {
                 let base = readme.parent().unwrap_or(Path::new(""));
                 let link = md.strip_prefix(base).unwrap_or(&md).display().to_string();
                 report::update_readme(&readme, &report::summary(&results, &link))?;
+            }
+            if !results.failures.is_empty() {
+                let names: Vec<&str> = results.failures.iter().map(|f| f.case.as_str()).collect();
+                return Err(format!(
+                    "{} failed twice (the report lists them with their errors): {}",
+                    names.len(),
+                    names.join("; ")
+                ));
             }
             Ok(())
         }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::appliance::Mode;
-use crate::run::{CaseResult, Kind, Results};
+use crate::run::{CaseResult, Kind, Results, NOISY};
 
 fn human(n: u64) -> String {
     match n {
@@ -40,16 +40,20 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
             out.push((
                 format!("FNAT established at {}: >= {want} x 5tswap", human(flows)),
                 format!(
-                    "{:.3} x ({:.2} Mpps){}",
+                    "{:.3} x ({:.3}-{:.3}, {:.2} Mpps){}",
                     c.ratio_5tswap,
+                    c.ratio_min,
+                    c.ratio_max,
                     c.mpps,
-                    if c.ratio_5tswap >= want {
+                    if c.noisy {
+                        format!(", noisy: pairs beyond ±{:.0}%", NOISY * 100.0)
+                    } else if c.ratio_5tswap >= want {
                         String::new()
                     } else {
                         format!(", missed by {:.1}x", want / c.ratio_5tswap.max(1e-9))
                     }
                 ),
-                c.ratio_5tswap >= want,
+                c.ratio_5tswap >= want && !c.noisy,
             ));
         }
     }
@@ -68,6 +72,25 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
             ),
             c.conns_per_s >= want,
         ));
+    }
+    for (reals, want) in [(1000u32, 2e6), (10_000, 1e6)] {
+        let wlc = r.cases.iter().find(|c| {
+            c.mode == Mode::Fnat
+                && c.kind == Kind::NewConn
+                && c.scheduler == "wlc"
+                && c.reals == reals
+        });
+        if let Some(c) = wlc {
+            out.push((
+                format!(
+                    "new FNAT connections with wlc over {} reals >= {}M/s",
+                    human(u64::from(reals)),
+                    want / 1e6
+                ),
+                format!("{:.2}M/s", c.conns_per_s / 1e6),
+                c.conns_per_s >= want,
+            ));
+        }
     }
     for mode in [Mode::Dr, Mode::Tun] {
         for c in r
@@ -106,6 +129,17 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
         ));
     }
     out
+}
+
+/// The pairs' lowest and highest ratio, and whether that makes the case
+/// noisy.
+fn spread(c: &CaseResult) -> String {
+    format!(
+        "{:.3}-{:.3}{}",
+        c.ratio_min,
+        c.ratio_max,
+        if c.noisy { " noisy" } else { "" }
+    )
 }
 
 /// A symbol without its crate path: `Worker::process_parsed`.
@@ -160,7 +194,13 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\n| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | ns/pkt | cycles/pkt | new conns/s | drops | repeats' Mpps |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"
+        "\nEach case ran as {} interleaved pairs (testpmd 5tswap, then the appliance, fresh processes); `x 5tswap` is the median of the pairs' ratios, `spread` their lowest and highest; a case with a pair more than ±{:.0}% from the median is marked noisy and is no result. Steal is the machine's steal time in the worst window, preempted the worker's involuntary context switches in all windows.\n",
+        r.cases.first().map_or(0, |c| c.pairs.len()),
+        NOISY * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | spread | ns/pkt | cycles/pkt | new conns/s | drops | steal | preempted | pairs' ratios |\n|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---|---:|---:|---|"
     );
     for c in &r.cases {
         let drops = if c.drops.is_empty() {
@@ -174,7 +214,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {:.0} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {} | {:.0} | {:.0} | {} | {} | {:.1}% | {} | {} |",
             c.mode.name().to_uppercase(),
             match c.kind {
                 Kind::Established => "established",
@@ -186,6 +226,7 @@ pub fn markdown(r: &Results) -> String {
             c.reals,
             c.mpps,
             c.ratio_5tswap,
+            spread(c),
             c.ns_per_pkt,
             c.cycles_per_pkt,
             if c.kind == Kind::NewConn {
@@ -194,9 +235,14 @@ pub fn markdown(r: &Results) -> String {
                 "-".into()
             },
             drops,
-            c.runs_mpps
+            c.pairs
                 .iter()
-                .map(|m| format!("{m:.2}"))
+                .map(|p| p.steal_pct.max(p.ceiling_steal_pct))
+                .fold(0.0, f64::max),
+            c.pairs.iter().map(|p| p.preempted).sum::<u64>(),
+            c.pairs
+                .iter()
+                .map(|p| format!("{:.3}", p.ratio))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -253,6 +299,12 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    goals_and_failures(r, &mut s);
+    s
+}
+
+/// The goals' table, then what failed (twice) with its error.
+fn goals_and_failures(r: &Results, s: &mut String) {
     let goals = goals(r);
     if !goals.is_empty() {
         let _ = writeln!(s, "\n| goal | measured | met |\n|---|---|---|");
@@ -260,7 +312,13 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "| {goal} | {got} | {} |", if met { "yes" } else { "no" });
         }
     }
-    s
+    if !r.failures.is_empty() {
+        let _ = writeln!(s, "\nFailed twice, so not measured:\n");
+        for f in &r.failures {
+            let first = f.error.lines().next().unwrap_or_default();
+            let _ = writeln!(s, "- {}: {first} (logs in `{}`)", f.case, f.dir.display());
+        }
+    }
 }
 
 /// The README's part of a run: the machine, one row per case (its rate,
@@ -283,12 +341,19 @@ pub fn summary(r: &Results, report: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| mode | traffic | sessions | packet | scheduler | Mpps | x 5tswap | ns/pkt | new conns/s |\n|---|---|---:|---:|---|---:|---:|---:|---:|"
+        "Made by `{}`. Each case is {} interleaved pairs of testpmd 5tswap and the appliance; `x 5tswap` is the median of the pairs' ratios, `spread` the lowest and highest; a noisy case (a pair beyond ±{:.0}%) is no result.\n",
+        r.command,
+        r.cases.first().map_or(0, |c| c.pairs.len()),
+        NOISY * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "| mode | traffic | sessions | packet | scheduler / reals | Mpps | x 5tswap | spread | ns/pkt | new conns/s |\n|---|---|---:|---:|---|---:|---:|---|---:|---:|"
     );
     for c in &r.cases {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} B | {} | {:.2} | {:.3} | {:.0} | {} |",
+            "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {} | {:.0} | {} |",
             c.mode.name().to_uppercase(),
             match c.kind {
                 Kind::Established => "established",
@@ -297,8 +362,10 @@ pub fn summary(r: &Results, report: &str) -> String {
             human(c.sessions),
             c.pkt_bytes,
             c.scheduler,
+            human(u64::from(c.reals)),
             c.mpps,
             c.ratio_5tswap,
+            spread(c),
             c.ns_per_pkt,
             if c.kind == Kind::NewConn {
                 format!("{:.0}", c.conns_per_s)
@@ -307,13 +374,7 @@ pub fn summary(r: &Results, report: &str) -> String {
             },
         );
     }
-    let goals = goals(r);
-    if !goals.is_empty() {
-        let _ = writeln!(s, "\n| goal | measured | met |\n|---|---|---|");
-        for (goal, got, met) in goals {
-            let _ = writeln!(s, "| {goal} | {got} | {} |", if met { "yes" } else { "no" });
-        }
-    }
+    goals_and_failures(r, &mut s);
     s
 }
 

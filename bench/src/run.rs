@@ -103,11 +103,21 @@ pub fn matrix(quick: bool) -> Vec<Case> {
     for mode in Mode::ALL {
         cases.push(case(mode, Kind::NewConn, 3_000_000, 64, "rr"));
     }
-    for scheduler in ["wlc", "mh"] {
-        cases.push(case(Mode::Fnat, Kind::NewConn, 3_000_000, 64, scheduler));
+    cases.push(case(Mode::Fnat, Kind::NewConn, 3_000_000, 64, "mh"));
+    // The schedulers that compare loads, by the size of the pool.
+    for scheduler in LOAD_SCHEDULERS {
+        for reals in [10, 1000, 10_000] {
+            cases.push(Case {
+                reals,
+                ..case(Mode::Fnat, Kind::NewConn, 3_000_000, 64, scheduler)
+            });
+        }
     }
     cases
 }
+
+/// The schedulers whose choice depends on the servers' connection counts.
+pub const LOAD_SCHEDULERS: [&str; 4] = ["lc", "wlc", "sed", "nq"];
 
 /// What a case measured.
 #[derive(Debug, Clone, Serialize)]
@@ -130,11 +140,50 @@ pub struct CaseResult {
     pub window_s: f64,
     /// Drops in the window, by reason (only those that happened).
     pub drops: BTreeMap<String, u64>,
-    /// Every repeat's rate; the case's numbers are the median repeat's.
-    pub runs_mpps: Vec<f64>,
+    /// The lowest and highest of the pairs' ratios to 5tswap.
+    pub ratio_min: f64,
+    pub ratio_max: f64,
+    /// A pair's ratio lies more than [`NOISY`] from the median: the case
+    /// is reported, but not as a result.
+    pub noisy: bool,
+    /// Every interleaved pair; the case's ratio is the median of theirs,
+    /// its other numbers the median pair's.
+    pub pairs: Vec<Pair>,
     /// With `--perf`: the worker's top symbols in the window, percent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: perf::Profile,
+}
+
+/// One interleaved pair: testpmd in 5tswap mode, then the appliance, each
+/// a fresh process on the same ports and profile, one right after the
+/// other, so both see the machine as it is at that moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub ceiling_mpps: f64,
+    pub mpps: f64,
+    pub ratio: f64,
+    pub conns_per_s: f64,
+    /// The machine's steal time during testpmd's run, percent.
+    pub ceiling_steal_pct: f64,
+    /// The machine's steal time in the appliance's window, percent.
+    pub steal_pct: f64,
+    /// Times the kernel took the worker's core in the window.
+    pub preempted: u64,
+    /// The worker's longest time out of its loop, ms (since it started).
+    pub max_loop_gap_ms: f64,
+}
+
+/// How far a pair's ratio may lie from the median before the case is
+/// called noisy (a fraction of the median).
+pub const NOISY: f64 = 0.15;
+
+/// A case or loss run that failed twice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub case: String,
+    pub error: String,
+    /// Where its logs are.
+    pub dir: PathBuf,
 }
 
 /// The testpmd rates on one profile.
@@ -146,6 +195,7 @@ pub struct Ceiling {
     pub flows: u32,
     pub pkt_bytes: usize,
     pub io_mpps: f64,
+    /// The median of the pairs' 5tswap runs on this profile.
     #[serde(rename = "5tswap_mpps")]
     pub five_tuple_swap_mpps: f64,
 }
@@ -154,6 +204,8 @@ pub struct Ceiling {
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub date: String,
+    /// The command line that made it.
+    pub command: String,
     pub machine: Machine,
     /// The ceiling on the 64-byte profile of 100k established flows (or
     /// the first measured).
@@ -162,6 +214,8 @@ pub struct Results {
     pub cases: Vec<CaseResult>,
     /// Loss at fractions of the measured maximum, fed by the generator.
     pub losses: Vec<LossResult>,
+    /// Cases and loss runs that failed, retried once.
+    pub failures: Vec<Failure>,
     pub quick: bool,
 }
 
@@ -195,8 +249,8 @@ pub struct Options {
     pub perf: bool,
     /// The generator binary (this one).
     pub generator: PathBuf,
-    /// Runs of each case (the median counts).
-    pub repeat: u32,
+    /// Interleaved testpmd/appliance pairs of each case.
+    pub pairs: u32,
     /// Only the cases whose label contains one of these (all when empty).
     pub only: Vec<String>,
     /// Whether the loss runs below the maximum follow the cases.
@@ -217,6 +271,14 @@ fn cpuinfo(key: &str) -> Option<String> {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_owned())
+}
+
+/// This process's command line, the binary named as the README's
+/// command names it.
+fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.insert(0, "target/release/lb-bench".into());
+    args.join(" ")
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> String {
@@ -323,6 +385,23 @@ fn prepare(profile: &Profile, dir: &Path) -> Result<Prepared, String> {
     })
 }
 
+/// testpmd on `prepared`'s profile, with the run's memory and timing.
+fn baseline<'a>(
+    opts: &'a Options,
+    prepared: &'a Prepared,
+    eal_memory: &'a [String],
+) -> Baseline<'a> {
+    Baseline {
+        testpmd: &opts.testpmd,
+        pcap: &prepared.pcap,
+        eal_memory,
+        mbufs: prepared.mbufs,
+        data_room: prepared.room,
+        warmup: opts.warmup,
+        window: opts.window,
+    }
+}
+
 /// The appliance's configuration for `case`.
 fn setup_for(case: &Case, prepared: &Prepared, memory: &Memory, dir: &Path) -> Setup {
     let laddrs = case.flows.div_ceil(60_000) + 1;
@@ -427,12 +506,16 @@ const SLICES: u32 = 5;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 0 => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        n => v[n / 2],
+    }
 }
 
 /// The case's numbers from its samples: rates are the median over the
 /// slices between consecutive samples, drops the sum over the window.
-fn evaluate(case: &Case, samples: &[Sample], ceiling: &Ceiling, mhz: f64) -> CaseResult {
+fn evaluate(case: &Case, samples: &[Sample], mhz: f64) -> (CaseResult, Pair) {
     let (a, b) = (&samples[0], &samples[samples.len() - 1]);
     let rate = |f: fn(&Sample) -> u64| {
         median(
@@ -461,8 +544,17 @@ fn evaluate(case: &Case, samples: &[Sample], ceiling: &Ceiling, mhz: f64) -> Cas
         .collect();
     let mpps = tx / 1e6;
     let ns = if rx > 0.0 { 1e9 / rx } else { 0.0 };
-    let ratio = |c: f64| if c > 0.0 { mpps / c } else { 0.0 };
-    CaseResult {
+    let pair = Pair {
+        ceiling_mpps: 0.0,
+        mpps,
+        ratio: 0.0,
+        conns_per_s: created,
+        ceiling_steal_pct: 0.0,
+        steal_pct: a.cpu.steal_pct(&b.cpu),
+        preempted: b.preempted.saturating_sub(a.preempted),
+        max_loop_gap_ms: b.max_loop_gap_ns as f64 / 1e6,
+    };
+    let result = CaseResult {
         mode: case.mode,
         kind: case.kind,
         sessions: b.sessions,
@@ -472,15 +564,44 @@ fn evaluate(case: &Case, samples: &[Sample], ceiling: &Ceiling, mhz: f64) -> Cas
         mpps,
         rx_mpps: rx / 1e6,
         conns_per_s: created,
-        ratio_5tswap: ratio(ceiling.five_tuple_swap_mpps),
-        ratio_io: ratio(ceiling.io_mpps),
+        ratio_5tswap: 0.0,
+        ratio_io: 0.0,
         ns_per_pkt: ns,
         cycles_per_pkt: ns * mhz / 1000.0,
         window_s: secs,
         drops,
-        runs_mpps: vec![mpps],
+        ratio_min: 0.0,
+        ratio_max: 0.0,
+        noisy: false,
+        pairs: Vec::new(),
         profile: Vec::new(),
-    }
+    };
+    (result, pair)
+}
+
+/// The case's result from its pairs (in the order run): the median
+/// pair's numbers, the median of the ratios, their spread.
+fn combine(mut runs: Vec<(CaseResult, Pair)>, io_mpps: f64) -> CaseResult {
+    let pairs: Vec<Pair> = runs.iter().map(|(_, p)| p.clone()).collect();
+    let ratio = median(pairs.iter().map(|p| p.ratio).collect());
+    runs.sort_by(|a, b| a.1.ratio.total_cmp(&b.1.ratio));
+    let mut r = runs.swap_remove(runs.len() / 2).0;
+    let lo = pairs.iter().map(|p| p.ratio).fold(f64::INFINITY, f64::min);
+    let hi = pairs.iter().map(|p| p.ratio).fold(0.0, f64::max);
+    r.ratio_5tswap = ratio;
+    r.ratio_min = lo;
+    r.ratio_max = hi;
+    r.noisy = ratio <= 0.0 || hi > ratio * (1.0 + NOISY) || lo < ratio * (1.0 - NOISY);
+    r.ratio_io = if io_mpps > 0.0 { r.mpps / io_mpps } else { 0.0 };
+    r.pairs = pairs;
+    r
+}
+
+/// The machine's steal time over `f`, with what `f` returned.
+fn with_steal<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let before = crate::noise::CpuTimes::now();
+    let out = f();
+    (out, before.steal_pct(&crate::noise::CpuTimes::now()))
 }
 
 /// Runs the matrix and returns the results.
@@ -526,72 +647,131 @@ pub fn run(opts: &Options) -> Result<Results, String> {
     );
     let machine = machine(&memory);
 
-    // The ceilings: testpmd on every profile the cases replay.
+    let eal_memory = memory.eal_args();
+    let baseline_of = |p| baseline(opts, p, &eal_memory);
+    // testpmd's io rate, once per profile: the ratio that matters is to
+    // 5tswap, measured in every pair.
     let mut ceilings: Vec<Ceiling> = Vec::new();
     for (c, p) in cases.iter().zip(&prepared) {
         let name = p.name();
         if ceilings.iter().any(|x| x.profile == name) {
             continue;
         }
-        let baseline = Baseline {
-            testpmd: &opts.testpmd,
-            pcap: &p.pcap,
-            eal_memory: &memory.eal_args(),
-            mbufs: p.mbufs,
-            data_room: p.room,
-            warmup: opts.warmup,
-            window: opts.window,
-        };
-        eprintln!("lb-bench: testpmd io and 5tswap on {name}");
-        let io = baseline.measure(Fwd::Io)? / 1e6;
-        let swap = baseline.measure(Fwd::FiveTupleSwap)? / 1e6;
-        eprintln!("lb-bench: ceiling on {name}: io {io:.2} Mpps, 5tswap {swap:.2} Mpps");
+        eprintln!("lb-bench: testpmd io on {name}");
+        let io = baseline_of(p).measure(Fwd::Io)? / 1e6;
         ceilings.push(Ceiling {
             profile: name,
             kind: c.kind,
             flows: c.flows,
             pkt_bytes: c.pkt_bytes,
             io_mpps: io,
-            five_tuple_swap_mpps: swap,
+            five_tuple_swap_mpps: 0.0,
         });
     }
 
     let mut results = Vec::new();
+    let mut failures = Vec::new();
     for (i, (case, p)) in cases.iter().zip(&prepared).enumerate() {
         progress(i + 1, n, &case.label());
         let dir = opts.work.join(format!("case-{i}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let name = p.name();
-        let ceiling = ceilings
+        let io_mpps = ceilings
             .iter()
             .find(|c| c.profile == name)
-            .expect("a ceiling for every profile");
-        // Each repeat on a fresh appliance; the one with the median rate
-        // stands for the case, the others' rates are kept beside it.
-        let mut runs = Vec::new();
-        for _ in 0..opts.repeat.max(1) {
-            let (samples, profile) = measure_case(opts, case, p, &memory, &dir)
-                .map_err(|e| format!("{}: {e}", case.label()))?;
-            let mut r = evaluate(case, &samples, ceiling, machine.cpu_mhz);
+            .map_or(0.0, |c| c.io_mpps);
+        // A B A B ...: testpmd and the appliance in turn, fresh processes,
+        // so that the machine's mood moves both sides of a pair alike.
+        let pair = |k: u32| -> Result<(CaseResult, Pair), String> {
+            let (ceiling, ceiling_steal) =
+                with_steal(|| baseline_of(p).measure(Fwd::FiveTupleSwap));
+            let ceiling = ceiling? / 1e6;
+            let (samples, profile) = measure_case(opts, case, p, &memory, &dir)?;
+            let (mut r, mut pair) = evaluate(case, &samples, machine.cpu_mhz);
             r.profile = profile.unwrap_or_default();
-            runs.push(r);
+            pair.ceiling_mpps = ceiling;
+            pair.ceiling_steal_pct = ceiling_steal;
+            pair.ratio = if ceiling > 0.0 {
+                pair.mpps / ceiling
+            } else {
+                0.0
+            };
+            eprintln!(
+                "lb-bench [{}/{n}]   pair {}: 5tswap {ceiling:.2} Mpps, appliance {:.2} Mpps: {:.3} (steal {:.1}%/{:.1}%, preempted {})",
+                i + 1,
+                k + 1,
+                pair.mpps,
+                pair.ratio,
+                pair.ceiling_steal_pct,
+                pair.steal_pct,
+                pair.preempted
+            );
+            Ok((r, pair))
+        };
+        let mut runs = Vec::new();
+        let mut failed = None;
+        for k in 0..opts.pairs.max(1) {
+            // A pair that fails is tried once more; a second failure
+            // fails the case, and the run goes on with the next.
+            match pair(k).or_else(|e| {
+                eprintln!(
+                    "lb-bench [{}/{n}]   pair {} failed, once more: {e}",
+                    i + 1,
+                    k + 1
+                );
+                pair(k)
+            }) {
+                Ok(r) => runs.push(r),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        let rates: Vec<f64> = runs.iter().map(|r| r.mpps).collect();
-        runs.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
-        let mut r = runs.swap_remove(runs.len() / 2);
-        r.runs_mpps = rates;
+        if let Some(error) = failed {
+            eprintln!("lb-bench [{}/{n}]   FAILED: {error}", i + 1);
+            failures.push(Failure {
+                case: case.label(),
+                error,
+                dir,
+            });
+            continue;
+        }
+        let r = combine(runs, io_mpps);
         eprintln!(
-            "lb-bench [{}/{n}]   {:.2} Mpps ({:.2} x 5tswap), {:.0} ns/packet, {:.0} new conns/s, {} sessions, drops {:?}",
+            "lb-bench [{}/{n}]   {:.2} Mpps, {:.3} x 5tswap ({:.3}-{:.3}{}), {:.0} ns/packet, {:.0} new conns/s, {} sessions, drops {:?}",
             i + 1,
             r.mpps,
             r.ratio_5tswap,
+            r.ratio_min,
+            r.ratio_max,
+            if r.noisy { ", NOISY" } else { "" },
             r.ns_per_pkt,
             r.conns_per_s,
             r.sessions,
             r.drops
         );
         results.push(r);
+    }
+    for c in &mut ceilings {
+        c.five_tuple_swap_mpps = median(
+            cases
+                .iter()
+                .zip(&prepared)
+                .filter(|(_, p)| p.name() == c.profile)
+                .filter_map(|(case, _)| {
+                    results.iter().find(|r| {
+                        r.mode == case.mode
+                            && r.kind == case.kind
+                            && r.pkt_bytes == case.pkt_bytes
+                            && r.scheduler == case.scheduler
+                            && r.reals == case.reals
+                    })
+                })
+                .flat_map(|r| r.pairs.iter().map(|p| p.ceiling_mpps))
+                .collect(),
+        );
     }
     // Loss below the maximum, through the generator.
     let mut losses = Vec::new();
@@ -632,9 +812,30 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             duration: opts.window,
             dir: dir.clone(),
         };
-        let rs = run
-            .run(&setup_for(case, &prepared[i], &memory, &dir))
-            .map_err(|e| format!("loss run of {}: {e}", case.label()))?;
+        let setup = setup_for(case, &prepared[i], &memory, &dir);
+        let rs = match run.run(&setup).or_else(|e| {
+            eprintln!(
+                "lb-bench [loss {}/{}]   failed, once more: {e}",
+                k + 1,
+                loss_cases.len()
+            );
+            run.run(&setup)
+        }) {
+            Ok(rs) => rs,
+            Err(error) => {
+                eprintln!(
+                    "lb-bench [loss {}/{}]   FAILED: {error}",
+                    k + 1,
+                    loss_cases.len()
+                );
+                failures.push(Failure {
+                    case: format!("loss run of {}", case.label()),
+                    error,
+                    dir,
+                });
+                continue;
+            }
+        };
         for r in rs {
             eprintln!(
                 "lb-bench [loss {}/{}]   {:.0}% of {:.2} Mpps: {} refused, {} dropped ({:.4}% lost)",
@@ -657,11 +858,13 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         .clone();
     Ok(Results {
         date: command_output("date", &["-u", "+%Y-%m-%d"]),
+        command: command_line(),
         machine,
         baseline,
         baselines: ceilings,
         cases: results,
         losses,
+        failures,
         quick: opts.quick,
     })
 }
@@ -692,46 +895,46 @@ mod tests {
         for s in ["rr", "wlc", "mh"] {
             assert!(m.iter().any(|c| c.scheduler == s && c.reals == 1000));
         }
+        for s in LOAD_SCHEDULERS {
+            for reals in [10, 1000, 10_000] {
+                assert!(m.iter().any(|c| c.scheduler == s && c.reals == reals));
+            }
+        }
+    }
+
+    fn sample(at: Instant, rx: u64, drops: u64, steal: u64, cpu: u64, preempted: u64) -> Sample {
+        Sample {
+            at,
+            rx,
+            tx: rx - 10,
+            created: 5,
+            sessions: 1000,
+            max_loop_gap_ns: 2_000_000,
+            drops: vec![
+                ("drop_no_session".into(), drops),
+                ("drop_tx_full".into(), 1),
+            ],
+            cpu: crate::noise::CpuTimes { steal, total: cpu },
+            preempted,
+        }
     }
 
     #[test]
     fn a_case_is_judged_on_its_window_only() {
         let case = matrix(true).remove(0);
         let t = Instant::now();
-        let a = Sample {
-            at: t,
-            rx: 100,
-            tx: 90,
-            created: 5,
-            sessions: 1000,
-            max_loop_gap_ns: 0,
-            drops: vec![("drop_no_session".into(), 3), ("drop_tx_full".into(), 1)],
-        };
-        let b = Sample {
-            at: t + Duration::from_secs(2),
-            rx: 4_000_100,
-            tx: 4_000_090,
-            created: 5,
-            sessions: 1000,
-            max_loop_gap_ns: 0,
-            drops: vec![("drop_no_session".into(), 7), ("drop_tx_full".into(), 1)],
-        };
-        let ceiling = Ceiling {
-            profile: "t.pcap".into(),
-            kind: Kind::Established,
-            flows: 1000,
-            pkt_bytes: 64,
-            io_mpps: 20.0,
-            five_tuple_swap_mpps: 10.0,
-        };
-        let r = evaluate(&case, &[a.clone(), b.clone()], &ceiling, 2000.0);
+        let a = sample(t, 100, 3, 10, 1000, 4);
+        let b = sample(t + Duration::from_secs(2), 4_000_100, 7, 30, 1400, 6);
+        let (r, p) = evaluate(&case, &[a.clone(), b.clone()], 2000.0);
         assert!((r.mpps - 2.0).abs() < 1e-9);
-        assert!((r.ratio_5tswap - 0.2).abs() < 1e-9);
         assert!((r.ns_per_pkt - 500.0).abs() < 1e-6);
         assert!((r.cycles_per_pkt - 1000.0).abs() < 1e-6);
         assert_eq!(r.conns_per_s, 0.0);
         assert_eq!(r.drops.len(), 1);
         assert_eq!(r.drops["drop_no_session"], 4);
+        assert!((p.steal_pct - 5.0).abs() < 1e-9, "20 of 400 ticks stolen");
+        assert_eq!(p.preempted, 2);
+        assert!((p.max_loop_gap_ms - 2.0).abs() < 1e-9);
 
         // A slow slice (noise) does not move the median of three.
         let mut c = b.clone();
@@ -742,8 +945,47 @@ mod tests {
         d.at = c.at + Duration::from_secs(2);
         d.rx = c.rx + 4_000_000;
         d.tx = c.tx + 4_000_000;
-        let r = evaluate(&case, &[a, b, c, d], &ceiling, 2000.0);
+        let (r, _) = evaluate(&case, &[a, b, c, d], 2000.0);
         assert!((r.mpps - 2.0).abs() < 1e-9, "{}", r.mpps);
         assert!((r.window_s - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_case_is_the_median_of_its_pairs_and_noisy_beyond_the_bound() {
+        let case = matrix(true).remove(0);
+        let t = Instant::now();
+        let a = sample(t, 100, 3, 10, 1000, 4);
+        let b = sample(t + Duration::from_secs(2), 4_000_100, 7, 30, 1400, 6);
+        let run = |ceiling: f64, mpps: f64| {
+            let (mut r, mut p) = evaluate(&case, &[a.clone(), b.clone()], 2000.0);
+            r.mpps = mpps;
+            p.mpps = mpps;
+            p.ceiling_mpps = ceiling;
+            p.ratio = mpps / ceiling;
+            (r, p)
+        };
+        // The machine halves both sides of the third pair: the ratio holds.
+        let r = combine(
+            vec![
+                run(10.0, 3.0),
+                run(10.0, 3.2),
+                run(5.0, 1.6),
+                run(10.0, 3.1),
+                run(10.0, 2.9),
+            ],
+            20.0,
+        );
+        assert!((r.ratio_5tswap - 0.31).abs() < 1e-9, "{}", r.ratio_5tswap);
+        assert!((r.ratio_min - 0.29).abs() < 1e-9);
+        assert!((r.ratio_max - 0.32).abs() < 1e-9);
+        assert!(!r.noisy);
+        assert_eq!(r.pairs.len(), 5);
+        assert!((r.mpps - 3.1).abs() < 1e-9, "the median pair's numbers");
+        assert!((r.ratio_io - 0.155).abs() < 1e-9);
+        // One side alone slowed by a third: beyond 15%, noisy.
+        let r = combine(vec![run(10.0, 3.0), run(10.0, 3.0), run(10.0, 2.0)], 20.0);
+        assert!(r.noisy);
+        let r = combine(vec![run(10.0, 3.0), run(10.0, 3.4)], 20.0);
+        assert!(!r.noisy, "0.30 and 0.34 lie 6% either side of their median");
     }
 }

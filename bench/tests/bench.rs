@@ -165,7 +165,24 @@ fn quick_run_measures_the_appliance_against_testpmd() {
         assert!(c["mpps"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["ratio_5tswap"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["drops"].is_object(), "{c}");
+        // Two interleaved pairs, each with its own ceiling; the case's
+        // ratio is theirs, within their spread.
+        let pairs = c["pairs"].as_array().unwrap();
+        assert_eq!(pairs.len(), 2, "{c}");
+        for p in pairs {
+            assert!(p["ceiling_mpps"].as_f64().unwrap() > 0.0, "{p}");
+            let r = p["mpps"].as_f64().unwrap() / p["ceiling_mpps"].as_f64().unwrap();
+            assert!((p["ratio"].as_f64().unwrap() - r).abs() < 1e-9, "{p}");
+            assert!(p["steal_pct"].as_f64().unwrap() >= 0.0, "{p}");
+        }
+        let (lo, mid, hi) = (
+            c["ratio_min"].as_f64().unwrap(),
+            c["ratio_5tswap"].as_f64().unwrap(),
+            c["ratio_max"].as_f64().unwrap(),
+        );
+        assert!(lo <= mid && mid <= hi, "{c}");
     }
+    assert_eq!(latest["failures"].as_array().unwrap().len(), 0, "{latest}");
     let est = &cases[0];
     assert_eq!(est["kind"], "established");
     assert_eq!(est["sessions"], 1000, "every flow has its session");
@@ -193,5 +210,61 @@ fn quick_run_measures_the_appliance_against_testpmd() {
     assert!(md.contains("Loss below the maximum"), "{md}");
     let png = std::fs::read(results.join("latest.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A case that fails is tried once more, reported failed with its error,
+/// and the run goes on with the next case; the exit status says so.
+#[test]
+fn a_failing_case_is_retried_reported_and_the_run_goes_on() {
+    let dir = scratch("failing");
+    let results = dir.join("results");
+    let work = dir.join("work");
+    // A dataplane that answers the probe (the port's MAC) but whose
+    // appliance exits at once.
+    let broken = dir.join("broken-dataplane");
+    std::fs::write(
+        &broken,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = probe ]; then exec {} \"$@\"; fi\necho 'broken on purpose' >&2\nexit 1\n",
+            binary::path("lb-dataplane").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = bench(&[
+        "run",
+        "--quick",
+        "--no-loss",
+        "--pairs",
+        "1",
+        "--only",
+        "established",
+        "--out",
+        s(&results),
+        "--work",
+        s(&work),
+        "--dataplane",
+        s(&broken),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("failed, once more").count(), 2, "{stderr}");
+    assert!(stderr.contains("[2/2]"), "the second case ran: {stderr}");
+    assert!(stderr.contains("2 failed twice"), "{stderr}");
+    let latest: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("latest.json")).unwrap())
+            .unwrap();
+    let failures = latest["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{latest}");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken on purpose"),
+        "the error carries the appliance's last words: {latest}"
+    );
+    let md = std::fs::read_to_string(results.join("latest.md")).unwrap();
+    assert!(md.contains("Failed twice, so not measured"), "{md}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
