@@ -59,22 +59,34 @@ pub struct Setup {
     pub data_room: u16,
     pub eal_memory: Vec<String>,
     pub admin_socket: PathBuf,
+    /// Worker cores: one on CPU 1; two share CPU 0 with the control
+    /// thread (idle under load) and take CPU 1.
+    pub workers: u32,
 }
 
-/// The device that replays `pcap` forever.
-pub fn replay(pcap: &Path) -> String {
-    format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display())
+/// The device that replays `pcaps` forever, one file per RX queue.
+pub fn replay(pcaps: &[PathBuf]) -> String {
+    let mut d = "net_pcap0".to_owned();
+    for p in pcaps {
+        d += &format!(",rx_pcap={}", p.display());
+    }
+    d + ",infinite_rx=1"
 }
 
 /// Real server `i`: 10.1.x.y on the null port's network.
-fn real(i: u32) -> String {
+pub fn real(i: u32) -> String {
     format!("10.1.{}.{}", 1 + i / 250, 1 + i % 250)
+}
+
+/// Full-NAT local address `i`.
+pub fn local_address(i: u32) -> String {
+    format!("10.1.255.{}", 1 + i)
 }
 
 impl Setup {
     /// The configuration file for this case.
     pub fn config(&self) -> String {
-        let eal: Vec<String> = self
+        let mut eal: Vec<String> = self
             .eal_memory
             .iter()
             .cloned()
@@ -88,21 +100,35 @@ impl Setup {
                 .map(String::from),
             )
             .collect();
+        let lcores: Vec<u32> = (1..=self.workers.max(1)).collect();
+        if self.workers > 1 {
+            // lcore k on CPU k-1: worker 1 beside the control thread.
+            let map: Vec<String> = std::iter::once("0@0".to_owned())
+                .chain(lcores.iter().map(|l| format!("{l}@{}", l - 1)))
+                .collect();
+            eal.push(format!("--lcores={}", map.join(",")));
+        }
         let mut c = format!(
-            "[eal]\nargs = {eal:?}\n\n[workers]\nmain_lcore = 0\nlcores = [1]\n\n\
+            "[eal]\nargs = {eal:?}\n\n[workers]\nmain_lcore = 0\nlcores = {lcores:?}\n\n\
              [mempool]\nmbufs = {}\ndata_room = {}\n\n\
              [sessions]\ncapacity = {}\n\n\
              [admin]\nsocket = {:?}\n\n\
              [[port]]\nname = \"{}\"\ndevice = \"{}\"\n\
              addresses = [\"172.16.0.254/12\"]\n\n\
              [[port]]\nname = \"net_null0\"\ndevice = \"net_null0,no-rx=1\"\nmtu = 1600\n\
-             addresses = [\"10.1.0.254/16\"]\n\n",
+             addresses = [\"10.1.0.254/16\"]\n\n\
+             # The clients, for what goes back to them (Full-NAT replies),\n\
+             # behind a router whose MAC is known.\n\
+             [[route]]\nprefix = \"172.16.0.0/16\"\nport = \"{}\"\ngateway = \"172.16.255.1\"\n\n\
+             [[neighbor]]\naddress = \"172.16.255.1\"\nmac = \"02:00:00:00:01:01\"\nport = \"{}\"\n\n",
             self.mbufs,
             self.data_room,
             self.capacity,
             self.admin_socket.display().to_string(),
             self.input.split(',').next().unwrap_or_default(),
             self.input,
+            self.input.split(',').next().unwrap_or_default(),
+            self.input.split(',').next().unwrap_or_default(),
         );
         for i in 0..self.reals {
             c += &format!(
@@ -118,9 +144,7 @@ impl Setup {
             self.scheduler
         );
         if self.mode == Mode::Fnat {
-            let laddrs: Vec<String> = (0..self.local_addresses)
-                .map(|i| format!("10.1.255.{}", 1 + i))
-                .collect();
+            let laddrs: Vec<String> = (0..self.local_addresses).map(local_address).collect();
             c += &format!("local_addresses = {laddrs:?}\n");
         }
         c += "\n";
@@ -233,24 +257,35 @@ impl Appliance {
     pub fn sample(&self) -> Result<Sample, String> {
         let at = Instant::now();
         let c = self.ask("counters")?;
-        let w = &c["workers"][0];
         let n = |v: &Value| v.as_u64().unwrap_or(0);
-        let dp = &w["dataplane"]["counters"];
-        let mut drops = Vec::new();
-        for source in [&c["total"], dp] {
+        let workers = c["workers"].as_array().cloned().unwrap_or_default();
+        let dps: Vec<&Value> = workers
+            .iter()
+            .map(|w| &w["dataplane"]["counters"])
+            .collect();
+        let sum = |key: &str| dps.iter().map(|dp| n(&dp[key])).sum::<u64>();
+        let mut drops: Vec<(String, u64)> = Vec::new();
+        for source in std::iter::once(&c["total"]).chain(dps.iter().copied()) {
             for (k, v) in source.as_object().into_iter().flatten() {
                 if k.starts_with("drop_") {
-                    drops.push((k.clone(), n(v)));
+                    match drops.iter_mut().find(|(name, _)| name == k) {
+                        Some((_, total)) => *total += n(v),
+                        None => drops.push((k.clone(), n(v))),
+                    }
                 }
             }
         }
         Ok(Sample {
             at,
-            rx: n(&dp["rx_packets"]),
-            tx: n(&dp["tx_packets"]),
+            rx: sum("rx_packets"),
+            tx: sum("tx_packets"),
             created: n(&c["total"]["sessions_created"]),
-            sessions: n(&w["sessions"]),
-            max_loop_gap_ns: n(&dp["max_loop_gap_ns"]),
+            sessions: workers.iter().map(|w| n(&w["sessions"])).sum(),
+            max_loop_gap_ns: dps
+                .iter()
+                .map(|dp| n(&dp["max_loop_gap_ns"]))
+                .max()
+                .unwrap_or(0),
             drops,
             cpu: CpuTimes::now(),
             preempted: preemptions(self.pid()),
@@ -304,18 +339,49 @@ mod tests {
                 reals: 1000,
                 capacity: 1 << 12,
                 local_addresses: 4,
-                input: replay(Path::new("/tmp/x.pcap")),
+                input: replay(&["/tmp/x.pcap".into()]),
                 mbufs: 8191,
                 data_room: 384,
                 eal_memory: vec!["--no-huge".into(), "-m".into(), "512".into()],
                 admin_socket: "/tmp/x.sock".into(),
+                workers: 1,
             };
             let c = lb_core::config::Config::from_toml(&s.config())
                 .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
             let lb = c.lb.expect("load-balancer mode");
-            assert_eq!(lb.neighbors.len(), 1000);
+            assert_eq!(
+                lb.neighbors.len(),
+                1001,
+                "the reals and the clients' router"
+            );
             assert_eq!(c.services[0].reals.len(), 1000);
             assert_eq!(real(999), "10.1.4.250");
+            assert_eq!(c.workers.lcores.get_ref(), &[1]);
+            assert!(!c.eal.args.iter().any(|a| a.starts_with("--lcores")));
         }
+    }
+
+    #[test]
+    fn two_workers_read_a_file_each_and_share_cpu_0_with_the_control_thread() {
+        let s = Setup {
+            mode: Mode::Fnat,
+            scheduler: "rr".into(),
+            reals: 10,
+            capacity: 1 << 12,
+            local_addresses: 4,
+            input: replay(&["/tmp/a.pcap".into(), "/tmp/b.pcap".into()]),
+            mbufs: 8191,
+            data_room: 384,
+            eal_memory: vec!["--no-huge".into()],
+            admin_socket: "/tmp/x.sock".into(),
+            workers: 2,
+        };
+        assert_eq!(
+            s.input,
+            "net_pcap0,rx_pcap=/tmp/a.pcap,rx_pcap=/tmp/b.pcap,infinite_rx=1"
+        );
+        let c = lb_core::config::Config::from_toml(&s.config()).unwrap();
+        assert_eq!(c.workers.lcores.get_ref(), &[1, 2]);
+        assert!(c.eal.args.contains(&"--lcores=0@0,1@0,2@1".to_owned()));
     }
 }

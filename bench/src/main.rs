@@ -87,6 +87,7 @@ impl ProfileArgs {
             rounds: self.rounds,
             shuffle: !self.in_order,
             handshake: !self.no_handshake,
+            replies: Vec::new(),
         };
         p.validate().map_err(|e| e.to_string())?;
         Ok(p)

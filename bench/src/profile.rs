@@ -44,6 +44,10 @@ pub struct Profile {
     pub shuffle: bool,
     /// Data profiles: open each flow with a SYN first.
     pub handshake: bool,
+    /// Data profiles: the rounds carry real servers' answers instead of
+    /// the clients' data, flow `i`'s from `replies[i].0` to `replies[i].1`
+    /// (a Full-NAT local address and port); empty for client data.
+    pub replies: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// Why a profile cannot be made.
@@ -136,6 +140,10 @@ impl Profile {
         };
         b.src = client;
         b.dst = self.vip;
+        if let Some(&(server, local)) = self.replies.get(i as usize).filter(|_| !syn) {
+            b.src = server;
+            b.dst = local;
+        }
         b = b.macs(self.src_mac, self.dst_mac);
         let headers = b.build().len();
         let want = self.pkt_bytes - FCS;
@@ -229,6 +237,7 @@ mod tests {
             rounds: 1,
             shuffle: true,
             handshake: true,
+            replies: Vec::new(),
         }
     }
 

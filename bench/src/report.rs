@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::appliance::Mode;
-use crate::run::{CaseResult, Kind, Results, NOISY};
+use crate::run::{CaseResult, Kind, Replies, Results, NOISY};
 
 fn human(n: u64) -> String {
     match n {
@@ -28,6 +28,8 @@ fn find<'a>(
             && c.kind == kind
             && c.pkt_bytes == 64
             && c.scheduler == sched
+            && c.workers == 1
+            && c.reals == 1000
             && flows.is_none_or(|f| c.sessions.abs_diff(f) * 100 <= f)
     })
 }
@@ -71,6 +73,37 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
                 }
             ),
             c.conns_per_s >= want,
+        ));
+    }
+    let two = r.cases.iter().find(|c| {
+        c.mode == Mode::Fnat
+            && c.kind == Kind::Established
+            && c.workers == 2
+            && c.replies == Replies::None
+    });
+    if let (Some(two), Some(one)) = (
+        two,
+        two.and_then(|t| find(r, Mode::Fnat, Kind::Established, Some(t.sessions), "rr")),
+    ) {
+        // Both ratios are to one core of testpmd on the same flows, so
+        // their quotient is the scaling with the machine's mood divided out.
+        let x = two.ratio_5tswap / one.ratio_5tswap.max(1e-9);
+        out.push((
+            format!(
+                "two workers >= 1.8 x one (FNAT established at {})",
+                human(two.sessions)
+            ),
+            format!(
+                "{x:.2} x ({:.2} vs {:.2} Mpps){}",
+                two.mpps,
+                one.mpps,
+                if two.noisy || one.noisy {
+                    ", noisy"
+                } else {
+                    ""
+                }
+            ),
+            x >= 1.8 && !two.noisy && !one.noisy,
         ));
     }
     for (reals, want) in [(1000u32, 2e6), (10_000, 1e6)] {
@@ -129,6 +162,24 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
         ));
     }
     out
+}
+
+/// The kind of traffic, and the workers when more than one.
+fn traffic(c: &CaseResult) -> String {
+    let kind = match c.kind {
+        Kind::Established => "established",
+        Kind::NewConn => "new conns",
+    };
+    let replies = match c.replies {
+        Replies::None => "",
+        Replies::OwnQueue => ", replies on owner's queue",
+        Replies::OtherQueue => ", replies handed over",
+    };
+    if c.workers > 1 {
+        format!("{kind}, {} workers{replies}", c.workers)
+    } else {
+        kind.to_owned()
+    }
 }
 
 /// The pairs' lowest and highest ratio, and whether that makes the case
@@ -216,10 +267,7 @@ pub fn markdown(r: &Results) -> String {
             s,
             "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {} | {:.0} | {:.0} | {} | {} | {:.1}% | {} | {} |",
             c.mode.name().to_uppercase(),
-            match c.kind {
-                Kind::Established => "established",
-                Kind::NewConn => "new conns",
-            },
+            traffic(c),
             human(c.sessions),
             c.pkt_bytes,
             c.scheduler,
@@ -303,8 +351,34 @@ pub fn markdown(r: &Results) -> String {
     s
 }
 
+/// What a hand-over costs: the two-worker reply cases, replies on another
+/// worker's queue against replies on their owner's, per worker and packet.
+pub fn handover(r: &Results) -> Option<String> {
+    let case = |replies| {
+        r.cases
+            .iter()
+            .find(|c| c.workers > 1 && c.replies == replies)
+    };
+    let (own, other) = (case(Replies::OwnQueue)?, case(Replies::OtherQueue)?);
+    Some(format!(
+        "Hand-over: with every Full-NAT reply on another worker's queue, {} workers forward {:.2} Mpps ({:.3} x 5tswap, {:.0} ns a packet per worker) against {:.2} Mpps ({:.3} x, {:.0} ns) with replies on their owner's queue: one hand-over costs about {:.0} ns{}.",
+        other.workers,
+        other.mpps,
+        other.ratio_5tswap,
+        other.ns_per_pkt,
+        own.mpps,
+        own.ratio_5tswap,
+        own.ns_per_pkt,
+        other.ns_per_pkt - own.ns_per_pkt,
+        if own.noisy || other.noisy { " (noisy)" } else { "" }
+    ))
+}
+
 /// The goals' table, then what failed (twice) with its error.
 fn goals_and_failures(r: &Results, s: &mut String) {
+    if let Some(h) = handover(r) {
+        let _ = writeln!(s, "\n{h}");
+    }
     let goals = goals(r);
     if !goals.is_empty() {
         let _ = writeln!(s, "\n| goal | measured | met |\n|---|---|---|");
@@ -355,10 +429,7 @@ pub fn summary(r: &Results, report: &str) -> String {
             s,
             "| {} | {} | {} | {} B | {} / {} | {:.2} | {:.3} | {} | {:.0} | {} |",
             c.mode.name().to_uppercase(),
-            match c.kind {
-                Kind::Established => "established",
-                Kind::NewConn => "new conns",
-            },
+            traffic(c),
             human(c.sessions),
             c.pkt_bytes,
             c.scheduler,

@@ -2,6 +2,7 @@
 //! with testpmd's `io` and `5tswap` rates on the same ports as the ceiling.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,25 @@ pub struct Case {
     pub pkt_bytes: usize,
     pub scheduler: &'static str,
     pub reals: u32,
+    /// Worker cores; with more than one, each is fed a queue of its own
+    /// (a file of its own share of the flows).
+    pub workers: u32,
+    /// Established Full-NAT traffic from the real servers instead of the
+    /// clients, on whose queue.
+    pub replies: Replies,
+}
+
+/// Where a case's real servers' replies arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replies {
+    /// No replies: the clients' data.
+    None,
+    /// On the queue of the worker that owns the session (where rte_flow
+    /// rules on the local port would steer them).
+    OwnQueue,
+    /// On another worker's queue: every packet crosses a hand-over ring.
+    OtherQueue,
 }
 
 impl Case {
@@ -42,8 +62,18 @@ impl Case {
             Kind::Established => format!("established {} sessions", self.flows),
             Kind::NewConn => "new connections".into(),
         };
+        let workers = if self.workers > 1 {
+            format!(", {} workers", self.workers)
+        } else {
+            String::new()
+        };
+        let replies = match self.replies {
+            Replies::None => "",
+            Replies::OwnQueue => ", replies on the owner's queue",
+            Replies::OtherQueue => ", replies on another worker's queue",
+        };
         format!(
-            "{} {kind}, {} B, {} over {} reals",
+            "{} {kind}, {} B, {} over {} reals{workers}{replies}",
             self.mode.name(),
             self.pkt_bytes,
             self.scheduler,
@@ -51,28 +81,128 @@ impl Case {
         )
     }
 
+    /// The whole profile: what testpmd replays, and the one worker's.
     fn profile(&self, dst_mac: MacAddr) -> Profile {
+        self.share(
+            dst_mac,
+            self.flows,
+            CLIENTS.parse().expect("a valid address"),
+        )
+    }
+
+    /// Each worker's profile: its share of the flows, from client
+    /// addresses of its own, so that the shares are disjoint.
+    fn queue_profiles(&self, dst_mac: MacAddr) -> Result<Vec<Profile>, String> {
+        if self.workers <= 1 {
+            return Ok(vec![self.profile(dst_mac)]);
+        }
+        let share = self.flows.div_ceil(self.workers);
+        let first: std::net::Ipv4Addr = CLIENTS.parse().expect("a valid address");
+        let ports = u32::from(CLIENT_PORTS.1 - CLIENT_PORTS.0) + 1;
+        let mut shares: Vec<Profile> = (0..self.workers)
+            .map(|k| {
+                let base = u32::from(first) + k * (share / ports + 1);
+                self.share(dst_mac, share, std::net::Ipv4Addr::from(base).into())
+            })
+            .collect();
+        if self.replies != Replies::None {
+            // Each queue opens its own share's sessions (its worker sees
+            // the SYNs), then carries the replies of its own share or of
+            // the next worker's.
+            let tuples: Vec<Vec<_>> = (0..self.workers)
+                .map(|k| reply_tuples(self, k))
+                .collect::<Result<_, _>>()?;
+            for (k, p) in shares.iter_mut().enumerate() {
+                let from = match self.replies {
+                    Replies::OtherQueue => (k + 1) % tuples.len(),
+                    _ => k,
+                };
+                p.replies = tuples[from].clone();
+            }
+        }
+        Ok(shares)
+    }
+
+    fn share(&self, dst_mac: MacAddr, flows: u32, clients: std::net::IpAddr) -> Profile {
         let (template, rounds) = match self.kind {
             // Enough passes for a quarter of a million packets at least, so
             // the replay loop is long whatever the flow count.
-            Kind::Established => (Template::Data, (262_144 / self.flows).max(1)),
+            Kind::Established => (Template::Data, (262_144 / flows).max(1)),
             Kind::NewConn => (Template::Syn, 1),
         };
         Profile {
             template,
             pkt_bytes: self.pkt_bytes,
-            flows: self.flows,
-            clients: CLIENTS.parse().expect("a valid address"),
-            client_ports: (1024, 65535),
+            flows,
+            clients,
+            client_ports: CLIENT_PORTS,
             vip: VIP.parse().expect("a valid address"),
             src_mac: MacAddr([0x02, 0, 0, 0, 0x01, 0x01]),
             dst_mac,
             rounds,
             shuffle: true,
             handshake: true,
+            replies: Vec::new(),
         }
     }
 }
+
+/// The reply tuples (real server, local address and port) of worker
+/// `worker`'s share of `case`'s flows, as the worker makes them: the
+/// appliance's own pool and scheduler, given the share's SYNs in order on a
+/// fresh worker. A mismatch would show as the case's drops.
+fn reply_tuples(case: &Case, worker: u32) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
+    use lb_core::laddr::{LaddrPool, PortUse, DEFAULT_PORT_RANGE};
+    use lb_core::sched::{FlowInfo, RsId, RsLoad, SchedFlags, SchedKind, Scheduler};
+    use lb_core::types::{addr, ip};
+    let vip: SocketAddr = VIP.parse().expect("a valid address");
+    let workers = u16::try_from(case.workers).map_err(|_| "too many workers")?;
+    let worker = u16::try_from(worker).map_err(|_| "too many workers")?;
+    let mut ports = PortUse::new(worker, workers, DEFAULT_PORT_RANGE).map_err(|e| e.to_string())?;
+    let laddrs: Vec<_> = (0..local_addresses(case))
+        .map(|i| addr(appliance::local_address(i).parse().expect("an address")))
+        .collect();
+    let mut pool = LaddrPool::new(&laddrs, &mut ports).map_err(|e| e.to_string())?;
+    let ids: Vec<RsId> = (0..case.reals)
+        .map(|i| RsId {
+            addr: appliance::real(i).parse().expect("an address"),
+            port: vip.port(),
+        })
+        .collect();
+    let weights = vec![1; ids.len()];
+    let loads = vec![RsLoad::default(); ids.len()];
+    let kind: SchedKind = case.scheduler.parse()?;
+    let sched = Scheduler::new(kind, SchedFlags::default(), &ids, &weights, 0)
+        .map_err(|e| e.to_string())?;
+    let mut state = sched.new_state(&weights, &loads);
+    let flow = FlowInfo {
+        src: addr(vip.ip()),
+        src_port: 0,
+        dst: addr(vip.ip()),
+    };
+    (0..case.flows.div_ceil(case.workers))
+        .map(|_| {
+            let rs = sched
+                .pick(&mut state, &weights, &loads, &flow, 0)
+                .ok_or("no real server")?;
+            let (la, lport) = pool
+                .allocate(&mut ports, |_, _| false)
+                .ok_or("the local ports ran out")?;
+            Ok((
+                SocketAddr::new(ids[rs].addr, ids[rs].port),
+                SocketAddr::new(ip(&la), lport),
+            ))
+        })
+        .collect()
+}
+
+/// Full-NAT local addresses for `case`: enough ports for its flows.
+fn local_addresses(case: &Case) -> u32 {
+    (case.flows.div_ceil(60_000) + 1).min(250)
+}
+
+/// The profiles' client ports.
+const CLIENT_PORTS: (u16, u16) = (1024, 65535);
 
 /// The whole matrix (`quick`: the smoke subset).
 pub fn matrix(quick: bool) -> Vec<Case> {
@@ -83,6 +213,8 @@ pub fn matrix(quick: bool) -> Vec<Case> {
         pkt_bytes,
         scheduler,
         reals: 1000,
+        workers: 1,
+        replies: Replies::None,
     };
     if quick {
         return vec![
@@ -99,6 +231,15 @@ pub fn matrix(quick: bool) -> Vec<Case> {
     }
     for mode in Mode::ALL {
         cases.push(case(mode, Kind::Established, 100_000, 1500, "rr"));
+    }
+    // Two workers, each fed its own queue: how Full-NAT scales, and what
+    // replies cost on their owner's queue and on another's.
+    for replies in [Replies::None, Replies::OwnQueue, Replies::OtherQueue] {
+        cases.push(Case {
+            workers: 2,
+            replies,
+            ..case(Mode::Fnat, Kind::Established, 100_000, 64, "rr")
+        });
     }
     for mode in Mode::ALL {
         cases.push(case(mode, Kind::NewConn, 3_000_000, 64, "rr"));
@@ -128,6 +269,8 @@ pub struct CaseResult {
     pub pkt_bytes: usize,
     pub scheduler: &'static str,
     pub reals: u32,
+    pub workers: u32,
+    pub replies: Replies,
     /// Packets forwarded per second, millions.
     pub mpps: f64,
     /// Packets received per second, millions (what the worker kept up with).
@@ -343,9 +486,16 @@ fn pcap_port_mac(dataplane: &Path, pcap: &Path) -> Result<MacAddr, String> {
 
 /// Writes the profile's pcap into `dir` unless it is there already.
 fn pcap_for(profile: &Profile, dir: &Path) -> Result<PathBuf, String> {
+    // Replies are named by their first local address and port, which
+    // tells one worker's sessions from another's.
+    let replies = profile
+        .replies
+        .first()
+        .map(|(_, local)| format!("-replies-to-{}-{}", local.ip(), local.port()))
+        .unwrap_or_default();
     let name = format!(
-        "{:?}-{}flows-{}B-{}r.pcap",
-        profile.template, profile.flows, profile.pkt_bytes, profile.rounds
+        "{:?}-{}flows-{}B-{}r-{}{replies}.pcap",
+        profile.template, profile.flows, profile.pkt_bytes, profile.rounds, profile.clients
     )
     .to_lowercase();
     let path = dir.join(name);
@@ -359,7 +509,10 @@ fn pcap_for(profile: &Profile, dir: &Path) -> Result<PathBuf, String> {
 }
 
 struct Prepared {
+    /// The whole profile (testpmd's).
     pcap: PathBuf,
+    /// The appliance's: one file per worker's queue.
+    queues: Vec<PathBuf>,
     mbufs: u32,
     room: u16,
 }
@@ -374,13 +527,29 @@ impl Prepared {
     }
 }
 
-fn prepare(profile: &Profile, dir: &Path) -> Result<Prepared, String> {
-    let pcap = pcap_for(profile, dir)?;
-    let packets = u32::try_from(profile.packets()).map_err(|_| "profile too large")?;
+fn prepare(case: &Case, mac: MacAddr, dir: &Path) -> Result<Prepared, String> {
+    let profile = case.profile(mac);
+    let pcap = pcap_for(&profile, dir)?;
+    let shares = case.queue_profiles(mac)?;
+    let queues = if shares.len() == 1 {
+        vec![pcap.clone()]
+    } else {
+        shares
+            .iter()
+            .map(|p| pcap_for(p, dir))
+            .collect::<Result<_, _>>()?
+    };
+    let packets: u64 = shares
+        .iter()
+        .map(Profile::packets)
+        .sum::<u64>()
+        .max(profile.packets());
+    let packets = u32::try_from(packets).map_err(|_| "profile too large")?;
     Ok(Prepared {
         pcap,
+        queues,
         // The stored profile, the descriptor rings and the caches.
-        mbufs: packets + 16_384,
+        mbufs: packets + 16_384 * case.workers.max(1),
         room: data_room(profile.pkt_bytes),
     })
 }
@@ -404,7 +573,6 @@ fn baseline<'a>(
 
 /// The appliance's configuration for `case`.
 fn setup_for(case: &Case, prepared: &Prepared, memory: &Memory, dir: &Path) -> Setup {
-    let laddrs = case.flows.div_ceil(60_000) + 1;
     Setup {
         mode: case.mode,
         scheduler: case.scheduler.into(),
@@ -412,8 +580,9 @@ fn setup_for(case: &Case, prepared: &Prepared, memory: &Memory, dir: &Path) -> S
         capacity: (case.flows + case.flows / 4)
             .next_power_of_two()
             .max(1 << 16),
-        local_addresses: laddrs.min(250),
-        input: appliance::replay(&prepared.pcap),
+        local_addresses: local_addresses(case),
+        input: appliance::replay(&prepared.queues),
+        workers: case.workers,
         mbufs: prepared.mbufs,
         data_room: prepared.room,
         eal_memory: memory.eal_args(),
@@ -543,7 +712,12 @@ fn evaluate(case: &Case, samples: &[Sample], mhz: f64) -> (CaseResult, Pair) {
         .filter(|(_, v)| *v > 0)
         .collect();
     let mpps = tx / 1e6;
-    let ns = if rx > 0.0 { 1e9 / rx } else { 0.0 };
+    // A worker's time per packet: the workers share the packets.
+    let ns = if rx > 0.0 {
+        1e9 * f64::from(case.workers.max(1)) / rx
+    } else {
+        0.0
+    };
     let pair = Pair {
         ceiling_mpps: 0.0,
         mpps,
@@ -561,6 +735,8 @@ fn evaluate(case: &Case, samples: &[Sample], mhz: f64) -> (CaseResult, Pair) {
         pkt_bytes: case.pkt_bytes,
         scheduler: case.scheduler,
         reals: case.reals,
+        workers: case.workers,
+        replies: case.replies,
         mpps,
         rx_mpps: rx / 1e6,
         conns_per_s: created,
@@ -632,7 +808,7 @@ pub fn run(opts: &Options) -> Result<Results, String> {
     let mut prepared = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         progress(i + 1, n, &format!("writing the profile of {}", c.label()));
-        prepared.push(prepare(&c.profile(mac), &pcaps)?);
+        prepared.push(prepare(c, mac, &pcaps)?);
     }
     let heap = prepared
         .iter()
@@ -767,6 +943,8 @@ pub fn run(opts: &Options) -> Result<Results, String> {
                             && r.pkt_bytes == case.pkt_bytes
                             && r.scheduler == case.scheduler
                             && r.reals == case.reals
+                            && r.workers == case.workers
+                            && r.replies == case.replies
                     })
                 })
                 .flat_map(|r| r.pairs.iter().map(|p| p.ceiling_mpps))
@@ -916,6 +1094,47 @@ mod tests {
             ],
             cpu: crate::noise::CpuTimes { steal, total: cpu },
             preempted,
+        }
+    }
+
+    #[test]
+    fn two_workers_get_disjoint_shares_of_the_flows() {
+        let case = matrix(false)
+            .into_iter()
+            .find(|c| c.workers == 2 && c.replies == Replies::None)
+            .expect("a two-worker case");
+        assert_eq!((case.mode, case.flows), (Mode::Fnat, 100_000));
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let shares = case.queue_profiles(mac).unwrap();
+        assert_eq!(shares.len(), 2);
+        let clients = |p: &Profile| -> std::collections::HashSet<std::net::SocketAddr> {
+            (0..p.flows).map(|i| p.client(i)).collect()
+        };
+        let (a, b) = (clients(&shares[0]), clients(&shares[1]));
+        assert_eq!(a.len() + b.len(), 100_000);
+        assert!(a.is_disjoint(&b));
+        assert_eq!(case.profile(mac).flows, 100_000, "testpmd replays them all");
+        assert_eq!(matrix(false)[0].queue_profiles(mac).unwrap().len(), 1);
+        // Replies: on the owner's queue, or each on the other worker's.
+        for (replies, crossed) in [(Replies::OwnQueue, false), (Replies::OtherQueue, true)] {
+            let case = Case {
+                replies,
+                ..case.clone()
+            };
+            for (k, p) in case.queue_profiles(mac).unwrap().iter().enumerate() {
+                assert_eq!(p.replies.len(), 50_000);
+                let owners: std::collections::HashSet<u16> = p
+                    .replies
+                    .iter()
+                    .map(|(_, local)| lb_core::laddr::owner_of(local.port(), 2))
+                    .collect();
+                let k = u16::try_from(k).unwrap();
+                let owner = if crossed { 1 - k } else { k };
+                assert_eq!(owners, [owner].into(), "{replies:?} queue {k}");
+                let locals: std::collections::HashSet<SocketAddr> =
+                    p.replies.iter().map(|r| r.1).collect();
+                assert_eq!(locals.len(), 50_000, "one local port a session");
+            }
         }
     }
 

@@ -162,11 +162,7 @@ impl LbWorker {
             if handed > 0 {
                 busy = true;
                 self.counters.add(Counter::HandOverIn, handed as u64);
-                for mut m in rx.drain() {
-                    let port = m.port();
-                    let action = self.engine.process(&mut m, port, now);
-                    self.dispatch(&mut out, port, m, action, now, &mut released);
-                }
+                self.receive_handed(&mut rx, now, &mut actions, &mut out, &mut released);
             }
             for (port, m) in released.drain(..) {
                 self.queue(&mut out, usize::from(port), m);
@@ -303,6 +299,41 @@ impl LbWorker {
         }
         for ((m, action), iface) in rx.drain().zip(actions.iter()).zip(ifaces) {
             self.dispatch(out, iface, m, *action, now, released);
+        }
+    }
+
+    /// Frames other workers handed over: through the engine as bursts,
+    /// one for each run of frames from one port, with the receive path's
+    /// prefetching: they were written on another core, so every one of
+    /// them starts as a cache miss, which the burst overlaps.
+    fn receive_handed(
+        &mut self,
+        rx: &mut MbufBurst,
+        now: u32,
+        actions: &mut [Action; MAX_BURST],
+        out: &mut [MbufBurst],
+        released: &mut Vec<(u16, Mbuf)>,
+    ) {
+        let n = rx.len();
+        let mut ports = [0u16; MAX_BURST];
+        for (m, port) in rx.as_mut_slice().iter().zip(ports.iter_mut()) {
+            *port = m.port();
+        }
+        let mut start = 0;
+        while start < n {
+            let port = ports[start];
+            let len = ports[start..n].iter().take_while(|&&p| p == port).count();
+            self.engine.process_burst_with(
+                &mut rx.as_mut_slice()[start..start + len],
+                port,
+                now,
+                &mut actions[start..start + len],
+                &CpuPrefetch,
+            );
+            start += len;
+        }
+        for ((m, action), port) in rx.drain().zip(actions.iter()).zip(ports) {
+            self.dispatch(out, port, m, *action, now, released);
         }
     }
 

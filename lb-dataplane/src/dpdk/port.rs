@@ -234,9 +234,12 @@ impl Port {
         }
 
         let mut conf = dpdk_sys::rte_eth_conf::default();
-        // net_af_packet spreads flows over its queues itself: each queue is
-        // a socket of one PACKET_FANOUT group, hashed by the kernel.
-        let spreads_itself = driver == "net_af_packet";
+        // Some ports divide their traffic between queues without RSS:
+        // net_af_packet's queues are sockets of one PACKET_FANOUT group,
+        // hashed by the kernel, and each of net_pcap's reads a file of its
+        // own (`rx_pcap=` once per queue), divided as whoever wrote the
+        // files divided the flows.
+        let spreads_itself = matches!(driver.as_str(), "net_af_packet" | "net_pcap");
         if cfg.rx_queues > 1 && !spreads_itself {
             let wanted = u64::from(
                 dpdk_sys::RTE_ETH_RSS_IP | dpdk_sys::RTE_ETH_RSS_TCP | dpdk_sys::RTE_ETH_RSS_UDP,

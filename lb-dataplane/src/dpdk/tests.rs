@@ -206,7 +206,14 @@ fn errors(eal: &Eal, pool: &'static Mempool) {
     eal.probe(&format!("net_pcap5,rx_pcap={p},tx_pcap=/dev/null"))
         .unwrap();
     let e = Port::open(eal, "net_pcap5", pool, &two).unwrap_err();
+    // A file per queue: two queues, no RSS needed (the files divide the
+    // flows), as lb-bench feeds two workers.
+    eal.probe(&format!("net_pcap6,rx_pcap={p},rx_pcap={p}"))
+        .unwrap();
+    let port = Port::open(eal, "net_pcap6", pool, &two);
     let _ = std::fs::remove_file(&empty);
+    assert!(port.is_ok(), "{:?}", port.err());
+    drop(port);
     assert!(
         matches!(
             e,
