@@ -398,13 +398,13 @@ fn goals_and_failures(r: &Results, s: &mut String) {
 /// The README's part of a run: the machine, one row per case (its rate,
 /// its ratio to testpmd's `5tswap` on its own profile, the time per packet,
 /// the new connections a second) and the goals; `report` is where the
-/// whole report (ceilings, repeats, profiles, loss) is.
+/// whole report (ceilings, pairs, profiles, loss) is.
 pub fn summary(r: &Results, report: &str) -> String {
     let m = &r.machine;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Run of {} on `{}` ({}, {} cores, DPDK {}, {}), one worker core{}; the whole report, with testpmd's figures, the repeats, the profiles and the loss below the maximum: [{report}]({report}).\n",
+        "Run of {} on `{}` ({}, {} cores, DPDK {}, {}), one worker core (two in the two-worker rows){}; the whole report, with testpmd's figures, every pair, the machine's noise and the loss below the maximum: [{report}]({report}).\n",
         r.date,
         m.host,
         m.cpu,

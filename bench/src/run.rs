@@ -590,12 +590,15 @@ fn setup_for(case: &Case, prepared: &Prepared, memory: &Memory, dir: &Path) -> S
     }
 }
 
+/// One appliance run of `case`; with `profile`, perf records the worker in
+/// the window (and slows it: such a run's numbers are not the case's).
 fn measure_case(
     opts: &Options,
     case: &Case,
     prepared: &Prepared,
     memory: &Memory,
     dir: &Path,
+    profile: bool,
 ) -> Result<(Vec<Sample>, Option<perf::Profile>), String> {
     let setup = setup_for(case, prepared, memory, dir);
     let app = Appliance::start(&opts.dataplane, &setup, dir)?;
@@ -610,7 +613,7 @@ fn measure_case(
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(opts.warmup);
-            let recording = opts.perf.then(|| perf::start(app.pid(), dir)).flatten();
+            let recording = profile.then(|| perf::start(app.pid(), dir)).flatten();
             // Five slices, so that a moment of noise on a shared machine
             // moves one slice, not the median.
             let mut samples = vec![app.sample()?];
@@ -863,9 +866,8 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             let (ceiling, ceiling_steal) =
                 with_steal(|| baseline_of(p).measure(Fwd::FiveTupleSwap));
             let ceiling = ceiling? / 1e6;
-            let (samples, profile) = measure_case(opts, case, p, &memory, &dir)?;
-            let (mut r, mut pair) = evaluate(case, &samples, machine.cpu_mhz);
-            r.profile = profile.unwrap_or_default();
+            let (samples, _) = measure_case(opts, case, p, &memory, &dir, false)?;
+            let (r, mut pair) = evaluate(case, &samples, machine.cpu_mhz);
             pair.ceiling_mpps = ceiling;
             pair.ceiling_steal_pct = ceiling_steal;
             pair.ratio = if ceiling > 0.0 {
@@ -914,7 +916,15 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             });
             continue;
         }
-        let r = combine(runs, io_mpps);
+        let mut r = combine(runs, io_mpps);
+        if opts.perf && case.kind == Kind::Established {
+            // Where the cycles go, from one more run outside the pairs:
+            // perf's sampling slows the worker, which no ratio may include.
+            match measure_case(opts, case, p, &memory, &dir, true) {
+                Ok((_, profile)) => r.profile = profile.unwrap_or_default(),
+                Err(e) => eprintln!("lb-bench [{}/{n}]   the profiling run failed: {e}", i + 1),
+            }
+        }
         eprintln!(
             "lb-bench [{}/{n}]   {:.2} Mpps, {:.3} x 5tswap ({:.3}-{:.3}{}), {:.0} ns/packet, {:.0} new conns/s, {} sessions, drops {:?}",
             i + 1,
@@ -957,8 +967,10 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         .iter()
         .enumerate()
         .filter(|(_, c)| {
+            // One worker: the generator's memif port has one queue.
             opts.loss
                 && c.kind == Kind::Established
+                && c.workers == 1
                 && c.pkt_bytes == 64
                 && c.flows == if opts.quick { 1000 } else { 100_000 }
                 && (!opts.quick || c.mode == Mode::Fnat)

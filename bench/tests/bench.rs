@@ -7,6 +7,15 @@ use std::process::Command;
 use lb_tests::{binary, pcap};
 use serde_json::Value;
 
+/// `lb-bench run` one at a time: each reserves the hugepages it finds
+/// free and pins testpmd and the appliance to the same cores.
+static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_run_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    RUNS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lb-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -134,6 +143,7 @@ fn gen_sends_on_a_port_at_the_rate_and_counts_what_comes_back() {
 
 #[test]
 fn quick_run_measures_the_appliance_against_testpmd() {
+    let _one = one_run_at_a_time();
     let dir = scratch("quick");
     let results = dir.join("results");
     let work = dir.join("work");
@@ -217,6 +227,7 @@ fn quick_run_measures_the_appliance_against_testpmd() {
 /// and the run goes on with the next case; the exit status says so.
 #[test]
 fn a_failing_case_is_retried_reported_and_the_run_goes_on() {
+    let _one = one_run_at_a_time();
     let dir = scratch("failing");
     let results = dir.join("results");
     let work = dir.join("work");

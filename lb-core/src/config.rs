@@ -422,6 +422,14 @@ pub struct Workers {
     /// Packets per receive burst (1 to 64).
     #[serde(default = "default_burst")]
     pub burst: Spanned<u16>,
+    /// `SCHED_FIFO` priority of the worker threads, 1 to 99; 0 leaves them
+    /// ordinary threads. For isolated cores only: a real-time thread that
+    /// polls flat out takes its core from everything else.
+    #[serde(default = "default_realtime")]
+    pub realtime_priority: Spanned<u8>,
+    /// Lock the process's memory in RAM (`mlockall`).
+    #[serde(default)]
+    pub lock_memory: bool,
 }
 
 /// `[mempool]`: the packet-buffer pool shared by every port.
@@ -517,6 +525,9 @@ fn default_weight() -> u32 {
 
 fn default_burst() -> Spanned<u16> {
     Spanned::new(0..0, 32)
+}
+fn default_realtime() -> Spanned<u8> {
+    Spanned::new(0..0, 0)
 }
 fn default_cache() -> u32 {
     256
@@ -704,6 +715,17 @@ impl Config {
                 burst.span(),
                 "[workers] burst",
                 format!("{} is out of range: use 1 to {MAX_BURST}", burst.get_ref()),
+            ));
+        }
+        let rt = &self.workers.realtime_priority;
+        if *rt.get_ref() > 99 {
+            return Err(c.error(
+                rt.span(),
+                "[workers] realtime_priority",
+                format!(
+                    "{} is out of range: use 1 to 99 (SCHED_FIFO), or 0 for ordinary threads",
+                    rt.get_ref()
+                ),
             ));
         }
         let room = self.mempool.data_room;
@@ -1760,6 +1782,12 @@ weight = 3
         assert!(e.message.contains("twice"), "{e}");
         let e = err(&GOOD.replace("lcores = [1]", "lcores = [1]\nburst = 65"));
         assert_eq!((e.key.as_str(), e.line), ("[workers] burst", Some(7)));
+        let e = err(&GOOD.replace("lcores = [1]", "lcores = [1]\nrealtime_priority = 100"));
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("[workers] realtime_priority", Some(7))
+        );
+        assert!(e.message.contains("use 1 to 99"), "{e}");
         let e = err(&GOOD.replace("name = \"net_null0\"", "name = \"net_pcap0\""));
         assert!(e.message.contains("defined twice"), "{e}");
         let e = err(&GOOD.replace("device = \"net_pcap0,", "device = \"net_pcap1,"));

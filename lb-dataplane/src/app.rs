@@ -61,6 +61,8 @@ pub enum AppError {
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Ring(#[from] crate::dpdk::RingError),
+    #[error("[workers]: {0}")]
+    Realtime(#[from] crate::dpdk::RealtimeError),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -345,6 +347,37 @@ fn warn_unisolated(config: &Config, lcores: &[u32]) {
     }
 }
 
+/// The operator's tuning of the worker threads, before any work starts:
+/// locked memory, real-time priority (and a word on the kernel's real-time
+/// throttling, which would stop a worker for the rest of every second).
+fn tune_workers(config: &Config, eal: &Eal, lcores: &[u32]) -> Result<(), AppError> {
+    if config.workers.lock_memory {
+        dpdk::lock_memory()?;
+        tracing::info!("memory locked (mlockall)");
+    }
+    let priority = *config.workers.realtime_priority.get_ref();
+    if priority == 0 {
+        return Ok(());
+    }
+    for &lcore in lcores {
+        dpdk::set_realtime(eal, lcore, priority)?;
+    }
+    tracing::info!(priority, lcores = ?lcores, "workers run under SCHED_FIFO");
+    let runtime = std::fs::read_to_string("/proc/sys/kernel/sched_rt_runtime_us")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if !runtime.is_empty() && runtime != "-1" {
+        tracing::warn!(
+            sched_rt_runtime_us = %runtime,
+            "the kernel throttles real-time threads: a worker that polls flat out is stopped \
+             for the rest of every second once it has used this much of it; on isolated \
+             cores set kernel.sched_rt_runtime_us = -1 (docs/deploy.md)"
+        );
+    }
+    Ok(())
+}
+
 /// Where the ports and the workers sit: each port's NUMA node (`None`:
 /// not known, as for most virtual devices) and each worker lcore's.
 struct Placement {
@@ -435,6 +468,7 @@ pub fn run(
     }
     let lcores = config.workers.lcores.get_ref();
     warn_unisolated(config, lcores);
+    tune_workers(config, &eal, lcores)?;
     let placement = Placement {
         ports: config
             .ports

@@ -17,6 +17,7 @@ mod mbuf;
 mod mempool;
 mod port;
 mod prefetch;
+mod realtime;
 mod ring;
 
 pub use eal::{Eal, EalError};
@@ -26,6 +27,7 @@ pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM, HEADROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
 pub use prefetch::CpuPrefetch;
+pub use realtime::{lock_memory, policy_of, set_realtime, RealtimeError};
 pub use ring::{HandOverRing, RingConsumer, RingError};
 
 use std::ffi::CStr;
