@@ -274,32 +274,11 @@ impl LbWorker {
         released: &mut Vec<(u16, Mbuf)>,
     ) {
         let port = u16::try_from(p).unwrap_or(u16::MAX);
-        let n = rx.len();
         let mut ifaces = [port; MAX_BURST];
         if tagged {
             self.strip_tags(rx, p, &mut ifaces);
         }
-        let mut start = 0;
-        while start < n {
-            let iface = ifaces[start];
-            let len = if tagged {
-                ifaces[start..n].iter().take_while(|&&i| i == iface).count()
-            } else {
-                n
-            };
-            let frames = &mut rx.as_mut_slice()[start..start + len];
-            self.engine.process_burst_with(
-                frames,
-                iface,
-                now,
-                &mut actions[start..start + len],
-                &CpuPrefetch,
-            );
-            start += len;
-        }
-        for ((m, action), iface) in rx.drain().zip(actions.iter()).zip(ifaces) {
-            self.dispatch(out, iface, m, *action, now, released);
-        }
+        self.process_runs(rx, &ifaces, now, actions, out, released);
     }
 
     /// Frames other workers handed over: through the engine as bursts,
@@ -314,26 +293,42 @@ impl LbWorker {
         out: &mut [MbufBurst],
         released: &mut Vec<(u16, Mbuf)>,
     ) {
-        let n = rx.len();
         let mut ports = [0u16; MAX_BURST];
         for (m, port) in rx.as_mut_slice().iter().zip(ports.iter_mut()) {
             *port = m.port();
         }
+        self.process_runs(rx, &ports, now, actions, out, released);
+    }
+
+    /// Runs `rx` through the engine as bursts, one for each run of frames
+    /// on one interface (`ifaces[i]` is frame i's), with prefetching, then
+    /// sends each frame where its action says.
+    #[inline]
+    fn process_runs(
+        &mut self,
+        rx: &mut MbufBurst,
+        ifaces: &[u16; MAX_BURST],
+        now: u32,
+        actions: &mut [Action; MAX_BURST],
+        out: &mut [MbufBurst],
+        released: &mut Vec<(u16, Mbuf)>,
+    ) {
+        let n = rx.len();
         let mut start = 0;
         while start < n {
-            let port = ports[start];
-            let len = ports[start..n].iter().take_while(|&&p| p == port).count();
+            let iface = ifaces[start];
+            let len = ifaces[start..n].iter().take_while(|&&i| i == iface).count();
             self.engine.process_burst_with(
                 &mut rx.as_mut_slice()[start..start + len],
-                port,
+                iface,
                 now,
                 &mut actions[start..start + len],
                 &CpuPrefetch,
             );
             start += len;
         }
-        for ((m, action), port) in rx.drain().zip(actions.iter()).zip(ports) {
-            self.dispatch(out, port, m, *action, now, released);
+        for ((m, action), &iface) in rx.drain().zip(actions.iter()).zip(ifaces) {
+            self.dispatch(out, iface, m, *action, now, released);
         }
     }
 
