@@ -79,12 +79,3 @@ pub fn lock_memory() -> Result<(), RealtimeError> {
     }
     Ok(())
 }
-
-/// The scheduling policy of worker lcore `lcore`'s thread (for reports and
-/// tests): `libc::SCHED_FIFO`, `libc::SCHED_OTHER`, ...
-pub fn policy_of(lcore: u32) -> Option<i32> {
-    let tid = thread_of(lcore)?;
-    // SAFETY: sched_getscheduler takes a thread id and reads nothing of ours.
-    let p = unsafe { libc::sched_getscheduler(tid) };
-    (p >= 0).then_some(p)
-}
