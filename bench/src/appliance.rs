@@ -292,6 +292,11 @@ impl Appliance {
         })
     }
 
+    /// Each worker's last stalls.
+    pub fn stalls(&self) -> Result<lb_admin_proto::Stalls, String> {
+        serde_json::from_value(self.ask("stalls")?).map_err(|e| format!("stalls: {e}"))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -4,14 +4,31 @@
 //! refuses the frame, which the generator drops and counts, as a wire
 //! would; the appliance counts its own drops. Pcap replay cannot show
 //! this: the worker pulls from it at its own pace.
+//!
+//! Every refused frame is set beside the appliance's stalls (`lb-ctl
+//! stalls`) on the machine's monotonic clock: frames refused while the
+//! worker's thread was away (preempted, or its virtual CPU taken) are the
+//! machine's loss, reported apart from the loss inside the process, which
+//! is everything else: frames refused while the worker did its own work,
+//! or while it was there but did not keep up, and every drop it counted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use lb_admin_proto::Stall;
+use lb_dataplane::dpdk::monotonic_ns;
 use serde::Serialize;
 
 use crate::appliance::{Appliance, Mode, Sample, Setup, CLIENTS, VIP};
+use crate::port_gen::REFUSAL_SLOT_NS;
+
+/// The memif ring's slots (`rsize=12`).
+pub const RING_SLOTS: u64 = 1 << 12;
+/// How far from a stall a refusal still counts as its doing (ns): the
+/// generator notes the time after its burst is refused, and the ring takes
+/// a moment to drain once the worker is back.
+const SLACK_NS: u64 = 200_000;
 
 /// The appliance's memif port's MAC, where the generator's frames go.
 const MEMIF_MAC: &str = "02:6d:65:6d:69:66";
@@ -41,6 +58,78 @@ pub struct LossResult {
     /// Times the kernel took the worker's core from it during the data
     /// (`nonvoluntary_ctxt_switches` of its thread).
     pub preempted: u64,
+    /// Where the lost frames were lost.
+    pub lost: Attribution,
+    /// The worker's stalls in the window, by cause, and the longest of
+    /// each (ms).
+    pub stalls_own: u64,
+    pub stalls_outside: u64,
+    pub max_own_stall_ms: f64,
+    pub max_outside_stall_ms: f64,
+    /// Whether the stall log held every stall of the window.
+    pub stalls_complete: bool,
+    /// The ring, and the slots that would have covered the window's
+    /// longest stall at the offered rate.
+    pub ring_slots: u64,
+    pub ring_needed: u64,
+}
+
+/// A window's lost frames by where they were lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    /// Refused while the worker's thread was away: the machine's.
+    pub outside: u64,
+    /// Refused while the worker did its own work.
+    pub own_stall: u64,
+    /// Refused with no stall near: the worker was there and did not keep up.
+    pub unexplained: u64,
+    /// Dropped by the appliance (its drop counters).
+    pub dropped: u64,
+}
+
+impl Attribution {
+    /// The loss inside the process: all but the machine's.
+    pub fn inside(&self) -> u64 {
+        self.own_stall + self.unexplained + self.dropped
+    }
+}
+
+/// Sets each slot of refusals (start ns, frames) beside the stalls
+/// (ordered by time, none overlapping: they are gaps of one loop) that
+/// overlap it, within [`SLACK_NS`]; an outside stall takes precedence.
+pub fn attribute(refusals: &[(u64, u64)], stalls: &[Stall], dropped: u64) -> Attribution {
+    let mut a = Attribution {
+        dropped,
+        ..Attribution::default()
+    };
+    for &(at, n) in refusals {
+        let end = at + REFUSAL_SLOT_NS;
+        let first = stalls.partition_point(|s| s.end_ns + SLACK_NS < at);
+        let near: Vec<&Stall> = stalls[first..]
+            .iter()
+            .take_while(|s| s.start_ns().saturating_sub(SLACK_NS) < end)
+            .collect();
+        if near.iter().any(|s| s.outside()) {
+            a.outside += n;
+        } else if near.is_empty() {
+            a.unexplained += n;
+        } else {
+            a.own_stall += n;
+        }
+    }
+    a
+}
+
+/// What one window of offered data showed.
+#[derive(Debug)]
+struct Window {
+    report: serde_json::Value,
+    before: Sample,
+    after: Sample,
+    preempted: u64,
+    /// The worker's stalls in the window, and whether the log had them all.
+    stalls: Vec<Stall>,
+    complete: bool,
 }
 
 /// A loss run's inputs.
@@ -106,13 +195,10 @@ impl LossRun<'_> {
 
     /// Offers the data for the window at `rate` (flat out when `None`);
     /// returns the generator's report and the appliance's samples around it.
-    fn offer(
-        &self,
-        app: &Appliance,
-        socket: &str,
-        rate: Option<f64>,
-    ) -> Result<(serde_json::Value, Sample, Sample, u64), String> {
+    fn offer(&self, app: &Appliance, socket: &str, rate: Option<f64>) -> Result<Window, String> {
         let before = app.sample()?;
+        let stalls_before = app.stalls()?;
+        let start_ns = monotonic_ns();
         let preempted_before = crate::noise::preemptions(app.pid());
         let mut args: Vec<String> = [
             "--template",
@@ -130,9 +216,33 @@ impl LossRun<'_> {
             args.push(format!("{r:.0}"));
         }
         let report = self.gen(socket, &args)?;
+        let end_ns = monotonic_ns();
         let after = app.sample()?;
         let preempted = crate::noise::preemptions(app.pid()).saturating_sub(preempted_before);
-        Ok((report, before, after, preempted))
+        let stalls_after = app.stalls()?;
+        // One worker in a loss run.
+        let total = |s: &lb_admin_proto::Stalls| s.workers.first().map_or(0, |w| w.total);
+        let happened = total(&stalls_after).saturating_sub(total(&stalls_before));
+        let stalls: Vec<Stall> = stalls_after
+            .workers
+            .first()
+            .map(|w| {
+                w.stalls
+                    .iter()
+                    .filter(|s| s.end_ns >= start_ns && s.start_ns() <= end_ns)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let complete = stalls.len() as u64 >= happened;
+        Ok(Window {
+            report,
+            before,
+            after,
+            preempted,
+            stalls,
+            complete,
+        })
     }
 
     /// Opens every flow (SYNs at a rate the worker takes easily), finds the
@@ -174,12 +284,19 @@ impl LossRun<'_> {
         }
         // The maximum on this path: what the appliance accepted with the
         // generator offering more than it could take.
-        let (flat, ..) = self.offer(&app, &socket, None)?;
+        let flat = self.offer(&app, &socket, None)?.report;
         let max = n(&flat["sent"]) as f64 / flat["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
         let mut out = Vec::new();
         for &fraction in &self.fractions {
             let target = max * fraction;
-            let (r, before, after, preempted) = self.offer(&app, &socket, Some(target))?;
+            let Window {
+                report: r,
+                before,
+                after,
+                preempted,
+                stalls,
+                complete,
+            } = self.offer(&app, &socket, Some(target))?;
             let dropped: u64 = after
                 .drops
                 .iter()
@@ -195,6 +312,19 @@ impl LossRun<'_> {
             let (sent, refused) = (n(&r["sent"]), n(&r["refused"]));
             let offered = sent + refused;
             let seconds = r["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
+            let refusals: Vec<(u64, u64)> =
+                serde_json::from_value(r["refusals"].clone()).unwrap_or_default();
+            let lost = attribute(&refusals, &stalls, dropped);
+            let longest = |outside: bool| {
+                stalls
+                    .iter()
+                    .filter(|s| s.outside() == outside)
+                    .map(|s| s.gap_ns)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let longest_ns = longest(true).max(longest(false));
+            let offered_pps = offered as f64 / seconds;
             out.push(LossResult {
                 mode: self.mode,
                 sessions: after.sessions,
@@ -208,6 +338,16 @@ impl LossRun<'_> {
                 dropped,
                 max_loop_gap_ms: after.max_loop_gap_ns as f64 / 1e6,
                 preempted,
+                lost,
+                stalls_own: stalls.iter().filter(|s| !s.outside()).count() as u64,
+                stalls_outside: stalls.iter().filter(|s| s.outside()).count() as u64,
+                max_own_stall_ms: longest(false) as f64 / 1e6,
+                max_outside_stall_ms: longest(true) as f64 / 1e6,
+                stalls_complete: complete,
+                ring_slots: RING_SLOTS,
+                // Frames arriving during the longest stall, rounded up.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                ring_needed: (longest_ns as f64 * offered_pps / 1e9).ceil() as u64,
                 loss_pct: if offered > 0 {
                     (refused + dropped) as f64 * 100.0 / offered as f64
                 } else {
@@ -217,5 +357,54 @@ impl LossRun<'_> {
         }
         app.stop()?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stall(end_ns: u64, gap_ns: u64, outside: bool) -> Stall {
+        Stall {
+            end_ns,
+            gap_ns,
+            away_ns: if outside { gap_ns } else { 0 },
+        }
+    }
+
+    #[test]
+    fn refusals_go_to_the_stall_they_fall_in() {
+        let ms = 1_000_000;
+        let stalls = [
+            stall(10 * ms, 2 * ms, true),  // 8 to 10 ms, preempted
+            stall(20 * ms, 3 * ms, false), // 17 to 20 ms, own work
+        ];
+        let refusals = [
+            (9 * ms, 5),            // in the preemption
+            (10 * ms + 100_000, 1), // just after it: the ring draining
+            (18 * ms, 7),           // in the worker's own stall
+            (30 * ms, 2),           // no stall near
+        ];
+        let a = attribute(&refusals, &stalls, 4);
+        assert_eq!(
+            a,
+            Attribution {
+                outside: 6,
+                own_stall: 7,
+                unexplained: 2,
+                dropped: 4
+            }
+        );
+        assert_eq!(a.inside(), 13);
+    }
+
+    #[test]
+    fn an_outside_stall_takes_a_slot_both_touch() {
+        let stalls = [
+            stall(1_000_000, 500_000, false),
+            stall(1_300_000, 250_000, true),
+        ];
+        let a = attribute(&[(1_000_000, 3)], &stalls, 0);
+        assert_eq!((a.outside, a.own_stall), (3, 0));
     }
 }

@@ -174,6 +174,10 @@ enum Command {
         /// Skip the loss runs below the maximum.
         #[arg(long)]
         no_loss: bool,
+        /// Seconds of each loss window (default 60, the case window with
+        /// --quick).
+        #[arg(long)]
+        loss_window: Option<f64>,
     },
 }
 
@@ -256,6 +260,7 @@ fn real_main() -> Result<(), String> {
             pairs,
             only,
             no_loss,
+            loss_window,
         } => {
             let dataplane = match dataplane {
                 Some(p) => p,
@@ -276,6 +281,10 @@ fn real_main() -> Result<(), String> {
                 pairs: pairs.unwrap_or(if quick { 2 } else { 5 }),
                 only,
                 loss: !no_loss,
+                loss_window: seconds(
+                    loss_window.unwrap_or(if quick { default_window } else { 60.0 }),
+                    "--loss-window",
+                )?,
             };
             let results = run::run(&opts)?;
             let json = report::write(&results, &out)?;

@@ -5,11 +5,19 @@
 
 use std::time::{Duration, Instant};
 
-use lb_dataplane::dpdk::{Eal, MbufBurst, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM};
+use lb_dataplane::dpdk::{
+    monotonic_ns, Eal, MbufBurst, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM,
+};
 use serde::Serialize;
 
 /// The most frames a paced generator sends back to back.
 const MAX_AHEAD: u64 = 64;
+/// Refusals are counted in slots of this length (ns) on the machine's
+/// monotonic clock, so that a loss run can set them beside the
+/// appliance's stalls.
+pub const REFUSAL_SLOT_NS: u64 = 100_000;
+/// The most slots with refusals a run records (the rest are only counted).
+const MAX_REFUSAL_SLOTS: usize = 1 << 20;
 
 /// What a run on a port did.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +30,9 @@ pub struct PortReport {
     /// Frames the port refused (its queue full: the far side is not
     /// keeping up). They are dropped, as a wire would, and counted here.
     pub refused: u64,
+    /// When frames were refused: (slot start on `CLOCK_MONOTONIC` in ns,
+    /// frames refused in that slot of [`REFUSAL_SLOT_NS`]), in time order.
+    pub refusals: Vec<(u64, u64)>,
     pub sent_pps: f64,
     pub received_pps: f64,
 }
@@ -60,6 +71,7 @@ pub fn run(
     let mut out = MbufBurst::new();
     let mut inbox = MbufBurst::new();
     let (mut sent, mut received, mut refused) = (0u64, 0u64, 0u64);
+    let mut refusals: Vec<(u64, u64)> = Vec::new();
     let mut next = 0usize;
     let start = Instant::now();
     loop {
@@ -91,7 +103,17 @@ pub fn run(
         let before = out.len();
         let n = txq.tx_burst(&mut out);
         sent += n as u64;
-        refused += (before - n) as u64;
+        let lost = (before - n) as u64;
+        refused += lost;
+        if lost > 0 {
+            let slot = monotonic_ns() / REFUSAL_SLOT_NS * REFUSAL_SLOT_NS;
+            let room = refusals.len() < MAX_REFUSAL_SLOTS;
+            match refusals.last_mut() {
+                Some((at, n)) if *at == slot => *n += lost,
+                _ if room => refusals.push((slot, lost)),
+                _ => {}
+            }
+        }
         out.clear();
         let got = rxq.rx_burst(&mut inbox);
         received += got as u64;
@@ -106,6 +128,7 @@ pub fn run(
         sent,
         received,
         refused,
+        refusals,
         sent_pps: sent as f64 / seconds,
         received_pps: received as f64 / seconds,
     })

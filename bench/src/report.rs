@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::appliance::Mode;
+use crate::loss::LossResult;
 use crate::run::{CaseResult, Kind, Replies, Results, NOISY};
 
 fn human(n: u64) -> String {
@@ -160,6 +161,24 @@ pub fn goals(r: &Results) -> Vec<(String, String, bool)> {
             ),
             worst.loss_pct == 0.0,
         ));
+        let half: Vec<&LossResult> = r
+            .losses
+            .iter()
+            .filter(|l| (l.fraction - 0.5).abs() < 1e-9)
+            .collect();
+        if let Some(worst) = half.iter().max_by_key(|l| l.lost.inside()) {
+            let outside: u64 = half.iter().map(|l| l.lost.outside).sum();
+            out.push((
+                "at 50% of its maximum, no mode loses a packet inside the process".into(),
+                format!(
+                    "worst {} inside ({}); {} lost to the machine in all",
+                    worst.lost.inside(),
+                    worst.mode.name().to_uppercase(),
+                    outside
+                ),
+                worst.lost.inside() == 0,
+            ));
+        }
     }
     out
 }
@@ -324,16 +343,16 @@ pub fn markdown(r: &Results) -> String {
     if !r.losses.is_empty() {
         let _ = writeln!(
             s,
-            "\nLoss below the maximum: `lb-bench gen` on the other core feeds the appliance through a memif pair (4096-slot ring), first flat out (the maximum on this path), then at fractions of that; a full ring refuses the frame, as a NIC's would:\n"
+            "\nLoss below the maximum: `lb-bench gen` on the other core feeds the appliance through a memif pair (4096-slot ring), first flat out (the maximum on this path), then at fractions of that; a full ring refuses the frame, as a NIC's would. Each refused frame is set beside the worker's stalls (`lb-ctl stalls`, gaps of 100 us or more in its loop) on the machine's monotonic clock: refused while the worker's thread was away (preempted, or its virtual CPU taken) is lost *outside* the process; refused during the worker's own work, or with no stall near, and every frame the appliance dropped, is lost *inside*. `ring needed` is the slots that would have covered the window's longest stall at the offered rate:\n"
         );
         let _ = writeln!(
             s,
-            "| mode | sessions | max via memif | offered | of max | refused | dropped | lost | worker's longest stall | worker preempted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| mode | sessions | max via memif | offered | of max | refused | dropped | lost | lost outside | lost inside | stalls own / outside | longest own | longest outside | ring needed | worker preempted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for l in &r.losses {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} Mpps | {:.2} Mpps | {:.0}% | {} | {} | {:.3}% | {:.1} ms | {} times |",
+                "| {} | {} | {:.2} Mpps | {:.2} Mpps | {:.0}% | {} | {} | {:.3}% | {} | {}{} | {} / {}{} | {:.2} ms | {:.2} ms | {} of {} | {} times |",
                 l.mode.name().to_uppercase(),
                 human(l.sessions),
                 l.max_mpps,
@@ -342,7 +361,23 @@ pub fn markdown(r: &Results) -> String {
                 l.refused,
                 l.dropped,
                 l.loss_pct,
-                l.max_loop_gap_ms,
+                l.lost.outside,
+                l.lost.inside(),
+                if l.lost.inside() > 0 {
+                    format!(
+                        " (own stalls {}, no stall {}, dropped {})",
+                        l.lost.own_stall, l.lost.unexplained, l.lost.dropped
+                    )
+                } else {
+                    String::new()
+                },
+                l.stalls_own,
+                l.stalls_outside,
+                if l.stalls_complete { "" } else { " (log overrun)" },
+                l.max_own_stall_ms,
+                l.max_outside_stall_ms,
+                l.ring_needed,
+                l.ring_slots,
                 l.preempted
             );
         }

@@ -398,6 +398,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Whether the loss runs below the maximum follow the cases.
     pub loss: bool,
+    /// Seconds of each loss window.
+    pub loss_window: Duration,
 }
 
 fn progress(i: usize, n: usize, what: &str) {
@@ -999,7 +1001,7 @@ pub fn run(opts: &Options) -> Result<Results, String> {
             } else {
                 vec![0.5, 0.9]
             },
-            duration: opts.window,
+            duration: opts.loss_window,
             dir: dir.clone(),
         };
         let setup = setup_for(case, &prepared[i], &memory, &dir);
@@ -1028,14 +1030,20 @@ pub fn run(opts: &Options) -> Result<Results, String> {
         };
         for r in rs {
             eprintln!(
-                "lb-bench [loss {}/{}]   {:.0}% of {:.2} Mpps: {} refused, {} dropped ({:.4}% lost)",
+                "lb-bench [loss {}/{}]   {:.0}% of {:.2} Mpps: {} refused, {} dropped ({:.4}% lost: {} outside the process, {} inside); stalls {} own (longest {:.2} ms), {} outside (longest {:.2} ms)",
                 k + 1,
                 loss_cases.len(),
                 r.fraction * 100.0,
                 r.max_mpps,
                 r.refused,
                 r.dropped,
-                r.loss_pct
+                r.loss_pct,
+                r.lost.outside,
+                r.lost.inside(),
+                r.stalls_own,
+                r.max_own_stall_ms,
+                r.stalls_outside,
+                r.max_outside_stall_ms,
             );
             losses.push(r);
         }

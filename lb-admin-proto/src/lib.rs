@@ -157,6 +157,8 @@ pub enum Op {
     },
     /// Forgets a neighbour, static or learned: [`Empty`].
     DelNeighbor { address: String },
+    /// Each worker's last stalls, by cause: [`Stalls`].
+    Stalls,
     /// The running services and timeouts as configuration: [`Dump`].
     Dump,
     /// Replaces services and timeouts by a desired state: [`Applied`].
@@ -323,6 +325,7 @@ pub enum Answer {
     Health(Health),
     Routes(Routes),
     Neighbors(Neighbors),
+    Stalls(Stalls),
     Dump(Dump),
     Applied(Applied),
 }
@@ -626,6 +629,53 @@ pub struct Neighbor {
     pub fixed: bool,
     /// Seconds a learned entry has left; none for a static one.
     pub expires_in: Option<u32>,
+}
+
+/// `stalls`: each worker's last stalls (passes of its loop further apart
+/// than the dataplane's stall threshold), oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Stalls {
+    /// The threshold: a gap between two passes this long or longer is a
+    /// stall (ns).
+    pub threshold_ns: u64,
+    pub workers: Vec<WorkerStalls>,
+}
+
+/// One worker's part of [`Stalls`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WorkerStalls {
+    pub lcore: u32,
+    /// Stalls since the worker started, the log's older ones included.
+    pub total: u64,
+    pub stalls: Vec<Stall>,
+}
+
+/// A time the worker was away from its loop: while it is, nothing drains
+/// its receive queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Stall {
+    /// When it ended, on the machine's `CLOCK_MONOTONIC` (ns), the clock
+    /// other processes' events can be set beside.
+    pub end_ns: u64,
+    /// How long the loop was away (ns).
+    pub gap_ns: u64,
+    /// How much of that the thread did not run: preempted by the kernel
+    /// or its virtual CPU taken by the hypervisor (ns, an estimate good to
+    /// the worker's 1 ms reading of its CPU time).
+    pub away_ns: u64,
+}
+
+impl Stall {
+    /// Whether the machine took the time (the thread was away for at
+    /// least half of it) rather than the worker's own work.
+    pub fn outside(&self) -> bool {
+        self.away_ns.saturating_mul(2) >= self.gap_ns
+    }
+
+    /// When it started, on `CLOCK_MONOTONIC` (ns).
+    pub fn start_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.gap_ns)
+    }
 }
 
 /// `dump`: the running services and timeouts in the configuration schema.

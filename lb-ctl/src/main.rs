@@ -20,11 +20,47 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb_admin_proto::{
     Applied, Committed, Connections, Counters, Dump, Empty, Health, List, Neighbors, Op, RealDef,
-    Routes, ServiceDef, Timeouts,
+    Routes, ServiceDef, Stalls, Timeouts,
 };
 
 use client::{Client, Failure};
 use format::Table;
+
+/// `lb-ctl stalls`: per worker, its stalls by cause, then its `last`
+/// latest, times on the machine's monotonic clock.
+fn stalls_table(st: &Stalls, last: usize) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mut out = String::new();
+    for w in &st.workers {
+        let outside = w.stalls.iter().filter(|s| s.outside()).count();
+        out.push_str(&format!(
+            "lcore {}: {} stalls of {} us or more; of the {} kept, {} own, {} outside\n",
+            w.lcore,
+            w.total,
+            st.threshold_ns / 1000,
+            w.stalls.len(),
+            w.stalls.len() - outside,
+            outside
+        ));
+        if w.stalls.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "  {:>16} {:>10} {:>10}  {}\n",
+            "ended (s)", "gap (ms)", "away (ms)", "cause"
+        ));
+        for s in &w.stalls[w.stalls.len().saturating_sub(last)..] {
+            out.push_str(&format!(
+                "  {:>16.6} {:>10.3} {:>10.3}  {}\n",
+                s.end_ns as f64 / 1e9,
+                ms(s.gap_ns),
+                ms(s.away_ns),
+                if s.outside() { "outside" } else { "own" }
+            ));
+        }
+    }
+    out
+}
 
 /// The socket lb-dataplane serves unless configured otherwise.
 const DEFAULT_SOCKET: &str = "/run/lb-dataplane.sock";
@@ -255,6 +291,14 @@ enum Sub {
     Counters,
     /// The health of every checked real server.
     Health,
+    /// Each worker's last stalls (its loop 100 us or more between passes,
+    /// when nothing drains its queues), by cause: its own work, or the
+    /// machine's (preempted, or its virtual CPU taken).
+    Stalls {
+        /// How many of each worker's latest to show (it keeps 1024).
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+    },
     /// The load balancer's addresses and routes.
     Route {
         #[command(subcommand)]
@@ -949,6 +993,13 @@ fn run_extra(e: Extra) -> Result<String, Error> {
                 }
             }
             Ok(out)
+        }
+        Sub::Stalls { last } => {
+            let st: Stalls = c.call(&Op::Stalls)?;
+            if json_out {
+                return Ok(json_line(&st));
+            }
+            Ok(stalls_table(&st, last))
         }
         Sub::Health => {
             let h: Health = c.call(&Op::Health)?;

@@ -205,6 +205,7 @@ pub fn execute(control: &mut Control, op: Op) -> Result<Answer, String> {
             Answer::Empty(control.change_neighbor(&address, Some((&mac, &port)))?)
         }
         Op::DelNeighbor { address } => Answer::Empty(control.change_neighbor(&address, None)?),
+        Op::Stalls => Answer::Stalls(control.stalls()),
         Op::Dump => Answer::Dump(control.dump()),
         Op::Apply { toml, dry_run } => Answer::Applied(control.apply(&toml, dry_run)?),
     })

@@ -853,6 +853,25 @@ impl Control {
 
     /// The first worker's neighbour table (the workers pass on what they
     /// learn, so theirs agree).
+    /// Each worker's last stalls.
+    pub fn stalls(&self) -> proto::Stalls {
+        proto::Stalls {
+            threshold_ns: crate::stall::STALL_NS,
+            workers: self
+                .worker_stats
+                .iter()
+                .map(|w| {
+                    let (stalls, total) = w.stalls();
+                    proto::WorkerStalls {
+                        lcore: w.lcore(),
+                        total,
+                        stalls,
+                    }
+                })
+                .collect(),
+        }
+    }
+
     pub fn neighbors(&self) -> Result<proto::Neighbors, String> {
         let Some(m) = self.mailboxes.first() else {
             return Ok(proto::Neighbors::default());

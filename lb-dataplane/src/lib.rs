@@ -20,6 +20,7 @@ pub mod notify;
 pub mod peers;
 pub mod probe;
 pub mod publish;
+pub mod stall;
 pub mod stats;
 pub mod vlan;
 pub mod worker;

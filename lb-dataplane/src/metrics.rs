@@ -285,6 +285,8 @@ pub fn render(list: &List, counters: &Counters) -> String {
     }
     let mut worker_events = Vec::new();
     let mut gaps = Vec::new();
+    let mut stalls = Vec::new();
+    let mut max_stalls = Vec::new();
     let mut sessions = Vec::new();
     let mut capacity = Vec::new();
     let (mut laddr_conns, mut laddr_ports) = (Vec::new(), Vec::new());
@@ -302,8 +304,20 @@ pub fn render(list: &List, counters: &Counters) -> String {
             laddr_ports.push((ls, u64::from(l.ports)));
         }
         for (name, &v) in w.dataplane.iter().flat_map(|d| &d.counters) {
+            let cause = match name.as_str() {
+                "stalls_own" | "max_own_stall_ns" => Some("own"),
+                "stalls_outside" | "max_outside_stall_ns" => Some("outside"),
+                _ => None,
+            };
             if name == "max_loop_gap_ns" {
                 gaps.push((labels(&[("lcore", lcore.clone())]), v));
+            } else if let Some(cause) = cause {
+                let ls = labels(&[("cause", cause.to_owned()), ("lcore", lcore.clone())]);
+                if name.starts_with("max_") {
+                    max_stalls.push((ls, v));
+                } else {
+                    stalls.push((ls, v));
+                }
             } else if let Some(reason) = name.strip_prefix("drop_") {
                 worker_drops.push((
                     labels(&[("lcore", lcore.clone()), ("reason", reason.to_owned())]),
@@ -351,6 +365,20 @@ pub fn render(list: &List, counters: &Counters) -> String {
         "gauge",
         "The longest pass of the worker loop.",
         &gaps,
+    );
+    family(
+        &mut out,
+        "lb_worker_stalls_total",
+        "counter",
+        "Passes of the worker loop 100 us or more apart, by cause: own (the thread ran) or outside (it was preempted or its virtual CPU taken).",
+        &stalls,
+    );
+    family(
+        &mut out,
+        "lb_worker_max_stall_nanoseconds",
+        "gauge",
+        "The longest stall of the worker loop, by cause.",
+        &max_stalls,
     );
     family(
         &mut out,
@@ -546,6 +574,8 @@ mod tests {
                         ("rx_packets", 52),
                         ("drop_tx_full", 0),
                         ("max_loop_gap_ns", 900),
+                        ("stalls_outside", 3),
+                        ("max_outside_stall_ns", 250_000),
                     ]),
                 }),
                 ..WorkerCounters::default()
@@ -585,6 +615,8 @@ mod tests {
         has("lb_worker_drops_total{lcore=\"1\",reason=\"tx_full\"} 0");
         has("lb_worker_events_total{event=\"rx_packets\",lcore=\"1\"} 52");
         has("lb_worker_max_loop_gap_nanoseconds{lcore=\"1\"} 900");
+        has("lb_worker_stalls_total{cause=\"outside\",lcore=\"1\"} 3");
+        has("lb_worker_max_stall_nanoseconds{cause=\"outside\",lcore=\"1\"} 250000");
         has("lb_worker_sessions{lcore=\"1\"} 5");
         has("lb_worker_session_capacity{lcore=\"1\"} 64");
         has("lb_laddr_connections{lcore=\"1\",local_address=\"10.0.0.100\",service=\"TCP 198.18.0.10:80\"} 2");

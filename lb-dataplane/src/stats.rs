@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
+use lb_admin_proto::Stall;
+
+use crate::stall::StallLog;
 
 /// What a worker counts. Every drop has its own reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +57,18 @@ pub enum Counter {
     DropGso,
     /// Dropped: no headroom left for a VLAN tag.
     DropVlanHeadroom,
+    /// Stalls of the loop ([`crate::stall`]) in which the thread ran: its
+    /// own work.
+    StallsOwn,
+    /// Stalls in which it was away: preempted, or its virtual CPU taken.
+    StallsOutside,
+    /// The longest of each (a gauge, ns).
+    MaxOwnStallNs,
+    MaxOutsideStallNs,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 21] = [
         Counter::RxPackets,
         Counter::TxPackets,
         Counter::DropTxFull,
@@ -75,6 +86,10 @@ impl Counter {
         Counter::DropOversize,
         Counter::DropGso,
         Counter::DropVlanHeadroom,
+        Counter::StallsOwn,
+        Counter::StallsOutside,
+        Counter::MaxOwnStallNs,
+        Counter::MaxOutsideStallNs,
     ];
 
     /// The counter's name in reports.
@@ -97,6 +112,10 @@ impl Counter {
             Counter::DropOversize => "drop_oversize",
             Counter::DropGso => "drop_gso",
             Counter::DropVlanHeadroom => "drop_vlan_headroom",
+            Counter::StallsOwn => "stalls_own",
+            Counter::StallsOutside => "stalls_outside",
+            Counter::MaxOwnStallNs => "max_own_stall_ns",
+            Counter::MaxOutsideStallNs => "max_outside_stall_ns",
         }
     }
 }
@@ -112,6 +131,8 @@ pub struct WorkerStats {
     /// number; counted for VLAN sub-interfaces (a port's own traffic is in
     /// its DPDK statistics).
     interfaces: Box<[[AtomicU64; 2]]>,
+    /// The worker's last stalls.
+    stalls: StallLog,
 }
 
 /// The writable side: exactly one per worker, owned by it.
@@ -136,6 +157,7 @@ impl WorkerStats {
             interfaces: (0..interfaces)
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
+            stalls: StallLog::default(),
         });
         (
             WorkerCounters {
@@ -163,6 +185,11 @@ impl WorkerStats {
             .collect()
     }
 
+    /// The worker's last stalls, oldest first, and how many it had in all.
+    pub fn stalls(&self) -> (Vec<Stall>, u64) {
+        (self.stalls.read(), self.stalls.total())
+    }
+
     /// Every counter by name.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
         Counter::ALL
@@ -180,6 +207,19 @@ impl WorkerCounters {
         if v > g.load(Ordering::Relaxed) {
             g.store(v, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a stall of the loop by its cause and logs it.
+    #[cold]
+    pub fn stall(&mut self, s: Stall) {
+        let (count, max) = if s.outside() {
+            (Counter::StallsOutside, Counter::MaxOutsideStallNs)
+        } else {
+            (Counter::StallsOwn, Counter::MaxOwnStallNs)
+        };
+        self.add(count, 1);
+        self.set_max(max, s.gap_ns);
+        self.stats.stalls.push(s);
     }
 
     /// Adds received and sent frames to interface `iface`.

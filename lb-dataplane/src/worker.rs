@@ -21,6 +21,7 @@ use crate::dpdk::{
 };
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
+use crate::stall::StallWatch;
 use crate::stats::{Counter, WorkerCounters};
 use crate::vlan::{self, Vlans};
 
@@ -100,6 +101,7 @@ impl LbWorker {
         let mut told_truncated = vec![false; ports];
         self.neigh.size_dests(self.engine.dest_slots());
         self.announce_new(&mut out, &mut announced);
+        let mut stalls = StallWatch::new(hz, last_pass, dpdk::thread_cpu_ns());
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = dpdk::rdtsc();
             let gap_ns = u128::from(tsc - last_pass) * 1_000_000_000 / u128::from(hz);
@@ -107,6 +109,10 @@ impl LbWorker {
                 Counter::MaxLoopGapNs,
                 u64::try_from(gap_ns).unwrap_or(u64::MAX),
             );
+            let clocks = || (dpdk::thread_cpu_ns(), dpdk::monotonic_ns());
+            if let Some(s) = stalls.pass(last_pass, tsc, clocks) {
+                self.counters.stall(s);
+            }
             last_pass = tsc;
             let now = u32::try_from((tsc - start) / hz).unwrap_or(u32::MAX);
             let mut busy = false;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use lb_admin_proto::{
     decode_request, Applied, Committed, Connections, Counters, Dump, Empty, Health, List,
-    Neighbors, Op, RealDef, Reply, Routes, ServiceDef, Timeouts, VersionInfo,
+    Neighbors, Op, RealDef, Reply, Routes, ServiceDef, Stalls, Timeouts, VersionInfo,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -207,6 +207,7 @@ fn exchanges() -> Vec<(&'static str, Result<Op, &'static str>)> {
         ),
         ("zero", Ok(Op::Zero)),
         ("clear", Ok(Op::Clear)),
+        ("stalls", Ok(Op::Stalls)),
     ]
 }
 
@@ -260,6 +261,7 @@ fn reread_answer(op: &Op, text: &str) -> Value {
         Op::Routes => reread::<Routes>(text),
         Op::Neighbors => reread::<Neighbors>(text),
         Op::AddNeighbor { .. } | Op::DelNeighbor { .. } => reread::<Empty>(text),
+        Op::Stalls => reread::<Stalls>(text),
         Op::Dump => reread::<Dump>(text),
         Op::Apply { .. } => reread::<Applied>(text),
     }

@@ -27,7 +27,7 @@ pub use mbuf::{burst_len, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::{Mempool, MempoolError, DEFAULT_DATA_ROOM, HEADROOM};
 pub use port::{Link, Port, PortConfig, PortError, PortStats, RxQueue, TxQueue};
 pub use prefetch::CpuPrefetch;
-pub use realtime::{lock_memory, set_realtime, RealtimeError};
+pub use realtime::{lock_memory, monotonic_ns, set_realtime, thread_cpu_ns, RealtimeError};
 pub use ring::{HandOverRing, RingConsumer, RingError};
 
 use std::ffi::CStr;
