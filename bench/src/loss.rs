@@ -49,6 +49,9 @@ pub struct LossResult {
     pub offered: u64,
     /// Frames the appliance's memif ring refused.
     pub refused: u64,
+    /// Frames the generator skipped, not offered, because it was
+    /// descheduled (it does not catch up in a burst no wire would carry).
+    pub skipped: u64,
     /// Frames the appliance dropped (every drop counter).
     pub dropped: u64,
     pub loss_pct: f64,
@@ -315,6 +318,13 @@ impl LossRun<'_> {
             let refusals: Vec<(u64, u64)> =
                 serde_json::from_value(r["refusals"].clone()).unwrap_or_default();
             let lost = attribute(&refusals, &stalls, dropped);
+            // The timelines behind the attribution, for a reader to check.
+            let timeline = serde_json::json!({ "refusals": refusals, "stalls": stalls });
+            let file = self
+                .dir
+                .join(format!("window-{:.0}.json", fraction * 100.0));
+            std::fs::write(&file, timeline.to_string())
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
             let longest = |outside: bool| {
                 stalls
                     .iter()
@@ -335,6 +345,7 @@ impl LossRun<'_> {
                 offered_mpps: offered as f64 / seconds / 1e6,
                 offered,
                 refused,
+                skipped: n(&r["skipped"]),
                 dropped,
                 max_loop_gap_ms: after.max_loop_gap_ns as f64 / 1e6,
                 preempted,

@@ -399,19 +399,6 @@ enum Laddr {
     List,
 }
 
-const SUBCOMMANDS: [&str; 10] = [
-    "apply",
-    "import",
-    "config",
-    "counters",
-    "health",
-    "laddr",
-    "route",
-    "neigh",
-    "completions",
-    "man",
-];
-
 /// The subcommand `args` (the program's name first) name, if any: the
 /// first word that is neither a global option (`--socket P`, `-o json`,
 /// `--output=json`, `-n`) nor its value, so that the global options go
@@ -426,7 +413,7 @@ fn subcommand_of(args: &[String]) -> Option<&str> {
             "-n" | "--numeric" => {}
             w if w.starts_with("--socket=") || w.starts_with("--output=") => {}
             w if w.starts_with("-o") && w.len() > 2 => {}
-            w => return SUBCOMMANDS.contains(&w).then_some(w),
+            w => return Extra::command().find_subcommand(w).is_some().then_some(w),
         }
     }
     None
