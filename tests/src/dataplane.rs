@@ -85,6 +85,13 @@ impl Idle {
     }
 }
 
+impl Idle {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Idle {
     fn drop(&mut self) {
         let _ = Command::new("kill")

@@ -482,6 +482,76 @@ fn global_options_go_before_or_after_a_subcommand() {
 }
 
 #[test]
+fn a_worker_stopped_from_outside_shows_an_outside_stall() {
+    let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
+    let socket = dp.socket.to_str().unwrap();
+    let ctl = |args: &[&str]| {
+        let out = Command::new(binary::path("lb-ctl"))
+            .args(["--socket", socket])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lb-ctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let st: serde_json::Value = serde_json::from_str(&ctl(&["-o", "json", "stalls"])).unwrap();
+    assert_eq!(st["threshold_ns"], 100_000, "{st}");
+    assert!(ctl(&["stalls"]).starts_with("lcore "));
+    // SIGSTOP: the kernel runs none of the process's threads for 60 ms, as
+    // when the worker's core is taken from it.
+    let pid = dp.pid().to_string();
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    kill("-CONT");
+    let long = |st: &serde_json::Value| -> Option<serde_json::Value> {
+        st["workers"][0]["stalls"]
+            .as_array()?
+            .iter()
+            .find(|s| s["gap_ns"].as_u64().unwrap_or(0) >= 50_000_000)
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stall = loop {
+        let st: serde_json::Value = serde_json::from_str(&ctl(&["-o", "json", "stalls"])).unwrap();
+        if let Some(s) = long(&st) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no 50 ms stall: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (gap, away) = (
+        stall["gap_ns"].as_u64().unwrap(),
+        stall["away_ns"].as_u64().unwrap(),
+    );
+    assert!(
+        away * 2 >= gap,
+        "a stopped thread counted as working: {stall}"
+    );
+    let text = ctl(&["stalls", "--last", "1024"]);
+    let row = format!("{:.3}", gap as f64 / 1e6);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&row) && l.ends_with("outside")),
+        "{text}"
+    );
+    let counters: serde_json::Value =
+        serde_json::from_str(&ctl(&["-o", "json", "counters"])).unwrap();
+    let lcore = &counters["workers"][0]["dataplane"]["counters"];
+    assert!(lcore["stalls_outside"].as_u64().unwrap() >= 1, "{lcore}");
+    assert!(
+        lcore["max_outside_stall_ns"].as_u64().unwrap() >= gap,
+        "{lcore}"
+    );
+}
+
+#[test]
 fn a_dataplane_of_another_protocol_gets_one_line_and_exit_4() {
     use std::io::{BufRead, BufReader};
     let tmp = lb_tests::golden::TempDir::new("ver");
