@@ -915,20 +915,10 @@ fn launch_lb(
         port: u16::try_from(p).unwrap_or(u16::MAX),
         uplink: u16::try_from((0..ports.len()).find(|&i| i != p).unwrap_or(0)).unwrap_or(0),
     });
-    let neighbor_ports: Vec<(MacAddr, Vec<(std::net::Ipv4Addr, u8)>)> = net
+    let neighbor_ports: Vec<(MacAddr, Vec<(std::net::IpAddr, u8)>)> = net
         .interfaces
         .iter()
-        .map(|i| {
-            let v4 = i
-                .addrs
-                .iter()
-                .filter_map(|(a, l)| match a {
-                    std::net::IpAddr::V4(v4) => Some((*v4, *l)),
-                    std::net::IpAddr::V6(_) => None,
-                })
-                .collect();
-            (i.mac, v4)
-        })
+        .map(|i| (i.mac, i.addrs.clone()))
         .collect();
     let vlans = crate::vlan::Vlans::new(ports.len(), &lb.vlans);
     // With several workers, a ring each for the packets others receive for

@@ -904,9 +904,9 @@ impl Control {
         address: &str,
         to: Option<(&str, &str)>,
     ) -> Result<proto::Empty, String> {
-        let ip: std::net::Ipv4Addr = address
+        let ip: std::net::IpAddr = address
             .parse()
-            .map_err(|_| format!("neighbour {address:?} is not an IPv4 address"))?;
+            .map_err(|_| format!("neighbour {address:?} is not an IPv4 or IPv6 address"))?;
         let to = match to {
             Some((mac, port)) => {
                 let mac: lb_core::wire::MacAddr = mac.parse()?;

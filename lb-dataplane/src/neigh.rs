@@ -1,17 +1,18 @@
 //! A worker's neighbour table: the MAC of each next hop, learned from ARP
-//! (or configured), with ageing, ARP requests for unknown next hops, and a
-//! small, bounded queue of frames waiting for an answer.
+//! or IPv6 Neighbor Discovery (or configured), with ageing, ARP requests
+//! and Neighbor Solicitations for unknown next hops, and a small, bounded
+//! queue of frames waiting for an answer.
 //!
 //! Everything is sized at start: the table refuses new entries when full
 //! (counted) instead of growing, and at most [`MAX_HELD`] frames wait, each
 //! for at most [`HOLD_SECS`] seconds.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use arrayvec::ArrayVec;
 use lb_core::session::{self, Addr};
-use lb_core::wire::{arp, ethernet, MacAddr};
+use lb_core::wire::{arp, ethernet, ndisc, MacAddr};
 
 use crate::dpdk::{Mbuf, Mempool};
 
@@ -67,8 +68,8 @@ pub struct Neighbors {
     by_dest: Vec<Remembered>,
     /// Moves on every change to `entries`, which forgets all of `by_dest`.
     generation: u32,
-    /// Each port's MAC and IPv4 addresses (prefix lengths), by port index.
-    ports: Vec<(MacAddr, Vec<(Ipv4Addr, u8)>)>,
+    /// Each port's MAC and addresses (prefix lengths), by port index.
+    ports: Vec<(MacAddr, Vec<(IpAddr, u8)>)>,
     pub table_full: u64,
     pub hold_full: u64,
     pub hold_expired: u64,
@@ -76,8 +77,8 @@ pub struct Neighbors {
 }
 
 impl Neighbors {
-    /// A table for ports described by (MAC, IPv4 addresses), in port order.
-    pub fn new(ports: Vec<(MacAddr, Vec<(Ipv4Addr, u8)>)>) -> Neighbors {
+    /// A table for ports described by (MAC, addresses), in port order.
+    pub fn new(ports: Vec<(MacAddr, Vec<(IpAddr, u8)>)>) -> Neighbors {
         Neighbors {
             entries: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
             asked: HashMap::with_capacity_and_hasher(CAPACITY, ahash::RandomState::new()),
@@ -127,17 +128,12 @@ impl Neighbors {
 
     /// Every entry not aged: (address, MAC, port, seconds left, 0 for a
     /// static one).
-    pub fn entries(&self, now: u32) -> Vec<(Ipv4Addr, MacAddr, u16, u32)> {
+    pub fn entries(&self, now: u32) -> Vec<(IpAddr, MacAddr, u16, u32)> {
         let mut out: Vec<_> = self
             .entries
             .iter()
             .filter(|(_, e)| e.expires == 0 || e.expires > now)
-            .filter_map(|(a, e)| match session::ip(a) {
-                std::net::IpAddr::V4(v4) => {
-                    Some((v4, e.mac, e.port, e.expires.saturating_sub(now)))
-                }
-                std::net::IpAddr::V6(_) => None,
-            })
+            .map(|(a, e)| (session::ip(a), e.mac, e.port, e.expires.saturating_sub(now)))
             .collect();
         out.sort_unstable_by_key(|e| e.0);
         out
@@ -243,10 +239,7 @@ impl Neighbors {
             self.set_macs(&mut m, port, mac);
             return Resolved::Send(m);
         }
-        let std::net::IpAddr::V4(target) = session::ip(&next_hop) else {
-            // IPv6 next hops need configured neighbours.
-            return Resolved::Dropped;
-        };
+        let target = session::ip(&next_hop);
         if self.held.is_full() {
             self.hold_full += 1;
             return Resolved::Dropped;
@@ -268,32 +261,50 @@ impl Neighbors {
         Resolved::Held { request }
     }
 
-    /// An ARP request for `target` out of `port`, from the port's address on
-    /// the target's network (or its first address).
-    fn request(&self, port: u16, target: Ipv4Addr, pool: &Mempool) -> Option<Mbuf> {
+    /// An ARP request or a Neighbor Solicitation for `target` out of
+    /// `port`, from the port's address of the target's family on the
+    /// target's network (or its first such address).
+    fn request(&self, port: u16, target: IpAddr, pool: &Mempool) -> Option<Mbuf> {
         let (mac, addrs) = self.ports.get(usize::from(port))?;
-        let in_net = |(a, len): &&(Ipv4Addr, u8)| {
-            let mask = if *len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(*len))
-            };
-            u32::from(*a) & mask == u32::from(target) & mask
-        };
-        let src = addrs.iter().find(in_net).or(addrs.first())?.0;
-        broadcast_request(*mac, src, target, pool)
+        let same_family = |(a, _): &&(IpAddr, u8)| a.is_ipv4() == target.is_ipv4();
+        let in_net = |(a, len): &&(IpAddr, u8)| same_net(*a, target, *len);
+        let src = addrs
+            .iter()
+            .filter(same_family)
+            .find(in_net)
+            .or(addrs.iter().find(same_family))?
+            .0;
+        match (src, target) {
+            (IpAddr::V4(src), IpAddr::V4(target)) => broadcast_request(*mac, src, target, pool),
+            (IpAddr::V6(src), IpAddr::V6(target)) => {
+                frame(pool, |f| ndisc::write_solicit(f, *mac, src, target))
+            }
+            _ => None,
+        }
     }
 
     /// A gratuitous ARP for `ip` out of `port` (a request whose sender and
-    /// target are both `ip`), so that neighbours holding a stale MAC for it
-    /// update; `None` for a port without IPv4 addresses (an exception
-    /// port, say) or when the pool is empty.
-    pub fn announce(&self, port: u16, ip: Ipv4Addr, pool: &Mempool) -> Option<Mbuf> {
+    /// target are both `ip`), or for an IPv6 `ip` an unsolicited Neighbor
+    /// Advertisement to all nodes, so that neighbours holding a stale MAC
+    /// for it update; `None` for a port without addresses of its family
+    /// (an exception port, say) or when the pool is empty.
+    pub fn announce(&self, port: u16, ip: IpAddr, pool: &Mempool) -> Option<Mbuf> {
         let (mac, addrs) = self.ports.get(usize::from(port))?;
-        if addrs.is_empty() {
+        if !addrs.iter().any(|(a, _)| a.is_ipv4() == ip.is_ipv4()) {
             return None;
         }
-        broadcast_request(*mac, ip, ip, pool)
+        match ip {
+            IpAddr::V4(ip) => broadcast_request(*mac, ip, ip, pool),
+            IpAddr::V6(ip) => frame(pool, |f| {
+                ndisc::write_advert(
+                    f,
+                    (*mac, ndisc::multicast_mac(ndisc::ALL_NODES)),
+                    (ip, ndisc::ALL_NODES),
+                    ndisc::flags::ROUTER | ndisc::flags::OVERRIDE,
+                    true,
+                )
+            }),
+        }
     }
 
     /// Ports in the table.
@@ -328,6 +339,25 @@ impl Neighbors {
 }
 
 /// A broadcast ARP request from `mac`/`src` for `target`.
+/// Whether `a` and `b` are of one family and share their first `len` bits.
+fn same_net(a: IpAddr, b: IpAddr, len: u8) -> bool {
+    let (x, y, bits) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    let len = u32::from(len).min(bits);
+    len == 0 || (x ^ y) >> (bits - len) == 0
+}
+
+/// A Neighbor Discovery frame, written by `write` into a fresh mbuf of
+/// [`ndisc::FRAME_LEN`] bytes.
+fn frame(pool: &Mempool, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<Mbuf> {
+    let mut m = pool.alloc()?;
+    let room = m.append(u16::try_from(ndisc::FRAME_LEN).ok()?)?;
+    (write(room)? == ndisc::FRAME_LEN).then_some(m)
+}
+
 fn broadcast_request(
     mac: MacAddr,
     src: Ipv4Addr,

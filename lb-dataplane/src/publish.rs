@@ -73,20 +73,20 @@ pub enum Request {
     Report(Sender<WorkerSnapshot>),
     /// Zero the statistics (ipvsadm -Z).
     Zero,
-    /// Another worker learned a neighbour from ARP (which RSS gives to one
-    /// queue only): learn it too.
+    /// Another worker learned a neighbour from ARP or Neighbor Discovery
+    /// (which RSS gives to one queue only): learn it too.
     Learn {
-        ip: std::net::Ipv4Addr,
+        ip: lb_core::session::Addr,
         mac: lb_core::wire::MacAddr,
         port: u16,
     },
     /// A static neighbour (`Some`), or forget one (`None`).
     SetNeighbor {
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         to: Option<(lb_core::wire::MacAddr, u16)>,
     },
     /// The neighbour table: (address, MAC, port, seconds left; 0 static).
-    Neighbors(Sender<Vec<(std::net::Ipv4Addr, lb_core::wire::MacAddr, u16, u32)>>),
+    Neighbors(Sender<Vec<(std::net::IpAddr, lb_core::wire::MacAddr, u16, u32)>>),
     /// `limit` sessions from the `offset`-th on.
     Connections {
         offset: usize,

@@ -237,15 +237,16 @@ impl LbWorker {
         }
     }
 
-    /// Queues a gratuitous ARP, on every port with IPv4 addresses, for each
-    /// owned address not in `announced` (at start: all of them; after a
+    /// Queues a gratuitous ARP (or, for an IPv6 address, an unsolicited
+    /// Neighbor Advertisement), on every port with addresses of its family,
+    /// for each owned address not in `announced` (at start: all of them; after a
     /// change: new VIPs and local addresses), then remembers what is owned.
     /// Runs between bursts; it allocates.
-    fn announce_new(&mut self, out: &mut [MbufBurst], announced: &mut Vec<std::net::Ipv4Addr>) {
+    fn announce_new(&mut self, out: &mut [MbufBurst], announced: &mut Vec<std::net::IpAddr>) {
         if !self.announce {
             return;
         }
-        let owned = self.engine.owned_v4();
+        let owned = self.engine.owned_ips();
         for ip in owned
             .iter()
             .filter(|ip| announced.binary_search(ip).is_err())
@@ -520,17 +521,18 @@ impl LbWorker {
                 Resolved::Dropped => self.counters.add(Counter::DropNeighbor, 1),
             },
             Action::Reply { port } => self.queue(out, usize::from(port), m),
-            Action::Arp { ip, mac, reply } => {
-                self.neigh
-                    .learn(session::addr_v4(ip), mac, in_port, now, released);
-                for peer in &self.peers {
-                    // A full mailbox loses only this refresh; the peer asks
-                    // ARP itself if it needs the entry.
-                    let _ = peer.post(Request::Learn {
-                        ip,
-                        mac,
-                        port: in_port,
-                    });
+            Action::Neighbor { learn, reply } => {
+                if let Some((ip, mac)) = learn {
+                    self.neigh.learn(ip, mac, in_port, now, released);
+                    for peer in &self.peers {
+                        // A full mailbox loses only this refresh; the peer
+                        // asks itself if it needs the entry.
+                        let _ = peer.post(Request::Learn {
+                            ip,
+                            mac,
+                            port: in_port,
+                        });
+                    }
                 }
                 if reply {
                     self.queue(out, usize::from(in_port), m);
@@ -582,12 +584,12 @@ fn handle(
         }
         Request::Zero => engine.zero_stats(),
         Request::Learn { ip, mac, port } => {
-            neigh.learn(session::addr_v4(ip), mac, port, now, released);
+            neigh.learn(ip, mac, port, now, released);
         }
         Request::SetNeighbor { ip, to } => match to {
-            Some((mac, port)) => neigh.add_static(session::addr_v4(ip), mac, port),
+            Some((mac, port)) => neigh.add_static(session::addr(ip), mac, port),
             None => {
-                neigh.remove(session::addr_v4(ip));
+                neigh.remove(session::addr(ip));
             }
         },
         Request::Neighbors(reply) => {

@@ -18,13 +18,23 @@ use std::time::Duration;
 
 use crate::netns::Netns;
 
-/// The HTTP server every real server runs: `<name> saw <peer address>`.
+/// The HTTP server every real server runs: `<name> saw <peer address>`,
+/// on IPv4 and IPv6 (one dual-stack socket; an IPv4 peer is shown as
+/// itself, not as an IPv4-mapped IPv6 address).
 const HTTP_SERVER: &str = r#"
-import http.server, socketserver, sys
+import http.server, socket, socketserver, sys
 name, port = sys.argv[1], int(sys.argv[2])
+class S(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ('%s saw %s\n' % (name, self.client_address[0])).encode()
+        peer = self.client_address[0]
+        if peer.startswith('::ffff:'):
+            peer = peer[7:]
+        body = ('%s saw %s\n' % (name, peer)).encode()
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
@@ -32,7 +42,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 socketserver.TCPServer.allow_reuse_address = True
-http.server.HTTPServer(('0.0.0.0', port), H).serve_forever()
+S(('::', port), H).serve_forever()
 "#;
 
 /// Where the client sits.
@@ -321,6 +331,76 @@ impl OneArm {
         Ok(topo)
     }
 
+    /// Gives the topology IPv6 addresses beside its IPv4 ones, in the same
+    /// plan: the load balancer fd00::1/64 and fd09::1/64 (its port's
+    /// configuration says so; the kernel in its namespace holds none),
+    /// real server k fd00::1k, the client fd09::2 routed through the load
+    /// balancer or fd00::2 on the servers' segment, and each real server
+    /// set up as `setup` says for IPv6 VIPs. Waits until duplicate address
+    /// detection has finished, as any host does before it uses an address.
+    pub fn add_ipv6(&self, client: ClientNet, setup: ServerSetup) -> io::Result<()> {
+        match client {
+            ClientNet::Routed => {
+                self.client
+                    .ip(&["-6", "addr", "add", "fd09::2/64", "dev", "eth0"])?;
+                self.client
+                    .ip(&["-6", "route", "add", "default", "via", "fd09::1"])?;
+            }
+            ClientNet::SameSegment => {
+                self.client
+                    .ip(&["-6", "addr", "add", "fd00::2/64", "dev", "eth0"])?;
+                self.client
+                    .ip(&["-6", "route", "add", "fd18::/64", "via", "fd00::1"])?;
+            }
+        }
+        for (k, ns) in self.servers.iter().enumerate() {
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("fd00::1{k}/64"),
+                "dev",
+                "eth0",
+            ])?;
+            match setup {
+                ServerSetup::Plain => {}
+                ServerSetup::GatewayIsLb => {
+                    ns.ip(&["-6", "route", "add", "default", "via", "fd00::1"])?;
+                }
+                ServerSetup::VipOnLoopback(vip) => {
+                    // A loopback address answers no Neighbor Solicitation
+                    // on eth0, so IPv6 needs no ARP-like settings.
+                    ns.ip(&["-6", "addr", "add", &format!("{vip}/128"), "dev", "lo"])?;
+                }
+                ServerSetup::IpipDecap(_) => {
+                    return Err(io::Error::other("no IPv6 tunnel real servers in this kit"));
+                }
+            }
+        }
+        let hosts = std::iter::once(&self.client).chain(&self.servers);
+        for ns in hosts {
+            let mut settled = false;
+            for _ in 0..100 {
+                let out = ns
+                    .command("ip")
+                    .args(["-6", "addr", "show", "tentative"])
+                    .output()?;
+                if out.stdout.is_empty() {
+                    settled = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !settled {
+                return Err(io::Error::other(format!(
+                    "{}: duplicate address detection did not finish in 5 s",
+                    ns.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn wait_for_server(&self, k: usize, port: u16) -> io::Result<()> {
         for _ in 0..100 {
             let out = self.servers[k].command("ss").args(["-ltn"]).output()?;
@@ -398,7 +478,8 @@ impl OneArm {
         let out = self
             .client
             .command("curl")
-            .args(["-s", "-S", "-m", "5", url])
+            // -g: brackets are an IPv6 literal, not one of curl's globs.
+            .args(["-g", "-s", "-S", "-m", "5", url])
             .output()
             .map_err(|e| e.to_string())?;
         if out.status.success() {

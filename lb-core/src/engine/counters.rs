@@ -9,7 +9,7 @@ pub enum Counter {
     RxPackets,
     /// Packets sent on towards a real server or a client.
     Forwarded,
-    /// ARP and ICMP echo answered in place.
+    /// ARP, Neighbor Solicitations and ICMP echo answered in place.
     Answered,
     /// Packets passed to another worker.
     HandedOver,
@@ -29,6 +29,10 @@ pub enum Counter {
     DropL2Malformed,
     DropL3Malformed,
     DropL4Malformed,
+    /// A Neighbor Solicitation or Advertisement that fails RFC 4861's
+    /// checks (hop limit not 255, bad checksum or options), or a multicast
+    /// solicitation that gives no address to answer to.
+    DropNdiscInvalid,
     /// The destination MAC is neither the port's nor broadcast/multicast.
     DropNotOurMac,
     /// A fragment of a balanced service (not reassembled).
@@ -90,7 +94,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 41] = [
+    pub const ALL: [Counter; 42] = [
         Counter::RxPackets,
         Counter::Forwarded,
         Counter::Answered,
@@ -104,6 +108,7 @@ impl Counter {
         Counter::DropL2Malformed,
         Counter::DropL3Malformed,
         Counter::DropL4Malformed,
+        Counter::DropNdiscInvalid,
         Counter::DropNotOurMac,
         Counter::DropFragment,
         Counter::DropTtlExceeded,
@@ -149,6 +154,7 @@ impl Counter {
             Counter::DropL2Malformed => "drop_l2_malformed",
             Counter::DropL3Malformed => "drop_l3_malformed",
             Counter::DropL4Malformed => "drop_l4_malformed",
+            Counter::DropNdiscInvalid => "drop_ndisc_invalid",
             Counter::DropNotOurMac => "drop_not_our_mac",
             Counter::DropFragment => "drop_fragment",
             Counter::DropTtlExceeded => "drop_ttl_exceeded",

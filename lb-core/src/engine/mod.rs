@@ -49,7 +49,7 @@ use crate::service::Snapshot;
 use crate::session::{self, Hashed, SessionId, SessionTable, Side};
 use crate::types::{Addr, NIL};
 use crate::types::{ForwardMode, Protocol};
-use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, MacAddr, WireError};
+use crate::wire::{arp, ethernet, icmp, ip_proto, ipv4, ipv6, ndisc, MacAddr, WireError};
 
 /// The sync records a worker keeps between two of the dataplane's takes;
 /// beyond it they are counted lost (`sync_outbox_full`).
@@ -72,11 +72,12 @@ pub enum Action {
     },
     /// Answered in place (Ethernet addresses set): send back out of `port`.
     Reply { port: u16 },
-    /// ARP seen: learn `ip` -> `mac`; if `reply`, the frame is now the
-    /// answer, to send back out of the port it came in on.
-    Arp {
-        ip: Ipv4Addr,
-        mac: MacAddr,
+    /// ARP or IPv6 Neighbor Discovery seen: learn the neighbour in
+    /// `learn` (address -> MAC), if any; if `reply`, the frame is now the
+    /// answer, to send back out of the port it came in on, and otherwise
+    /// it is for the kernel too (which learns its neighbours as well).
+    Neighbor {
+        learn: Option<(Addr, MacAddr)>,
         reply: bool,
     },
     /// Belongs to another worker's session: pass it on its ring.
@@ -287,18 +288,12 @@ impl Worker {
         out
     }
 
-    /// The IPv4 addresses this worker answers ARP for (interface addresses,
-    /// VIPs, local addresses), in ascending order: what a gratuitous ARP
+    /// The addresses this worker answers ARP and Neighbor Solicitations
+    /// for (interface addresses, VIPs, local addresses), in ascending
+    /// order: what a gratuitous ARP or an unsolicited advertisement
     /// announces. Allocates; for between bursts.
-    pub fn owned_v4(&self) -> Vec<Ipv4Addr> {
-        let mut v: Vec<Ipv4Addr> = self
-            .owned
-            .iter()
-            .filter_map(|a| match session::ip(a) {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+    pub fn owned_ips(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.owned.iter().map(session::ip).collect();
         v.sort_unstable();
         v
     }
@@ -667,11 +662,70 @@ impl Worker {
             arp::Packet::new_unchecked(&mut data[l3..]).fill(arp::op::REPLY, mac, tpa, sha, spa);
             self.count(Counter::Answered);
         }
-        Action::Arp {
-            ip: spa,
-            mac: sha,
+        Action::Neighbor {
+            learn: Some((session::addr_v4(spa), sha)),
             reply,
         }
+    }
+
+    /// A Neighbor Solicitation or Advertisement (IPv6's ARP): the sender
+    /// of a solicitation and the target of an advertisement are learned;
+    /// a solicitation for an owned address is answered in place.
+    fn ndisc(&mut self, buf: &mut impl PacketBuf, p: &Parsed, in_port: u16) -> Action {
+        let Some(mac) = self.snap.network.interface(in_port).map(|i| i.mac) else {
+            return self.drop(Counter::DropUnsupported);
+        };
+        let data = buf.data();
+        let (src, dst, hop_limit) = {
+            let ip = ipv6::Packet::new_unchecked(&data[p.l3_offset..p.l3_end]);
+            (ip.src_addr(), ip.dst_addr(), ip.hop_limit())
+        };
+        let peer = ethernet::Frame::new_unchecked(data).src();
+        let m = match ndisc::parse(&data[p.l4_offset..p.l3_end], src, dst, hop_limit) {
+            Ok(m) => m,
+            Err(_) => return self.drop(Counter::DropNdiscInvalid),
+        };
+        let v6 = |a: std::net::Ipv6Addr| session::addr(std::net::IpAddr::V6(a));
+        if m.kind == icmp::v6::NEIGHBOR_ADVERT {
+            return Action::Neighbor {
+                learn: Some((v6(m.target), m.lladdr.unwrap_or(peer))),
+                reply: false,
+            };
+        }
+        // A solicitation from the unspecified address is another node's
+        // duplicate address detection: nothing to learn or answer.
+        let learn = m
+            .lladdr
+            .filter(|_| !src.is_unspecified())
+            .map(|l| (v6(src), l));
+        if src.is_unspecified() || !self.owned.contains(&v6(m.target)) {
+            return Action::Neighbor {
+                learn,
+                reply: false,
+            };
+        }
+        // The answer takes the solicitation's buffer: whole, with our
+        // address in its option; without the option only where the
+        // asker already has our address (a unicast solicitation).
+        let len = data.len();
+        let with_lladdr = len >= ndisc::FRAME_LEN;
+        if !with_lladdr && (dst.is_multicast() || len < ndisc::FRAME_LEN - 8) {
+            return self.drop(Counter::DropNdiscInvalid);
+        }
+        let to = m.lladdr.unwrap_or(peer);
+        let flags = ndisc::flags::ROUTER | ndisc::flags::SOLICITED | ndisc::flags::OVERRIDE;
+        let Some(n) = ndisc::write_advert(
+            buf.data_mut(),
+            (mac, to),
+            (m.target, src),
+            flags,
+            with_lladdr,
+        ) else {
+            return self.drop(Counter::DropNdiscInvalid);
+        };
+        buf.trim(len - n);
+        self.count(Counter::Answered);
+        Action::Neighbor { learn, reply: true }
     }
 
     fn next_ident(&mut self) -> u16 {
@@ -800,6 +854,9 @@ impl Worker {
         };
         if ty == echo && self.owned.contains(&p.dst) {
             return Some(self.echo_reply(buf, p, in_port));
+        }
+        if !p.is_v4() && ndisc::is_ndisc(ty) {
+            return Some(self.ndisc(buf, p, in_port));
         }
         let is_error = if p.is_v4() {
             icmp::is_error_v4(ty)

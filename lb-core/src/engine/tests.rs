@@ -349,9 +349,11 @@ fn arp_and_echo_for_owned_addresses() {
         let (act, out) = run(&mut w, &req(owned), 0, 1);
         assert_eq!(
             act,
-            Action::Arp {
-                ip: "10.0.0.2".parse().unwrap(),
-                mac: PEER_MAC,
+            Action::Neighbor {
+                learn: Some((
+                    crate::session::addr_v4("10.0.0.2".parse().unwrap()),
+                    PEER_MAC
+                )),
                 reply: true
             },
             "{owned}"
@@ -369,9 +371,11 @@ fn arp_and_echo_for_owned_addresses() {
     let (act, _) = run(&mut w, &req("10.0.0.99"), 0, 1);
     assert_eq!(
         act,
-        Action::Arp {
-            ip: "10.0.0.2".parse().unwrap(),
-            mac: PEER_MAC,
+        Action::Neighbor {
+            learn: Some((
+                crate::session::addr_v4("10.0.0.2".parse().unwrap()),
+                PEER_MAC
+            )),
             reply: false
         }
     );
@@ -1494,11 +1498,11 @@ fn under_ecmp_a_peer_takes_over_the_connections_of_a_local_address_not_its_own()
     }
     assert!(!matches!(
         run(&mut second, &arp_request("10.2.0.1"), 0, 4).0,
-        Action::Arp { reply: true, .. }
+        Action::Neighbor { reply: true, .. }
     ));
     assert!(matches!(
         run(&mut second, &arp_request("10.2.0.9"), 0, 4).0,
-        Action::Arp { reply: true, .. }
+        Action::Neighbor { reply: true, .. }
     ));
     // A packet to the peer's address that no session has is a drop.
     let stray = from_rs(Builder::tcp_v4("10.1.0.5:8080", "10.2.0.1:1111", ACK));
@@ -2014,4 +2018,117 @@ fn a_fwmark_service_keeps_a_client_on_one_server_across_its_ports() {
         run(&mut w, &other, 0, 1).0,
         Action::Transmit { .. }
     ));
+}
+
+/// A worker whose port 0 also has fd00::1/64.
+fn worker_v6() -> Worker {
+    let mut net = network();
+    net.interfaces[0].addrs.push((ip("fd00::1"), 64));
+    let net = Network::new(net.interfaces, &[]).unwrap();
+    let snap = Snapshot::build(1, specs(), Timeouts::default())
+        .unwrap()
+        .with_network(net);
+    Worker::new(
+        WorkerConfig {
+            capacity: 64,
+            ..WorkerConfig::default()
+        },
+        Arc::new(snap),
+    )
+}
+
+/// The ICMPv6 message of an IPv6 frame, and the frame's addresses and hop
+/// limit, to read with `ndisc::parse`.
+fn icmp6_of(f: &[u8]) -> (&[u8], std::net::Ipv6Addr, std::net::Ipv6Addr, u8) {
+    let ip = crate::wire::ipv6::Packet::new_unchecked(&f[14..]);
+    (&f[54..], ip.src_addr(), ip.dst_addr(), ip.hop_limit())
+}
+
+#[test]
+fn neighbor_solicitations_for_owned_addresses_are_answered_and_senders_learned() {
+    use crate::wire::ndisc;
+    let mut w = worker_v6();
+    let peer: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+    let me: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+    let v6 = |a: std::net::Ipv6Addr| crate::session::addr(IpAddr::V6(a));
+    let mut ns = [0u8; ndisc::FRAME_LEN];
+    ndisc::write_solicit(&mut ns, PEER_MAC, peer, me).unwrap();
+    let (act, out) = run(&mut w, &ns, 0, 1);
+    assert_eq!(
+        act,
+        Action::Neighbor {
+            learn: Some((v6(peer), PEER_MAC)),
+            reply: true
+        }
+    );
+    // An advertisement from us to the asker, solicited, with our MAC.
+    assert_eq!(&out[..12], &[PEER_MAC.0, LB_MAC.0].concat()[..]);
+    let (icmp, src, dst, hops) = icmp6_of(&out);
+    assert_eq!((src, dst, hops), (me, peer, 255));
+    let m = ndisc::parse(icmp, src, dst, hops).unwrap();
+    assert_eq!(m.kind, crate::wire::icmp::v6::NEIGHBOR_ADVERT);
+    assert_eq!(m.target, me);
+    assert_eq!(m.lladdr, Some(LB_MAC));
+    assert_eq!(
+        m.flags,
+        ndisc::flags::ROUTER | ndisc::flags::SOLICITED | ndisc::flags::OVERRIDE
+    );
+    assert_eq!(w.counters.get(Counter::Answered), 1);
+
+    // For another host's address: the sender is learned, nothing answered.
+    ndisc::write_solicit(&mut ns, PEER_MAC, peer, "fd00::9".parse().unwrap()).unwrap();
+    assert_eq!(
+        run(&mut w, &ns, 0, 1).0,
+        Action::Neighbor {
+            learn: Some((v6(peer), PEER_MAC)),
+            reply: false
+        }
+    );
+    // An advertisement teaches its target.
+    let mut na = [0u8; ndisc::FRAME_LEN];
+    let target: std::net::Ipv6Addr = "fd00::10".parse().unwrap();
+    ndisc::write_advert(
+        &mut na,
+        (RS_MAC, LB_MAC),
+        (target, me),
+        ndisc::flags::SOLICITED,
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut w, &na, 0, 1).0,
+        Action::Neighbor {
+            learn: Some((v6(target), RS_MAC)),
+            reply: false
+        }
+    );
+    // One routed here (hop limit 254, checksum still right: the hop limit
+    // is not in it) is refused and counted.
+    ndisc::write_solicit(&mut ns, PEER_MAC, peer, me).unwrap();
+    ns[14 + 7] = 254;
+    assert_eq!(
+        run(&mut w, &ns, 0, 1).0,
+        Action::Drop(Counter::DropNdiscInvalid)
+    );
+    // Another node's duplicate address detection (from ::): no answer.
+    let mut dad = [0u8; ndisc::FRAME_LEN];
+    ndisc::write_solicit(&mut dad, PEER_MAC, std::net::Ipv6Addr::UNSPECIFIED, me).unwrap();
+    let dad = &dad[..ndisc::FRAME_LEN - 8];
+    let mut dad = dad.to_vec();
+    // Without its option (as DAD sends it): payload 24 bytes, summed again.
+    dad[18..20].copy_from_slice(&24u16.to_be_bytes());
+    dad[56..58].copy_from_slice(&[0, 0]);
+    let (icmp, src, dst, _) = icmp6_of(&dad);
+    let sum = crate::wire::checksum::checksum(
+        crate::wire::checksum::pseudo_v6(src.octets(), dst.octets(), 58, 24),
+        icmp,
+    );
+    dad[56..58].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(
+        run(&mut w, &dad, 0, 1).0,
+        Action::Neighbor {
+            learn: None,
+            reply: false
+        }
+    );
 }

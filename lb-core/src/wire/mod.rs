@@ -15,6 +15,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ndisc;
 pub mod tcp;
 pub mod udp;
 
