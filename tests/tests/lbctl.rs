@@ -482,6 +482,74 @@ fn global_options_go_before_or_after_a_subcommand() {
 }
 
 #[test]
+fn ipv6_services_list_in_brackets_and_round_trip_through_save_and_restore() {
+    let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
+    let socket = dp.socket.to_str().unwrap();
+    let ctl = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(binary::path("lb-ctl"))
+            .args(["--socket", socket])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "lb-ctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ctl(&["-C"], None);
+    ctl(&["-A", "-t", "[fd18::10]:80", "-s", "rr"], None);
+    ctl(
+        &["-a", "-t", "[fd18::10]:80", "-r", "[fd00::10]:8080", "-m"],
+        None,
+    );
+    ctl(
+        &[
+            "-a",
+            "-t",
+            "[fd18::10]:80",
+            "-r",
+            "[fd00::11]:8080",
+            "-m",
+            "-w",
+            "2",
+        ],
+        None,
+    );
+    ctl(
+        &["-A", "-u", "[fd18::10]:53", "-s", "wlc", "-p", "300"],
+        None,
+    );
+    let listing = ctl(&["-L", "-n"], None);
+    for line in [
+        "TCP  [fd18::10]:80 rr",
+        "  -> [fd00::11]:8080              Masq    2      0          0",
+        "UDP  [fd18::10]:53 wlc persistent 300",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.trim_end() == line),
+            "{line:?} not in\n{listing}"
+        );
+    }
+    let saved = ctl(&["-S", "-n"], None);
+    assert!(
+        saved.contains("-a -t [fd18::10]:80 -r [fd00::11]:8080 -m -w 2"),
+        "{saved}"
+    );
+    ctl(&["-C"], None);
+    assert!(!ctl(&["-L", "-n"], None).contains("fd18"));
+    ctl(&["-R"], Some(&saved));
+    assert_eq!(ctl(&["-S", "-n"], None), saved);
+}
+
+#[test]
 fn a_worker_stopped_from_outside_shows_an_outside_stall() {
     let dp = Idle::start(&lb_tests::golden::root().join("lb-fnat-one-arm/config.toml"));
     let socket = dp.socket.to_str().unwrap();
