@@ -7,7 +7,11 @@ the mode must do (see each case's README.md); scapy computes every checksum
 from scratch, so the dataplane's incremental updates are checked against
 independent values.
 """
-from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, Raw, wrpcap
+from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoReply,
+                       ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
+                       ICMPv6NDOptSrcLLAddr, IPv6, Raw, in6_getnsma, in6_getnsmac, inet_pton,
+                       inet_ntop, wrpcap)
+import socket
 
 
 LB = "02:70:63:61:70:00"      # net_pcap0's MAC
@@ -283,6 +287,79 @@ def fnat_vlan():
     return stamp(ins), stamp(exp)
 
 
+def solicited(target):
+    """A target's solicited-node group and its MAC (RFC 4291, RFC 2464)."""
+    group = inet_ntop(socket.AF_INET6, in6_getnsma(inet_pton(socket.AF_INET6, target)))
+    return group, in6_getnsmac(inet_pton(socket.AF_INET6, group))
+
+
+def ns(src_mac, src, target, hlim=255):
+    group, mac = solicited(target)
+    return Ether(src=src_mac, dst=mac) / IPv6(src=src, dst=group, hlim=hlim) / \
+        ICMPv6ND_NS(tgt=target) / ICMPv6NDOptSrcLLAddr(lladdr=src_mac)
+
+
+def na(src_mac, dst_mac, target, dst, flags):
+    r, s_, o = flags
+    return Ether(src=src_mac, dst=dst_mac) / IPv6(src=target, dst=dst, hlim=255) / \
+        ICMPv6ND_NA(R=r, S=s_, O=o, tgt=target) / ICMPv6NDOptDstLLAddr(lladdr=src_mac)
+
+
+def tcp6(src_mac, dst_mac, src, dst, flags, seq, ack=0, payload=b"", hlim=64):
+    (s, sp), (d, dp) = src, dst
+    p = Ether(src=src_mac, dst=dst_mac) / IPv6(src=s, dst=d, hlim=hlim) / \
+        TCP(sport=sp, dport=dp, flags=flags, seq=seq, ack=ack, window=8192)
+    return p / Raw(payload) if payload else p
+
+
+def fnat6_one_arm():
+    """Full-NAT over IPv6 with every neighbour found by Neighbor Discovery."""
+    dip, lip, vip6 = "fd00::1", "fd00::100", "fd18::10"
+    client, rs1, rs2 = "fd00::2", "fd00::5", "fd00::6"
+    c, c2, v = (client, 40000), (client, 40001), (vip6, 80)
+    l1, l2, r1, r2 = (lip, 1025), (lip, 1026), (rs1, 8080), (rs2, 8080)
+    get, ok = b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nhello"
+    ins, exp0, exp1 = [], [], []
+    # At start, an unsolicited advertisement of each owned address (sorted),
+    # to all nodes, Router and Override set.
+    for a in (dip, lip, vip6):
+        exp0.append(Ether(src=LB, dst="33:33:00:00:00:01") / IPv6(src=a, dst="ff02::1", hlim=255) /
+                    ICMPv6ND_NA(R=1, S=0, O=1, tgt=a) / ICMPv6NDOptDstLLAddr(lladdr=LB))
+    # The client and the first real server ask for the director's address
+    # and the local address: answered, solicited, and both learned.
+    ins.append(ns(CLIENT, client, dip))
+    exp0.append(na(LB, CLIENT, dip, client, (1, 1, 1)))
+    ins.append(ns(RS1, rs1, lip))
+    exp0.append(na(LB, RS1, lip, rs1, (1, 1, 1)))
+    # A connection to the first server (rr), both directions; hop limit 63.
+    for inp, out in [
+        (tcp6(CLIENT, LB, c, v, "S", 1000), tcp6(LB, RS1, l1, r1, "S", 1000, hlim=63)),
+        (tcp6(RS1, LB, r1, l1, "SA", 5000, 1001), tcp6(LB, CLIENT, v, c, "SA", 5000, 1001, hlim=63)),
+        (tcp6(CLIENT, LB, c, v, "PA", 1001, 5001, get), tcp6(LB, RS1, l1, r1, "PA", 1001, 5001, get, hlim=63)),
+        (tcp6(RS1, LB, r1, l1, "PA", 5001, 1019, ok), tcp6(LB, CLIENT, v, c, "PA", 5001, 1019, ok, hlim=63)),
+    ]:
+        ins.append(inp)
+        exp0.append(out)
+    # The second connection goes to the second server, whose MAC is not
+    # known: the director solicits it from its own address and holds the
+    # SYN; the server's advertisement teaches it (and goes to the kernel
+    # too), and the SYN leaves once the burst is done.
+    ins.append(tcp6(CLIENT, LB, c2, v, "S", 7000))
+    group, mac = solicited(rs2)
+    exp0.append(Ether(src=LB, dst=mac) / IPv6(src=dip, dst=group, hlim=255) /
+                ICMPv6ND_NS(tgt=rs2) / ICMPv6NDOptSrcLLAddr(lladdr=LB))
+    advert = na(RS2, LB, rs2, dip, (0, 1, 1))
+    ins.append(advert)
+    exp1.append(advert)
+    # Ping the VIP.
+    ins.append(Ether(src=CLIENT, dst=LB) / IPv6(src=client, dst=vip6) / ICMPv6EchoRequest(id=7, seq=1, data=b"ping"))
+    exp0.append(Ether(src=LB, dst=CLIENT) / IPv6(src=vip6, dst=client, hlim=64) / ICMPv6EchoReply(id=7, seq=1, data=b"ping"))
+    # A solicitation that crossed a router (hop limit 254): refused.
+    ins.append(ns(CLIENT, client, dip, hlim=254))
+    exp0.append(tcp6(LB, RS2, l2, r2, "S", 7000, hlim=63))
+    return stamp(ins), stamp(exp0), stamp(exp1)
+
+
 def main():
     ins, exp0, exp1 = fnat_one_arm()
     wrpcap("lb-fnat-one-arm/in0.pcap", ins)
@@ -300,6 +377,10 @@ def main():
     ins, exp0 = fnat_wire()
     wrpcap("lb-fnat-wire/in0.pcap", ins)
     wrpcap("lb-fnat-wire/expect0.pcap", garps(DIP, VIP, LIP) + exp0)
+    ins, exp0, exp1 = fnat6_one_arm()
+    wrpcap("lb-fnat6-one-arm/in0.pcap", ins)
+    wrpcap("lb-fnat6-one-arm/expect0.pcap", exp0)
+    wrpcap("lb-fnat6-one-arm/expect1.pcap", exp1)
     for name, make in [("nat", nat_one_arm), ("dr", dr_one_arm), ("tun", tun_one_arm)]:
         ins, exp, exp1 = make()
         wrpcap(f"lb-{name}-one-arm/in0.pcap", ins)
