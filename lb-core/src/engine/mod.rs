@@ -863,7 +863,7 @@ impl Worker {
         } else {
             icmp::is_error_v6(ty)
         };
-        if is_error && p.is_v4() {
+        if is_error {
             return icmp_error::translate(self, buf, p);
         }
         None

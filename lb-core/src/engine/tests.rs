@@ -2132,3 +2132,84 @@ fn neighbor_solicitations_for_owned_addresses_are_answered_and_senders_learned()
         }
     );
 }
+
+#[test]
+fn icmpv6_errors_are_translated_to_the_other_side() {
+    let mut spec = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: ip("fd00::10"),
+        port: 80,
+        mark: 0,
+    });
+    spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Fnat)];
+    spec.laddrs = vec![ip("fd01::100")];
+    let net = Network::new(
+        vec![
+            Interface {
+                port: 0,
+                mac: LB_MAC,
+                addrs: vec![(ip("fd00::1"), 64)],
+                mtu: 1500,
+                rx_checksum: Default::default(),
+            },
+            Interface {
+                port: 1,
+                mac: RS_SIDE_MAC,
+                addrs: vec![(ip("fd01::1"), 64)],
+                mtu: 1500,
+                rx_checksum: Default::default(),
+            },
+        ],
+        &[],
+    )
+    .unwrap();
+    let snap = Snapshot::build(1, vec![spec], Timeouts::default())
+        .unwrap()
+        .with_network(net);
+    let mut w = Worker::new(
+        WorkerConfig {
+            capacity: 8,
+            ..WorkerConfig::default()
+        },
+        Arc::new(snap),
+    );
+    let syn = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN).build();
+    let (_, sent) = run(&mut w, &syn, 0, 1);
+    // A router on the real server's side: "packet too big" (MTU 1280)
+    // about what we sent there, quoting its IPv6 header and 8 bytes.
+    let icmp6 = |src: &str, dst: &str, hops: u8, quoted: &[u8]| {
+        let mut body = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+        body.extend_from_slice(quoted);
+        let mut f = frame(
+            RS_MAC,
+            RS_SIDE_MAC,
+            None,
+            ethertype::IPV6,
+            &ip_packet(ip(src), ip(dst), 58, hops, 0, false, &body),
+        );
+        let len = u32::try_from(body.len()).unwrap();
+        let pseudo = crate::wire::checksum::pseudo_v6(a(src), a(dst), 58, len);
+        crate::wire::icmp::Packet::new_unchecked(&mut f[54..]).fill_checksum(pseudo);
+        f
+    };
+    let err = icmp6("fd01::fe", "fd01::100", 64, &sent[14..14 + 48]);
+    let (act, out) = run(&mut w, &err, 1, 1);
+    assert_eq!(act, tx(0, "fd00::2"));
+    // What the client sees: from the VIP, quoting its own SYN to the VIP
+    // (addresses and ports translated; the hop limit is what the router
+    // saw), the checksum over the new pseudo-header.
+    let client_view = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN)
+        .ttl(63)
+        .build();
+    let want = icmp6("fd00::10", "fd00::2", 63, &client_view[14..14 + 48]);
+    assert_eq!(out, want);
+    assert_eq!(w.counters.get(Counter::IcmpTranslated), 1);
+    // Quoting extension headers (next header 0, hop-by-hop): not
+    // translated; to the director's own (local) address, it is the
+    // kernel's.
+    let mut odd = sent[14..14 + 48].to_vec();
+    odd[6] = 0;
+    let err = icmp6("fd01::fe", "fd01::100", 64, &odd);
+    assert_eq!(run(&mut w, &err, 1, 1).0, Action::Exception);
+    assert_eq!(w.counters.get(Counter::IcmpTranslated), 1);
+}
