@@ -89,7 +89,8 @@ fn engine_counter(report: &serde_json::Value, name: &str) -> u64 {
 }
 
 /// What every mode's run must show: rr exactly, the addresses the servers
-/// saw, the solicitations answered and no invalid one.
+/// saw, the solicitations (and in Full-NAT two pings) answered and no
+/// invalid solicitation.
 fn check(report: &serde_json::Value, per_server: &BTreeMap<String, usize>) {
     assert_eq!(
         per_server.values().copied().collect::<Vec<_>>(),
@@ -124,6 +125,16 @@ fn full_nat_over_ipv6_finds_its_neighbours_and_servers_see_the_local_address() {
         &service("fnat", 8080, "local_addresses = [\"fd00::100\"]"),
     );
     let (per_server, seen) = load(&topo);
+    // The director's address and the VIP answer ping.
+    for target in ["fd09::1", VIP] {
+        let out = topo
+            .client
+            .command("ping")
+            .args(["-6", "-c", "1", "-W", "2", target])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ping {target}: {out:?}");
+    }
     let learned = neighbours(&lb);
     let report = lb.stop();
     check(&report, &per_server);
