@@ -233,7 +233,7 @@ impl LossRun<'_> {
                 w.stalls
                     .iter()
                     .filter(|s| s.end_ns >= start_ns && s.start_ns() <= end_ns)
-                    .copied()
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
@@ -380,6 +380,7 @@ mod tests {
             end_ns,
             gap_ns,
             away_ns: if outside { gap_ns } else { 0 },
+            during: Vec::new(),
         }
     }
 

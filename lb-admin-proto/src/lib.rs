@@ -652,7 +652,7 @@ pub struct WorkerStalls {
 
 /// A time the worker was away from its loop: while it is, nothing drains
 /// its receive queues.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Stall {
     /// When it ended, on the machine's `CLOCK_MONOTONIC` (ns), the clock
     /// other processes' events can be set beside.
@@ -663,13 +663,25 @@ pub struct Stall {
     /// or its virtual CPU taken by the hypervisor (ns, an estimate good to
     /// the worker's 1 ms reading of its CPU time).
     pub away_ns: u64,
+    /// What the stalled pass did besides its bursts: `expiry` (a sweep of
+    /// the session table), `neighbours` (the neighbour table's ageing),
+    /// `snapshot` (a new configuration adopted), `requests` (the control
+    /// thread's: reports, listings), `sync`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub during: Vec<String>,
+}
+
+/// Whether a stall of `gap_ns` in which the thread was away `away_ns` was
+/// the machine's (away for at least half of it) rather than the worker's.
+pub fn stall_outside(gap_ns: u64, away_ns: u64) -> bool {
+    away_ns.saturating_mul(2) >= gap_ns
 }
 
 impl Stall {
     /// Whether the machine took the time (the thread was away for at
     /// least half of it) rather than the worker's own work.
     pub fn outside(&self) -> bool {
-        self.away_ns.saturating_mul(2) >= self.gap_ns
+        stall_outside(self.gap_ns, self.away_ns)
     }
 
     /// When it started, on `CLOCK_MONOTONIC` (ns).

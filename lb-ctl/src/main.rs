@@ -46,16 +46,21 @@ fn stalls_table(st: &Stalls, last: usize) -> String {
             continue;
         }
         out.push_str(&format!(
-            "  {:>16} {:>10} {:>10}  {}\n",
-            "ended (s)", "gap (ms)", "away (ms)", "cause"
+            "  {:>16} {:>10} {:>10}  {:<8} {}\n",
+            "ended (s)", "gap (ms)", "away (ms)", "cause", "during"
         ));
         for s in &w.stalls[w.stalls.len().saturating_sub(last)..] {
             out.push_str(&format!(
-                "  {:>16.6} {:>10.3} {:>10.3}  {}\n",
+                "  {:>16.6} {:>10.3} {:>10.3}  {:<8} {}\n",
                 s.end_ns as f64 / 1e9,
                 ms(s.gap_ns),
                 ms(s.away_ns),
-                if s.outside() { "outside" } else { "own" }
+                if s.outside() { "outside" } else { "own" },
+                if s.during.is_empty() {
+                    "bursts".to_owned()
+                } else {
+                    s.during.join(",")
+                }
             ));
         }
     }

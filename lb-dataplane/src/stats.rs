@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use lb_admin_proto::Stall;
 
-use crate::stall::StallLog;
+use crate::stall::{Record, StallLog};
 
 /// What a worker counts. Every drop has its own reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,8 @@ impl WorkerStats {
 
     /// The worker's last stalls, oldest first, and how many it had in all.
     pub fn stalls(&self) -> (Vec<Stall>, u64) {
-        (self.stalls.read(), self.stalls.total())
+        let kept = self.stalls.read().iter().map(Record::report).collect();
+        (kept, self.stalls.total())
     }
 
     /// Every counter by name.
@@ -211,7 +212,7 @@ impl WorkerCounters {
 
     /// Counts a stall of the loop by its cause and logs it.
     #[cold]
-    pub fn stall(&mut self, s: Stall) {
+    pub fn stall(&mut self, s: Record) {
         let (count, max) = if s.outside() {
             (Counter::StallsOutside, Counter::MaxOutsideStallNs)
         } else {

@@ -21,7 +21,7 @@ use crate::dpdk::{
 };
 use crate::neigh::{Neighbors, Resolved};
 use crate::publish::{ConnInfo, Mailbox, Published, Request, WorkerSnapshot};
-use crate::stall::StallWatch;
+use crate::stall::{during, StallWatch};
 use crate::stats::{Counter, WorkerCounters};
 use crate::vlan::{self, Vlans};
 
@@ -102,6 +102,9 @@ impl LbWorker {
         self.neigh.size_dests(self.engine.dest_slots());
         self.announce_new(&mut out, &mut announced);
         let mut stalls = StallWatch::new(hz, last_pass, dpdk::thread_cpu_ns());
+        // What this pass does besides its bursts, for the next pass to
+        // tell if this one stalls.
+        let mut did = 0u8;
         while !self.stop.load(Ordering::Relaxed) {
             let tsc = dpdk::rdtsc();
             let gap_ns = u128::from(tsc - last_pass) * 1_000_000_000 / u128::from(hz);
@@ -110,9 +113,10 @@ impl LbWorker {
                 u64::try_from(gap_ns).unwrap_or(u64::MAX),
             );
             let clocks = || (dpdk::thread_cpu_ns(), dpdk::monotonic_ns());
-            if let Some(s) = stalls.pass(last_pass, tsc, clocks) {
+            if let Some(s) = stalls.pass(last_pass, tsc, did, clocks) {
                 self.counters.stall(s);
             }
+            did = 0;
             last_pass = tsc;
             let now = u32::try_from((tsc - start) / hz).unwrap_or(u32::MAX);
             let mut busy = false;
@@ -190,29 +194,35 @@ impl LbWorker {
                 self.counters.add(Counter::IdlePolls, 1);
             }
             if sweep.due(now) {
+                did |= during::EXPIRY;
                 if sweep.new_second(now) {
+                    did |= during::NEIGHBOURS;
                     self.neigh.expire(now);
                 }
                 let more = self.engine.expire_with(now, &CpuPrefetch).more;
                 sweep.done(now, more);
             }
             if self.published.version() != self.engine.snapshot().version {
+                did |= during::SNAPSHOT;
                 self.engine.adopt(self.published.load());
                 self.neigh.size_dests(self.engine.dest_slots());
                 self.announce_new(&mut out, &mut announced);
             }
             if let Some(requests) = mailbox.take() {
+                did |= during::REQUESTS;
                 for r in requests {
                     handle(&mut self.engine, &mut self.neigh, &mut released, r, now);
                 }
             }
             if let Some(links) = &self.sync {
                 if links.resync.swap(false, Ordering::Relaxed) {
+                    did |= during::SYNC;
                     self.engine.resync();
                 }
                 self.engine.resync_step();
                 let mut lost = 0;
                 for r in self.engine.take_sync() {
+                    did |= during::SYNC;
                     if links.out.try_send(r).is_err() {
                         lost += 1;
                     }
@@ -223,6 +233,7 @@ impl LbWorker {
                         .add(EngineCounter::SyncOutboxFull, lost);
                 }
                 for r in links.install.try_iter().take(256) {
+                    did |= during::SYNC;
                     // Refusals are counted by the engine.
                     let _ = self.engine.install(&r, now);
                 }
