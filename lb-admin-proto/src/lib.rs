@@ -667,7 +667,7 @@ pub struct Stall {
     /// the session table), `neighbours` (the neighbour table's ageing),
     /// `snapshot` (a new configuration adopted), `requests` (the control
     /// thread's: reports, listings), `sync`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub during: Vec<String>,
 }
 

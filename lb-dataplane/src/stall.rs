@@ -245,7 +245,9 @@ mod tests {
     fn a_stall_in_which_the_thread_ran_is_its_own() {
         let mut w = StallWatch::new(HZ, 0, 0);
         // Ran all of 0.5 ms: a gap of 300 µs at its end, CPU time 500 µs.
-        let s = w.pass(200_000, 500_000, during::EXPIRY, || (500_000, 7)).unwrap();
+        let s = w
+            .pass(200_000, 500_000, during::EXPIRY, || (500_000, 7))
+            .unwrap();
         assert_eq!((s.end_ns, s.gap_ns, s.away_ns), (7, 300_000, 0));
         assert!(!s.outside());
         assert_eq!(s.report().during, ["expiry"]);

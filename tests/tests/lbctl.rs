@@ -606,7 +606,7 @@ fn a_worker_stopped_from_outside_shows_an_outside_stall() {
     let row = format!("{:.3}", gap as f64 / 1e6);
     assert!(
         text.lines()
-            .any(|l| l.contains(&row) && l.ends_with("outside")),
+            .any(|l| l.contains(&row) && l.split_whitespace().nth(3) == Some("outside")),
         "{text}"
     );
     let counters: serde_json::Value =
