@@ -11,6 +11,7 @@
 //! the client address it saw. Everything is removed when the topology is
 //! dropped, processes included.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -487,6 +488,31 @@ impl OneArm {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
+    }
+}
+
+impl OneArm {
+    /// Sends `n` requests to `url` from the client, each answer read;
+    /// returns how many each server answered and how often each client
+    /// address was seen by the servers. Panics on a failed request or an
+    /// answer that is not the kit's server's.
+    pub fn tally(&self, url: &str, n: usize) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+        let mut per_server = BTreeMap::new();
+        let mut seen = BTreeMap::new();
+        for i in 0..n {
+            let body = self
+                .get(url)
+                .unwrap_or_else(|e| panic!("request {i} to {url} failed: {e}"));
+            let mut words = body.split_whitespace();
+            let (Some(server), Some("saw"), Some(peer)) =
+                (words.next(), words.next(), words.next())
+            else {
+                panic!("unexpected answer {body:?}");
+            };
+            *per_server.entry(server.to_owned()).or_default() += 1;
+            *seen.entry(peer.to_owned()).or_default() += 1;
+        }
+        (per_server, seen)
     }
 }
 

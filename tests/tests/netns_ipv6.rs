@@ -63,25 +63,10 @@ fn service(mode: &str, port: u16, extra: &str) -> String {
     )
 }
 
-/// Sends the requests; returns how many each server answered and the
-/// client addresses the servers saw.
+/// Sends the requests to the VIP; returns how many each server answered
+/// and the client addresses the servers saw.
 fn load(topo: &OneArm) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
-    let url = format!("http://[{VIP}]/");
-    let mut per_server = BTreeMap::new();
-    let mut seen = BTreeMap::new();
-    for i in 0..REQUESTS {
-        let body = topo
-            .get(&url)
-            .unwrap_or_else(|e| panic!("request {i} to {url} failed: {e}"));
-        let mut words = body.split_whitespace();
-        let (Some(server), Some("saw"), Some(peer)) = (words.next(), words.next(), words.next())
-        else {
-            panic!("unexpected answer {body:?}");
-        };
-        *per_server.entry(server.to_owned()).or_default() += 1;
-        *seen.entry(peer.to_owned()).or_default() += 1;
-    }
-    (per_server, seen)
+    topo.tally(&format!("http://[{VIP}]/"), REQUESTS)
 }
 
 fn engine_counter(report: &serde_json::Value, name: &str) -> u64 {

@@ -43,21 +43,7 @@ addresses = ["10.0.0.1/24", "10.9.0.1/24"]
 /// Sends the requests; returns how many each server answered and the
 /// client addresses the servers saw.
 fn load(topo: &OneArm, url: &str) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
-    let mut per_server = BTreeMap::new();
-    let mut seen = BTreeMap::new();
-    for i in 0..REQUESTS {
-        let body = topo
-            .get(url)
-            .unwrap_or_else(|e| panic!("request {i} to {url} failed: {e}"));
-        let mut words = body.split_whitespace();
-        let (Some(server), Some("saw"), Some(peer)) = (words.next(), words.next(), words.next())
-        else {
-            panic!("unexpected answer {body:?}");
-        };
-        *per_server.entry(server.to_owned()).or_default() += 1;
-        *seen.entry(peer.to_owned()).or_default() += 1;
-    }
-    (per_server, seen)
+    topo.tally(url, REQUESTS)
 }
 
 fn service(mode: &str, sched: &str, port: u16, rport: u16, extra: &str) -> String {

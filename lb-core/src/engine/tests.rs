@@ -1589,15 +1589,9 @@ fn tunnel_too_big_tells_the_client() {
     assert_eq!(w.counters.get(Counter::DropTooBig), 1);
 }
 
-#[test]
-fn ipv6_nat() {
-    let mut spec = ServiceSpec::new(ServiceKey {
-        proto: Protocol::Tcp,
-        vip: ip("fd00::10"),
-        port: 80,
-        mark: 0,
-    });
-    spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Nat)];
+/// A worker on two IPv6 ports (fd00::1/64 towards the clients, fd01::1/64
+/// towards the real servers) serving `spec`.
+fn v6_worker(spec: ServiceSpec) -> Worker {
     let net = Network::new(
         vec![
             Interface {
@@ -1618,18 +1612,28 @@ fn ipv6_nat() {
         &[],
     )
     .unwrap();
-    let snap = Arc::new(
-        Snapshot::build(1, vec![spec], Timeouts::default())
-            .unwrap()
-            .with_network(net),
-    );
-    let mut w = Worker::new(
+    let snap = Snapshot::build(1, vec![spec], Timeouts::default())
+        .unwrap()
+        .with_network(net);
+    Worker::new(
         WorkerConfig {
             capacity: 8,
             ..WorkerConfig::default()
         },
-        snap,
-    );
+        Arc::new(snap),
+    )
+}
+
+#[test]
+fn ipv6_nat() {
+    let mut spec = ServiceSpec::new(ServiceKey {
+        proto: Protocol::Tcp,
+        vip: ip("fd00::10"),
+        port: 80,
+        mark: 0,
+    });
+    spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Nat)];
+    let mut w = v6_worker(spec);
     let syn = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN).build();
     let (act, out) = run(&mut w, &syn, 0, 1);
     assert_eq!(act, tx(1, "fd01::5"));
@@ -2143,36 +2147,7 @@ fn icmpv6_errors_are_translated_to_the_other_side() {
     });
     spec.reals = vec![rs("fd01::5", 8080, ForwardMode::Fnat)];
     spec.laddrs = vec![ip("fd01::100")];
-    let net = Network::new(
-        vec![
-            Interface {
-                port: 0,
-                mac: LB_MAC,
-                addrs: vec![(ip("fd00::1"), 64)],
-                mtu: 1500,
-                rx_checksum: Default::default(),
-            },
-            Interface {
-                port: 1,
-                mac: RS_SIDE_MAC,
-                addrs: vec![(ip("fd01::1"), 64)],
-                mtu: 1500,
-                rx_checksum: Default::default(),
-            },
-        ],
-        &[],
-    )
-    .unwrap();
-    let snap = Snapshot::build(1, vec![spec], Timeouts::default())
-        .unwrap()
-        .with_network(net);
-    let mut w = Worker::new(
-        WorkerConfig {
-            capacity: 8,
-            ..WorkerConfig::default()
-        },
-        Arc::new(snap),
-    );
+    let mut w = v6_worker(spec);
     let syn = Builder::tcp_v6("[fd00::2]:40000", "[fd00::10]:80", SYN).build();
     let (_, sent) = run(&mut w, &syn, 0, 1);
     // A router on the real server's side: "packet too big" (MTU 1280)
