@@ -41,7 +41,8 @@ pub enum Counter {
     /// The longest time between two passes of the loop, in nanoseconds
     /// (a gauge: a blocked worker shows here).
     MaxLoopGapNs,
-    /// Gratuitous ARPs sent (at start, and for addresses a change added).
+    /// Gratuitous ARPs and unsolicited Neighbor Advertisements sent (at
+    /// start, and for addresses a change added).
     GarpSent,
     /// Packets other workers handed to this one (its Full-NAT replies).
     HandOverIn,
