@@ -108,14 +108,14 @@ pub fn attribute(refusals: &[(u64, u64)], stalls: &[Stall], dropped: u64) -> Att
     for &(at, n) in refusals {
         let end = at + REFUSAL_SLOT_NS;
         let first = stalls.partition_point(|s| s.end_ns + SLACK_NS < at);
-        let near: Vec<&Stall> = stalls[first..]
+        let mut near = stalls[first..]
             .iter()
             .take_while(|s| s.start_ns().saturating_sub(SLACK_NS) < end)
-            .collect();
-        if near.iter().any(|s| s.outside()) {
-            a.outside += n;
-        } else if near.is_empty() {
+            .peekable();
+        if near.peek().is_none() {
             a.unexplained += n;
+        } else if near.any(Stall::outside) {
+            a.outside += n;
         } else {
             a.own_stall += n;
         }

@@ -268,11 +268,11 @@ impl Neighbors {
         let (mac, addrs) = self.ports.get(usize::from(port))?;
         let same_family = |(a, _): &&(IpAddr, u8)| a.is_ipv4() == target.is_ipv4();
         let in_net = |(a, len): &&(IpAddr, u8)| same_net(*a, target, *len);
+        // `same_net` holds only within a family.
         let src = addrs
             .iter()
-            .filter(same_family)
             .find(in_net)
-            .or(addrs.iter().find(same_family))?
+            .or_else(|| addrs.iter().find(same_family))?
             .0;
         match (src, target) {
             (IpAddr::V4(src), IpAddr::V4(target)) => broadcast_request(*mac, src, target, pool),

@@ -14,7 +14,7 @@ use std::net::Ipv6Addr;
 
 use super::checksum;
 use super::icmp::v6::{NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
-use super::{ethernet, ip_proto, MacAddr, WireError};
+use super::{ethernet, ip_proto, ipv6, MacAddr, WireError};
 
 /// The ICMPv6 header and the message's fixed part (flags, target).
 pub const MESSAGE_LEN: usize = 24;
@@ -22,8 +22,8 @@ pub const MESSAGE_LEN: usize = 24;
 const LLADDR_OPTION_LEN: usize = 8;
 /// A whole solicitation or advertisement frame with its link-layer
 /// address option: Ethernet, IPv6, the message, the option.
-pub const FRAME_LEN: usize = ethernet::HEADER_LEN + IPV6_HEADER + MESSAGE_LEN + LLADDR_OPTION_LEN;
-const IPV6_HEADER: usize = 40;
+pub const FRAME_LEN: usize =
+    ethernet::HEADER_LEN + ipv6::HEADER_LEN + MESSAGE_LEN + LLADDR_OPTION_LEN;
 /// Neighbor Discovery's hop limit, which a receiver insists on.
 pub const HOP_LIMIT: u8 = 255;
 
@@ -147,7 +147,6 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 /// ICMPv6 message of `kind` from `src` (at `src_mac`) to `dst` (at
 /// `dst_mac`), with `flags`, `target` and a link-layer address option
 /// carrying `src_mac` when `with_lladdr`. Returns the frame's length.
-#[allow(clippy::too_many_arguments)]
 fn write(
     frame: &mut [u8],
     kind: u8,
@@ -158,12 +157,12 @@ fn write(
     with_lladdr: bool,
 ) -> Option<usize> {
     let icmp_len = MESSAGE_LEN + if with_lladdr { LLADDR_OPTION_LEN } else { 0 };
-    let len = ethernet::HEADER_LEN + IPV6_HEADER + icmp_len;
+    let len = ethernet::HEADER_LEN + ipv6::HEADER_LEN + icmp_len;
     let frame = frame.get_mut(..len)?;
     frame[0..6].copy_from_slice(&dst_mac.0);
     frame[6..12].copy_from_slice(&src_mac.0);
     frame[12..14].copy_from_slice(&ethernet::ethertype::IPV6.to_be_bytes());
-    let (ip, icmp) = frame[ethernet::HEADER_LEN..].split_at_mut(IPV6_HEADER);
+    let (ip, icmp) = frame[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
     ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
     let icmp_len16 = u16::try_from(icmp_len).ok()?;
     ip[4..6].copy_from_slice(&icmp_len16.to_be_bytes());
@@ -247,7 +246,7 @@ mod tests {
     const MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 
     fn icmp_of(frame: &[u8]) -> &[u8] {
-        &frame[ethernet::HEADER_LEN + IPV6_HEADER..]
+        &frame[ethernet::HEADER_LEN + ipv6::HEADER_LEN..]
     }
 
     #[test]
